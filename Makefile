@@ -1,0 +1,26 @@
+# `make demo`: set up .venv (once) and run the main job on the embedded default data.
+# `make test`: set up .venv (once) and run the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup clean
+
+$(STAMP): setup.py constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m monai_dwp demo
+
+test: $(STAMP)
+	$(PY) -m pytest tests -q -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) build *.egg-info

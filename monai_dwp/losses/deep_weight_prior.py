@@ -1,0 +1,360 @@
+r"""The Deep Weight Prior (Atanov et al., ICLR 2019): a kernel VAE as the prior over convolution kernels."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from monai_dwp.losses.gaussian_prior import GaussianPrior
+from monai_dwp.losses.kl import gaussian_entropy, gaussian_log_prob, standard_normal_kl
+from monai_dwp.networks.layers.bayesian_conv import BayesianConv
+from monai_dwp.networks.nets.kernel_vae import KernelVAE
+from monai_dwp.networks.utils import bayesian_modules
+
+__all__ = ["DeepWeightPrior", "dwp_initialize", "DWP_CHECKPOINT_FORMAT"]
+
+logger = logging.getLogger(__name__)
+
+DWP_CHECKPOINT_FORMAT = "monai_dwp.DeepWeightPrior/1"
+_VAE_CONFIG_KEYS = ("spatial_dims", "kernel_size", "latent_size", "hidden_channels", "log_scale_bounds")
+
+
+def _vae_config(vae: KernelVAE) -> dict[str, Any]:
+    """The constructor arguments of a :class:`KernelVAE`, read back from its attributes."""
+    return {key: getattr(vae, key) for key in _VAE_CONFIG_KEYS if hasattr(vae, key)}
+
+
+def _as_tuple(kernel_size: Any, spatial_dims: int) -> tuple[int, ...]:
+    return (int(kernel_size),) * spatial_dims if isinstance(kernel_size, int) else tuple(int(k) for k in kernel_size)
+
+
+class DeepWeightPrior(nn.Module):
+    r"""Monte Carlo upper bound of :math:`\mathrm{KL}(q(w) \,\|\, p_\text{DWP}(w))` summed over a network.
+
+    The prior over one kernel :math:`w` (a slice ``W[o, i]`` of a convolution weight, ``d`` values) is the
+    marginal of a kernel VAE, :math:`p(w) = \int p(w \mid z)\, p(z)\, dz` with the decoder as
+    :math:`p(w \mid z)` and :math:`p(z) = \mathcal{N}(0, I)`. With the encoder as the auxiliary
+    :math:`r(z \mid w)`, for the factorized Gaussian posterior :math:`q(w)` of a kernel,
+
+    .. math::
+        \mathrm{KL}(q(w) \,\|\, p(w)) \le -H(q(w))
+        + \mathbb{E}_{q(w)}\Big[\mathrm{KL}(r(z \mid w) \,\|\, p(z))
+        - \mathbb{E}_{r(z \mid w)} \log p(w \mid z)\Big].
+
+    The entropy is closed form; the expectations are estimated with ``num_samples`` reparameterized draws of
+    :math:`w` and one of :math:`z` per draw, so the estimate is differentiable in the posterior's ``loc`` and
+    ``log_scale``. The bound is summed over the kernels of every covered layer.
+
+    **Groups and scales.** Layers are mapped to groups (``layer_groups``, one VAE per group). Group ``g``'s VAE
+    models kernels on the normalised scale :math:`u = w / s_g`; the density on the raw scale carries the
+    Jacobian, :math:`\log p(w) = \log p_\text{vae}(w / s_g) - d \log s_g`, hence the :math:`+ d \log s_g` in
+    the cross-entropy term.
+
+    **Cost.** Each VAE is evaluated once per step on all (or ``max_kernels``) kernels of its group, as one
+    batch. With ``max_kernels`` set, a uniform subsample of ``m`` of a group's ``K`` kernels (without
+    replacement) estimates the cross-entropy term, scaled by ``K / m``: unbiased, with more variance.
+
+    **Uncovered layers.** Bayesian layers not in ``layer_groups`` (other kernel sizes, 1×1×1 convolutions, a
+    new layer) get ``fallback_prior`` (by default an explicit :class:`GaussianPrior` ``N(0, 1)``), never a
+    silent zero; ``strict=True`` makes them an error instead.
+
+    **Trainable parts.** The decoders are always frozen; the encoders are fine-tuned with the posterior when
+    ``train_encoder`` (then add ``prior.parameters()`` to the optimizer). The VAEs stay in eval mode.
+
+    Args:
+        vaes: one :class:`~monai_dwp.networks.nets.KernelVAE` per group.
+        scales: the positive normalising scale :math:`s_g` of each group.
+        layer_groups: ``{qualified layer name: group index}`` for the covered layers (names as
+            ``network.named_modules()`` gives them).
+        num_samples: number of Monte Carlo draws of :math:`w` per kernel and step.
+        max_kernels: if set, the number of kernels per group sampled per step; ``None`` uses all.
+        train_encoder: let the encoders (the auxiliary :math:`r(z|w)`) be fine-tuned.
+        fallback_prior: the prior of uncovered Bayesian layers; a module ``f(network) -> Tensor`` with a
+            ``kl_layers(layers) -> Tensor`` method, like :class:`GaussianPrior`.
+        strict: raise for uncovered Bayesian layers instead of using the fallback.
+
+    Example::
+
+        prior = DeepWeightPrior.load("runs/prior/dwp_prior.pt", max_kernels=4096)
+        kl = prior(net)  # scalar upper bound of KL(q || p), differentiable
+    """
+
+    def __init__(
+        self,
+        vaes: Sequence[KernelVAE],
+        scales: Sequence[float],
+        layer_groups: Mapping[str, int],
+        num_samples: int = 1,
+        max_kernels: int | None = None,
+        train_encoder: bool = False,
+        fallback_prior: nn.Module | None = None,
+        strict: bool = False,
+    ) -> None:
+        super().__init__()
+        vaes = list(vaes)
+        if not vaes or not all(isinstance(v, KernelVAE) for v in vaes):
+            raise TypeError(f"vaes must be a non-empty sequence of KernelVAE, got {vaes!r}.")
+        scales = [float(s) for s in scales]
+        if len(scales) != len(vaes):
+            raise ValueError(f"scales must have one entry per VAE ({len(vaes)}), got {len(scales)}: {scales}.")
+        if not all(math.isfinite(s) and s > 0 for s in scales):
+            raise ValueError(f"every scale must be a finite float > 0, got {scales}.")
+        if not isinstance(layer_groups, Mapping) or not layer_groups:
+            raise ValueError(f"layer_groups must be a non-empty mapping name -> group index, got {layer_groups!r}.")
+        bad = {n: g for n, g in layer_groups.items() if not isinstance(g, int) or not 0 <= g < len(vaes)}
+        if bad:
+            raise ValueError(f"layer_groups maps to group indices outside [0, {len(vaes)}): {bad}.")
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}.")
+        if max_kernels is not None and (
+            isinstance(max_kernels, bool) or not isinstance(max_kernels, int) or max_kernels < 1
+        ):
+            raise ValueError(f"max_kernels must be None or a positive int, got {max_kernels!r}.")
+        self.vaes = nn.ModuleList(vaes)
+        self.register_buffer("scales", torch.tensor(scales, dtype=torch.float32))
+        self.layer_groups = dict(layer_groups)
+        self.num_samples = num_samples
+        self.max_kernels = max_kernels
+        self.train_encoder = bool(train_encoder)
+        self.strict = bool(strict)
+        self.fallback_prior = fallback_prior if fallback_prior is not None else GaussianPrior(0.0, 1.0)
+        for vae in self.vaes:
+            vae.eval()
+            vae.decoder.requires_grad_(False)
+            vae.encoder.requires_grad_(self.train_encoder)
+        self._warned_uncovered = False
+
+    def train(self, mode: bool = True) -> DeepWeightPrior:
+        """Set the training flag of the fallback prior; the VAEs always stay in eval mode."""
+        super().train(mode)
+        self.vaes.eval()
+        return self
+
+    # ------------------------------------------------------------------ checks
+    def kernel_size_of(self, group: int) -> tuple[int, ...]:
+        """The kernel shape modelled by group ``group``'s VAE, e.g. ``(3, 3, 3)``."""
+        vae = self.vaes[group]
+        return _as_tuple(vae.kernel_size, getattr(vae, "spatial_dims", 3))
+
+    def check_network(self, network: nn.Module) -> tuple[dict[str, BayesianConv], dict[str, BayesianConv]]:
+        """Check that this prior fits ``network`` and split its Bayesian layers into covered and uncovered.
+
+        Every covered layer must exist in ``network`` as a :class:`BayesianConv` whose kernel has the shape its
+        group's VAE models. Channel counts may differ from the source network (the prior acts per kernel).
+
+        Returns:
+            ``(covered, uncovered)`` as ``{name: layer}``.
+
+        Raises:
+            ValueError: naming the layer, the expected and the found kernel shape; or the uncovered layers when
+                ``strict``.
+        """
+        layers = bayesian_modules(network)
+        modules = dict(network.named_modules())
+        covered: dict[str, BayesianConv] = {}
+        for name, group in self.layer_groups.items():
+            expected = self.kernel_size_of(group)
+            layer = layers.get(name)
+            if layer is None:
+                found = type(modules[name]).__name__ if name in modules else "no such module"
+                raise ValueError(
+                    f"the prior covers layer {name!r} (group {group}, kernel {expected}) but the network has "
+                    f"{found} there, not a BayesianConv; build the network the prior was fitted for "
+                    "(e.g. DWPUNet(bayesian=True)) or refit the prior on its layers."
+                )
+            if tuple(layer.kernel_size) != expected:
+                raise ValueError(
+                    f"layer {name!r}: the prior's VAE (group {group}) expects kernels of shape {expected}, "
+                    f"found {tuple(layer.kernel_size)} (weight {tuple(layer.loc.shape)}); the checkpoint does "
+                    "not fit this network."
+                )
+            covered[name] = layer
+        uncovered = {n: m for n, m in layers.items() if n not in covered}
+        if uncovered and self.strict:
+            raise ValueError(
+                f"strict=True but Bayesian layers {sorted(uncovered)} are not covered by the prior's "
+                "layer_groups; add them to a group or set strict=False to use the fallback prior."
+            )
+        if uncovered and not self._warned_uncovered:
+            logger.info("DeepWeightPrior: fallback prior %s for layers %s", self.fallback_prior, sorted(uncovered))
+            self._warned_uncovered = True
+        return covered, uncovered
+
+    # ------------------------------------------------------------------ the bound
+    def cross_entropy_term(self, group: int, loc: Tensor, log_scale: Tensor) -> Tensor:
+        r"""Sum over kernels of :math:`\mathbb{E}_{q(w)}[\mathrm{KL}(r(z|w)\|p(z)) - \mathbb{E}_{r(z|w)}\log p(w|z)]`.
+
+        Args:
+            group: the VAE to use.
+            loc: posterior locations of ``K`` kernels, ``(K, *kernel_size)`` on the raw scale.
+            log_scale: posterior log-scales, same shape.
+
+        Returns:
+            A scalar: the Monte Carlo estimate (``num_samples`` draws of ``w``, one ``z`` each) summed over kernels.
+        """
+        vae = self.vaes[group]
+        scale = self.scales[group]
+        n, k = self.num_samples, loc.shape[0]
+        d = loc[0].numel()
+        eps = torch.randn((n, *loc.shape), device=loc.device, dtype=loc.dtype)
+        w = (loc + log_scale.exp() * eps).reshape(n * k, 1, *loc.shape[1:])
+        u = w / scale
+        z_loc, z_log_scale = vae.encode(u)
+        z = z_loc + z_log_scale.exp() * torch.randn_like(z_loc)
+        recon_loc, recon_log_scale = vae.decode(z)
+        kl_z = standard_normal_kl(z_loc, z_log_scale).sum()
+        nll = -gaussian_log_prob(u, recon_loc, recon_log_scale).sum()
+        return (kl_z + nll) / n + k * d * scale.log()
+
+    def forward(self, network: nn.Module) -> Tensor:
+        """Upper bound of KL(q || p) summed over all Bayesian layers of ``network`` (a scalar tensor)."""
+        covered, uncovered = self.check_network(network)
+        device = next(iter(covered.values())).loc.device if covered else None
+        if device is not None and self.scales.device != device:
+            self.to(device)
+        groups: dict[int, list[str]] = {}
+        for name in covered:
+            groups.setdefault(self.layer_groups[name], []).append(name)
+        total: Tensor | None = None
+        for group, names in groups.items():
+            loc = torch.cat([covered[n].kernels[0] for n in names])
+            log_scale = torch.cat([covered[n].kernels[1] for n in names])
+            neg_entropy = -gaussian_entropy(log_scale).sum()
+            num_kernels = loc.shape[0]
+            if self.max_kernels is not None and num_kernels > self.max_kernels:
+                index = torch.randperm(num_kernels, device=loc.device)[: self.max_kernels]
+                cross = self.cross_entropy_term(group, loc[index], log_scale[index]) * (
+                    num_kernels / self.max_kernels
+                )
+            else:
+                cross = self.cross_entropy_term(group, loc, log_scale)
+            term = neg_entropy + cross
+            total = term if total is None else total + term
+        if uncovered:
+            fallback = self.fallback_prior.kl_layers(uncovered.values())
+            total = fallback if total is None else total + fallback
+        if total is None:
+            raise ValueError(
+                f"{type(network).__name__} has no BayesianConv layer, so the prior has nothing to act on."
+            )
+        return total
+
+    # ------------------------------------------------------------------ initialisation
+    @torch.no_grad()
+    def initialize(self, network: nn.Module, generator: torch.Generator | None = None) -> list[str]:
+        r"""Set the covered kernels of ``network`` to VAE samples: :math:`z \sim \mathcal{N}(0, I)`,
+        :math:`w = s_g \cdot \text{decoder mean}(z)`.
+
+        A covered layer may be a :class:`BayesianConv` (its ``loc`` is set; ``log_scale`` is left alone) or an
+        ordinary ``nn.ConvNd`` of the same name (its ``weight`` is set: the deterministic ``dwp_init``
+        baseline).
+
+        Returns:
+            The names of the initialised layers.
+        """
+        modules = dict(network.named_modules())
+        done = []
+        for name, group in self.layer_groups.items():
+            layer = modules.get(name)
+            if isinstance(layer, BayesianConv):
+                target = layer.loc
+            elif isinstance(layer, nn.modules.conv._ConvNd):
+                target = layer.weight
+            else:
+                found = type(layer).__name__ if layer is not None else "no such module"
+                raise ValueError(
+                    f"cannot DWP-initialise layer {name!r}: expected a convolution, found {found}; the prior "
+                    "does not fit this network."
+                )
+            expected = self.kernel_size_of(group)
+            if tuple(target.shape[2:]) != expected:
+                raise ValueError(
+                    f"layer {name!r}: the prior's VAE (group {group}) samples kernels of shape {expected}, "
+                    f"found weight {tuple(target.shape)}."
+                )
+            vae = self.vaes[group]
+            num = target.shape[0] * target.shape[1]
+            samples = vae.sample(num, generator=generator) * self.scales[group].to(target.device)
+            target.copy_(samples.reshape(target.shape).to(target))
+            done.append(name)
+        return done
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
+        """Write a self-describing checkpoint (VAE configs and weights, scales, layer->group map), atomically.
+
+        Args:
+            path: the file to write.
+            extra: optional metadata to store with it (e.g. the source checkpoints, training ELBO per group).
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": DWP_CHECKPOINT_FORMAT,
+            "vae_configs": [_vae_config(v) for v in self.vaes],
+            "vae_state_dicts": [{k: t.detach().cpu() for k, t in v.state_dict().items()} for v in self.vaes],
+            "scales": self.scales.cpu().tolist(),
+            "layer_groups": dict(self.layer_groups),
+            "extra": dict(extra or {}),
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu", **kwargs: Any) -> DeepWeightPrior:
+        """Build a prior from a checkpoint written by :meth:`save`.
+
+        Args:
+            path: the checkpoint file.
+            map_location: device to load the VAEs on.
+            kwargs: the other constructor arguments (``num_samples``, ``max_kernels``, ``train_encoder``,
+                ``fallback_prior``, ``strict``).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"prior checkpoint {str(path)!r} does not exist; fit it with "
+                "`python -m monai.bundle run --config_file bundles/dwp_prior/configs/train.json`."
+            )
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(payload, dict) or payload.get("format") != DWP_CHECKPOINT_FORMAT:
+            found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+            raise ValueError(
+                f"{str(path)!r} is not a DeepWeightPrior checkpoint (format {found!r}, expected "
+                f"{DWP_CHECKPOINT_FORMAT!r}); write it with DeepWeightPrior.save."
+            )
+        vaes = []
+        for i, (config, state) in enumerate(zip(payload["vae_configs"], payload["vae_state_dicts"])):
+            vae = KernelVAE(**config)
+            try:
+                vae.load_state_dict(state)
+            except RuntimeError as err:
+                raise ValueError(f"{str(path)!r}: VAE {i} weights do not fit its config {config}: {err}") from err
+            vaes.append(vae.to(map_location))
+        prior = cls(vaes, payload["scales"], payload["layer_groups"], **kwargs)
+        prior.extra = payload.get("extra", {})
+        return prior.to(map_location)
+
+    def extra_repr(self) -> str:
+        return (
+            f"groups={len(self.vaes)}, layers={len(self.layer_groups)}, num_samples={self.num_samples}, "
+            f"max_kernels={self.max_kernels}, train_encoder={self.train_encoder}, strict={self.strict}"
+        )
+
+
+def dwp_initialize(network: nn.Module, prior: DeepWeightPrior, generator: torch.Generator | None = None) -> nn.Module:
+    """DWP initialisation: the covered kernels of ``network`` become VAE samples (see
+    :meth:`DeepWeightPrior.initialize`). Returns ``network`` so it can be used inline in a bundle config."""
+    if not isinstance(prior, DeepWeightPrior):
+        raise TypeError(f"prior must be a DeepWeightPrior, got {type(prior).__name__}.")
+    prior.initialize(network, generator=generator)
+    return network

@@ -1,0 +1,7 @@
+"""Layers of Bayesian neural networks."""
+
+from __future__ import annotations
+
+from .bayesian_conv import STOCHASTIC_MODES, BayesianConv, StochasticMode
+
+__all__ = ["BayesianConv", "StochasticMode", "STOCHASTIC_MODES"]

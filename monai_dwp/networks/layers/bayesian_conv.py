@@ -1,0 +1,330 @@
+"""A ``spatial_dims``-generic Bayesian convolution with a fully factorized Gaussian posterior."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["BayesianConv", "StochasticMode", "STOCHASTIC_MODES"]
+
+StochasticMode = Literal["mean", "local", "sampled"]
+STOCHASTIC_MODES: tuple[str, ...] = ("mean", "local", "sampled")
+
+_CONV: dict[tuple[int, bool], Callable[..., Tensor]] = {
+    (1, False): F.conv1d,
+    (2, False): F.conv2d,
+    (3, False): F.conv3d,
+    (1, True): F.conv_transpose1d,
+    (2, True): F.conv_transpose2d,
+    (3, True): F.conv_transpose3d,
+}
+
+
+def _tuple(value: int | Sequence[int], spatial_dims: int, name: str) -> tuple[int, ...]:
+    """Expand an int to a ``spatial_dims``-tuple, checking a sequence's length."""
+    if isinstance(value, (bool, str)) or not isinstance(value, (int, Sequence)):
+        raise TypeError(f"{name} must be an int or a sequence of {spatial_dims} ints, got {value!r}.")
+    if isinstance(value, int):
+        return (value,) * spatial_dims
+    out = tuple(int(v) for v in value)
+    if len(out) != spatial_dims:
+        raise ValueError(
+            f"{name} must have spatial_dims={spatial_dims} entries, got {value!r}; "
+            f"pass one int or {spatial_dims} ints."
+        )
+    return out
+
+
+class BayesianConv(nn.Module):
+    r"""Convolution (1D/2D/3D, optionally transposed) with a factorized Gaussian posterior over its weight.
+
+    Every scalar weight has the variational posterior :math:`q(w) = \mathcal{N}(\text{loc}, \text{scale}^2)`
+    with ``scale = exp(log_scale)``; the bias (if any) is a deterministic parameter. The prior is *not* part of
+    this layer: it is a loss term (see :class:`monai_dwp.losses.GaussianPrior` and
+    :class:`monai_dwp.losses.DeepWeightPrior`), and ``forward`` returns the activations only.
+
+    The stochastic behaviour is an explicit switch, ``mode``, independent of ``.train()``/``.eval()``:
+
+    - ``"mean"``: :math:`y = \text{conv}(x, W_\text{loc}) + b` (deterministic, the cheap prediction);
+    - ``"local"``: local reparameterization (Kingma et al., 2015), for training:
+      :math:`y = \text{conv}(x, W_\text{loc}) + b + \sqrt{\text{conv}(x^2, W_\text{scale}^2) + \epsilon}
+      \odot \xi`, :math:`\xi \sim \mathcal{N}(0, 1)` drawn per output element;
+    - ``"sampled"``: one weight draw :math:`W = W_\text{loc} + W_\text{scale} \odot \varepsilon`, with
+      :math:`\varepsilon` held until :meth:`resample` is called, so that every call (e.g. every sliding window
+      of a volume) sees the same weights. The draw is differentiable in ``loc`` and ``log_scale``; resampling
+      once per training step gives an unbiased ELBO gradient at the cost of one convolution instead of two.
+
+    Shapes follow :mod:`torch.nn.functional`: ``loc`` and ``log_scale`` are
+    ``(out_channels, in_channels // groups, *kernel_size)`` for a convolution and
+    ``(in_channels, out_channels // groups, *kernel_size)`` when ``is_transposed``; the input is
+    ``(N, in_channels, *spatial)``.
+
+    Args:
+        spatial_dims: number of spatial dimensions, 1, 2 or 3.
+        in_channels: number of input channels.
+        out_channels: number of output channels.
+        kernel_size: convolution kernel size (int or ``spatial_dims`` ints).
+        stride: convolution stride.
+        padding: implicit zero padding, as in :mod:`torch.nn`.
+        dilation: kernel dilation.
+        groups: blocked connections from input to output channels.
+        bias: whether to add a learnable (deterministic) bias.
+        is_transposed: a transposed convolution instead of a convolution.
+        output_padding: extra size added to one side of the output, transposed convolutions only.
+        init_log_scale: initial value of every ``log_scale`` entry. The default ``-5`` gives a posterior
+            standard deviation of about 6.7e-3, small against PyTorch's default weight scale, so a fresh layer
+            behaves almost like its mean while the variance can still grow during training.
+        mode: initial stochastic mode, ``"mean"``, ``"local"`` or ``"sampled"``.
+        eps: added to the output variance before the square root in ``"local"`` mode, for a finite gradient.
+        fuse_local: compute the two convolutions of ``"local"`` mode as one grouped convolution of
+            ``cat(x, x²)`` with ``cat(W_loc, W_scale²)`` (same result). ``None`` (default) fuses exactly where it
+            is faster: on CPU, for 3D convolutions whose input is small enough (``N·C·D·H <= 20480``) that
+            PyTorch would otherwise leave its fast oneDNN kernels for a slow fallback (a grouped convolution
+            always takes oneDNN). Measured on a 2-core CPU, batch 1: 16 channels at 32³, fused 1.07× a
+            deterministic convolution's forward+backward against 2.34× unfused; on larger inputs unfused wins.
+
+    Example::
+
+        conv = BayesianConv(3, 4, 8, kernel_size=3, padding=1)
+        y = conv(torch.randn(2, 4, 16, 16, 16))  # local reparameterization, (2, 8, 16, 16, 16)
+        conv.mode = "sampled"; conv.resample()   # one weight draw, held
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] = 0,
+        dilation: int | Sequence[int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        is_transposed: bool = False,
+        output_padding: int | Sequence[int] = 0,
+        init_log_scale: float = -5.0,
+        mode: StochasticMode = "local",
+        eps: float = 1e-8,
+        fuse_local: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (1, 2, 3):
+            raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims!r}.")
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"in_channels={in_channels} and out_channels={out_channels} must both be divisible by "
+                f"groups={groups}."
+            )
+        if not math.isfinite(init_log_scale):
+            raise ValueError(f"init_log_scale must be a finite float, got {init_log_scale!r}.")
+        if eps < 0:
+            raise ValueError(f"eps must be >= 0, got {eps!r}.")
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _tuple(kernel_size, spatial_dims, "kernel_size")
+        self.stride = _tuple(stride, spatial_dims, "stride")
+        self.padding = _tuple(padding, spatial_dims, "padding")
+        self.dilation = _tuple(dilation, spatial_dims, "dilation")
+        self.output_padding = _tuple(output_padding, spatial_dims, "output_padding")
+        if any(k < 1 for k in self.kernel_size):
+            raise ValueError(f"kernel_size must be positive, got {kernel_size!r}.")
+        if not is_transposed and any(self.output_padding):
+            raise ValueError(
+                f"output_padding={output_padding!r} is only valid with is_transposed=True; pass 0."
+            )
+        self.groups = groups
+        self.is_transposed = bool(is_transposed)
+        self.init_log_scale = float(init_log_scale)
+        self.eps = float(eps)
+        self.fuse_local = fuse_local
+        self._conv = _CONV[(spatial_dims, self.is_transposed)]
+
+        if self.is_transposed:
+            shape = (in_channels, out_channels // groups, *self.kernel_size)
+        else:
+            shape = (out_channels, in_channels // groups, *self.kernel_size)
+        self.loc = nn.Parameter(torch.empty(shape))
+        self.log_scale = nn.Parameter(torch.empty(shape))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        # epsilon of the held weight draw ("sampled" mode); not part of the state dict
+        self.register_buffer("_epsilon", None, persistent=False)
+        self.mode = mode
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ parameters
+    def reset_parameters(self) -> None:
+        """Initialise ``loc`` and ``bias`` as :class:`torch.nn.Conv3d` does, and ``log_scale`` to ``init_log_scale``."""
+        nn.init.kaiming_uniform_(self.loc, a=math.sqrt(5))
+        nn.init.constant_(self.log_scale, self.init_log_scale)
+        if self.bias is not None:
+            fan_in, _ = nn.init._calculate_fan_in_and_fan_out(self.loc)
+            bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+            nn.init.uniform_(self.bias, -bound, bound)
+        self._epsilon = None
+
+    @property
+    def mode(self) -> str:
+        """The stochastic mode: ``"mean"``, ``"local"`` or ``"sampled"``."""
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in STOCHASTIC_MODES:
+            raise ValueError(f"mode must be one of {STOCHASTIC_MODES}, got {value!r}.")
+        self._mode = value
+
+    @property
+    def scale(self) -> Tensor:
+        """Posterior standard deviation ``exp(log_scale)``, same shape as ``loc``."""
+        return self.log_scale.exp()
+
+    @property
+    def kernels(self) -> tuple[Tensor, Tensor]:
+        """``(loc, log_scale)`` viewed as a batch of kernels, each ``(num_kernels, *kernel_size)``.
+
+        A kernel is one slice ``W[o, i]`` (``W[i, o]`` when transposed); ``num_kernels`` is the product of the
+        two leading dimensions.
+        """
+        return self.loc.flatten(0, 1), self.log_scale.flatten(0, 1)
+
+    def resample(self, generator: torch.Generator | None = None) -> None:
+        r"""Draw a new :math:`\varepsilon \sim \mathcal{N}(0, I)` for ``"sampled"`` mode and hold it."""
+        self._epsilon = torch.randn(
+            self.loc.shape, generator=generator, device=self.loc.device, dtype=self.loc.dtype
+        )
+
+    def sample_weight(self) -> Tensor:
+        """The held weight draw ``loc + scale * epsilon`` (drawn first if none is held); differentiable."""
+        eps = self._epsilon
+        if eps is None or eps.shape != self.loc.shape or eps.device != self.loc.device:
+            self.resample()
+            eps = self._epsilon
+        return self.loc + self.scale * eps.to(self.loc.dtype)
+
+    # ------------------------------------------------------------------ forward
+    def _apply_conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        if self.is_transposed:
+            return self._conv(
+                x, weight, bias, self.stride, self.padding, self.output_padding, self.groups, self.dilation
+            )
+        return self._conv(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the convolution in the current ``mode``.
+
+        Args:
+            x: input of shape ``(N, in_channels, *spatial)`` with ``spatial_dims`` spatial dimensions.
+
+        Returns:
+            Output of shape ``(N, out_channels, *spatial_out)``.
+        """
+        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"BayesianConv expects input of shape (N, {self.in_channels}, *{self.spatial_dims} spatial dims), "
+                f"got {tuple(x.shape)}."
+            )
+        mode = self._mode
+        if mode == "mean":
+            return self._apply_conv(x, self.loc, self.bias)
+        if mode == "sampled":
+            return self._apply_conv(x, self.sample_weight(), self.bias)
+        var_weight = (2.0 * self.log_scale).exp()
+        if self._fuse(x):
+            # one grouped convolution: groups [x-groups | x²-groups] against [loc | scale²]
+            stacked = self._conv_grouped(torch.cat([x, x * x], 1), torch.cat([self.loc, var_weight], 0))
+            mean, var = stacked.chunk(2, dim=1)
+            if self.bias is not None:
+                mean = mean + self.bias.view(1, -1, *([1] * self.spatial_dims))
+        else:
+            mean = self._apply_conv(x, self.loc, self.bias)
+            var = self._apply_conv(x * x, var_weight, None)
+        return mean + (var + self.eps).sqrt() * torch.randn_like(mean)
+
+    def _fuse(self, x: Tensor) -> bool:
+        if self.fuse_local is not None:
+            return self.fuse_local
+        return (
+            x.device.type == "cpu"
+            and self.spatial_dims == 3
+            and not self.is_transposed
+            and x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3] <= 20480
+        )
+
+    def _conv_grouped(self, x: Tensor, weight: Tensor) -> Tensor:
+        if self.is_transposed:
+            return self._conv(
+                x, weight, None, self.stride, self.padding, self.output_padding, 2 * self.groups, self.dilation
+            )
+        return self._conv(x, weight, None, self.stride, self.padding, self.dilation, 2 * self.groups)
+
+    @classmethod
+    def from_conv(
+        cls,
+        conv: nn.Module,
+        init_log_scale: float = -5.0,
+        copy_weights: bool = True,
+        mode: StochasticMode = "local",
+    ) -> BayesianConv:
+        """Build a :class:`BayesianConv` with the hyper-parameters of a :mod:`torch.nn` convolution.
+
+        Args:
+            conv: an ``nn.Conv{1,2,3}d`` or ``nn.ConvTranspose{1,2,3}d`` with zero padding mode.
+            init_log_scale: initial ``log_scale``.
+            copy_weights: copy ``conv.weight`` into ``loc`` and ``conv.bias`` into ``bias`` (fine-tune start);
+                otherwise keep the fresh initialisation.
+            mode: initial stochastic mode.
+        """
+        if not isinstance(conv, nn.modules.conv._ConvNd):
+            raise TypeError(f"conv must be a torch.nn convolution, got {type(conv).__name__}.")
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError(
+                f"conv has padding={conv.padding!r}, padding_mode={conv.padding_mode!r}; only explicit "
+                "zero padding is supported."
+            )
+        spatial_dims = len(conv.kernel_size)
+        layer = cls(
+            spatial_dims,
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            is_transposed=conv.transposed,
+            output_padding=conv.output_padding if conv.transposed else 0,
+            init_log_scale=init_log_scale,
+            mode=mode,
+        ).to(device=conv.weight.device, dtype=conv.weight.dtype)
+        if copy_weights:
+            with torch.no_grad():
+                layer.loc.copy_(conv.weight)
+                if conv.bias is not None and layer.bias is not None:
+                    layer.bias.copy_(conv.bias)
+        return layer
+
+    def extra_repr(self) -> str:
+        s = (
+            f"spatial_dims={self.spatial_dims}, {self.in_channels}, {self.out_channels}, "
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        )
+        if any(d != 1 for d in self.dilation):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.is_transposed:
+            s += f", is_transposed=True, output_padding={self.output_padding}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s + f", mode={self._mode!r}"

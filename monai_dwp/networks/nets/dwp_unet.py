@@ -1,0 +1,292 @@
+"""The residual U-Net of Kuzina, Egorov & Burnaev (2019), appendix B, deterministic or Bayesian."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+from monai.networks.layers.factories import Conv, Dropout
+from monai.networks.layers.utils import get_act_layer, get_norm_layer
+from torch import Tensor, nn
+
+from monai_dwp.networks.utils import convert_to_bayesian
+
+__all__ = ["DWPUNet"]
+
+_UPSAMPLE_MODE = {2: "bilinear", 3: "trilinear"}
+
+
+class _PreActConv(nn.Sequential):
+    """Pre-activation unit ``norm -> act -> conv`` (He et al., 2016, "Identity mappings in deep residual networks").
+
+    Children are named ``norm``, ``act`` and ``conv`` so that kernels have stable names such as
+    ``down1.conv1.conv.weight``.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        strides: int,
+        act: str | tuple,
+        norm: str | tuple,
+        bias: bool,
+    ) -> None:
+        super().__init__()
+        self.add_module("norm", get_norm_layer(norm, spatial_dims=spatial_dims, channels=in_channels))
+        self.add_module("act", get_act_layer(act))
+        self.add_module(
+            "conv",
+            Conv[Conv.CONV, spatial_dims](
+                in_channels, out_channels, kernel_size, stride=strides, padding=kernel_size // 2, bias=bias
+            ),
+        )
+
+
+class _ResidualDownBlock(nn.Module):
+    """Encoder block ``y = conv2(conv1(x)) + shortcut(x)`` of two pre-activated 3×3×3 units.
+
+    When ``strides == 2`` (or the channel count changes) the shortcut is a projection, a pre-activated
+    1×1×1 convolution with the same stride; otherwise it is the identity.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        strides: int,
+        act: str | tuple,
+        norm: str | tuple,
+        bias: bool,
+    ) -> None:
+        super().__init__()
+        self.conv1 = _PreActConv(spatial_dims, in_channels, out_channels, 3, strides, act, norm, bias)
+        self.conv2 = _PreActConv(spatial_dims, out_channels, out_channels, 3, 1, act, norm, bias)
+        self.projection: nn.Module = (
+            _PreActConv(spatial_dims, in_channels, out_channels, 1, strides, act, norm, bias)
+            if strides != 1 or in_channels != out_channels
+            else nn.Identity()
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv2(self.conv1(x)) + self.projection(x)
+
+
+class _ResidualUpBlock(nn.Module):
+    """Decoder block: ``u = upsample(projection(x)) + skip``, then ``y = conv2(conv1(u)) + u``.
+
+    The projection is a pre-activated 1×1×1 convolution that maps ``in_channels`` to ``out_channels``; the
+    upsampling is parameter-free (``scale_factor=2``, trilinear in 3D, ``align_corners=True``).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        act: str | tuple,
+        norm: str | tuple,
+        bias: bool,
+    ) -> None:
+        super().__init__()
+        self.projection = _PreActConv(spatial_dims, in_channels, out_channels, 1, 1, act, norm, bias)
+        self.upsample = nn.Upsample(scale_factor=2, mode=_UPSAMPLE_MODE[spatial_dims], align_corners=True)
+        self.conv1 = _PreActConv(spatial_dims, out_channels, out_channels, 3, 1, act, norm, bias)
+        self.conv2 = _PreActConv(spatial_dims, out_channels, out_channels, 3, 1, act, norm, bias)
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        u = self.upsample(self.projection(x)) + skip
+        return self.conv2(self.conv1(u)) + u
+
+
+class DWPUNet(nn.Module):
+    r"""Residual 3D U-Net of the Deep Weight Prior segmentation experiments, deterministic or Bayesian.
+
+    The network of appendix B of Kuzina, Egorov & Burnaev, "Bayesian Generative Models for Knowledge Transfer
+    in MRI Semantic Segmentation Problems", *Frontiers in Neuroscience* 13:844 (2019), arXiv:2005.12639,
+    used there for the source (multiple sclerosis) and target (BraTS 2018) tasks and as the Bayesian network
+    whose 3×3×3 kernels get the Deep Weight Prior (Atanov et al., "The Deep Weight Prior", ICLR 2019).
+
+    Every 3×3×3 convolution is a *pre-activation* unit ``InstanceNorm -> ReLU -> Conv`` (no norm/act before
+    ``init_conv``, which sees the image). Encoder blocks are residual, ``y = conv2(conv1(x)) + shortcut(x)``;
+    the blocks that halve the resolution do it with a stride-2 ``conv1`` and a stride-2 pre-activated
+    1×1×1 *projection* shortcut (identity shortcut elsewhere). Decoder blocks project the input with a
+    pre-activated 1×1×1 convolution, upsample it ×2 (trilinear, ``align_corners=True``), **add** the encoder
+    skip (additive skips, no concatenation) and apply a residual pair of 3×3×3 units. The output is a plain
+    1×1×1 convolution (logits; no norm/act before it, as in the paper). All convolutions are bias-free unless
+    ``bias=True``; InstanceNorm has no affine parameters (PyTorch's default), so the parameters are the
+    convolution kernels only.
+
+    With ``channels=(16, 32, 64, 128)`` (the paper's) and a 128³ input, ``in_channels=1``:
+
+    ============  =========  ===========================  ======  ===========
+    block         channels   3×3×3 convs (+ shortcut)     stride  output size
+    ============  =========  ===========================  ======  ===========
+    input         1          --                           --      128³
+    init_conv     1 → 16     1                            1       128³
+    down1         16 → 32    2 (+ 1×1×1 projection)       2       64³
+    down2         32 → 32    2 (identity)                 1       64³
+    down3         32 → 64    2 (+ 1×1×1 projection)       2       32³
+    down4         64 → 64    2 (identity)                 1       32³
+    down5         64 → 128   2 (+ 1×1×1 projection)       2       16³
+    down6         128 → 128  2 (identity)                 1       16³
+    up1           128 → 64   1×1×1 proj, ×2, + down4, 2   1/2     32³
+    up2           64 → 32    1×1×1 proj, ×2, + down2, 2   1/2     64³
+    up3           32 → 16    1×1×1 proj, ×2, + init, 2    1/2     128³
+    dropout       16         optional ``Dropout3d``       --      128³
+    out           16 → 2     1×1×1 convolution            1       128³
+    ============  =========  ===========================  ======  ===========
+
+    That is 19 convolutions with 3×3×3 kernels (the ones the Deep Weight Prior covers, and the ones
+    ``bayesian=True`` makes Bayesian), 6 pre-activated 1×1×1 projections and the 1×1×1 output.
+    The total downsampling factor is :attr:`downsample_factor` ``= 8``: every spatial size of the input must be
+    a multiple of 8. Deterministic parameter count for ``in_channels=1, out_channels=2`` and the defaults:
+    **2,344,400** (2,322,864 in the 3×3×3 kernels, 21,504 in the 1×1×1 projections, 32 in the output).
+    With ``bayesian=True`` every 3×3×3 kernel carries a ``loc`` and a ``log_scale``, so the count becomes
+    2,344,400 + 2,322,864 = 4,667,264.
+
+    Weights use PyTorch's default initialisation (Kaiming-uniform with ``a=sqrt(5)``); with ``bayesian=True``
+    the posterior locations start at those weights and every posterior ``log_scale`` at ``init_log_scale``.
+
+    Example::
+
+        net = DWPUNet(spatial_dims=3, in_channels=1, out_channels=2)
+        logits = net(torch.randn(2, 1, 64, 64, 64))  # (2, 2, 64, 64, 64)
+
+        bnet = DWPUNet(bayesian=True, init_log_scale=-5.0)  # 19 BayesianConv layers, "local" mode
+
+    Args:
+        spatial_dims: number of spatial dimensions, 3 (the paper's) or 2 (the same architecture with 3×3
+            kernels and bilinear upsampling).
+        in_channels: number of input channels (image modalities).
+        out_channels: number of output channels (classes, logits).
+        channels: the four feature widths ``(c0, c1, c2, c3)``: ``init_conv`` and ``up3`` have ``c0``,
+            ``down1/2`` and ``up2`` ``c1``, ``down3/4`` and ``up1`` ``c2``, ``down5/6`` ``c3``. The paper
+            uses ``(16, 32, 64, 128)``; the authors' code also has a "short" variant ``(16, 32, 32, 64)``.
+        act: activation of the pre-activation units, as MONAI's ``get_act_layer`` takes it (the paper:
+            ReLU). Do not make it in-place when ``norm`` is ``None``: the shortcut reads the same input.
+        norm: normalisation of the pre-activation units, as MONAI's ``get_norm_layer`` takes it (the
+            paper: InstanceNorm without affine parameters).
+        dropout: probability of the channel dropout (``Dropout3d`` in 3D) applied to the last features, just
+            before the output convolution; ``None`` or ``0`` disables it (the paper has none). Present so
+            that MONAI Label's epistemic (MC dropout) scoring can set it in a bundle's network definition.
+        bias: add a bias to every convolution (the paper: no bias anywhere).
+        bayesian: replace every 3×3×3 convolution by a :class:`~monai_dwp.networks.layers.BayesianConv`
+            (factorized Gaussian posterior, see :func:`~monai_dwp.networks.utils.convert_to_bayesian`); the
+            1×1×1 projections and the output convolution stay deterministic.
+        init_log_scale: initial posterior ``log_scale`` of the Bayesian kernels; unused when ``bayesian`` is
+            ``False``.
+
+    Raises:
+        ValueError: on an unsupported ``spatial_dims``, non-positive channel counts, a ``channels`` that is
+            not four positive ints, or a ``dropout`` outside ``[0, 1)``.
+        TypeError: on a non-numeric ``dropout``.
+    """
+
+    downsample_factor: ClassVar[int] = 8
+    """Total downsampling factor of the encoder: every spatial size of the input must be a multiple of it."""
+
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        out_channels: int = 2,
+        channels: Sequence[int] = (16, 32, 64, 128),
+        act: str | tuple = "relu",
+        norm: str | tuple = "instance",
+        dropout: float | None = None,
+        bias: bool = False,
+        bayesian: bool = False,
+        init_log_scale: float = -5.0,
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in _UPSAMPLE_MODE:
+            raise ValueError(
+                f"spatial_dims must be 3 (the paper's 3D U-Net) or 2, got {spatial_dims!r}; "
+                "use spatial_dims=3 for volumes."
+            )
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        widths = tuple(channels) if isinstance(channels, Sequence) and not isinstance(channels, str) else ()
+        if len(widths) != 4 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in widths):
+            raise ValueError(
+                f"channels must be four positive ints (c0, c1, c2, c3), got {channels!r}; "
+                "the paper uses (16, 32, 64, 128)."
+            )
+        if dropout is not None:
+            if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+                raise TypeError(f"dropout must be None or a float in [0, 1), got {dropout!r}.")
+            if not 0.0 <= float(dropout) < 1.0:
+                raise ValueError(f"dropout must be in [0, 1), got {dropout!r}; use None or 0 to disable it.")
+
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.channels = widths
+        self.bayesian = bool(bayesian)
+        c0, c1, c2, c3 = widths
+        args = (act, norm, bias)
+
+        self.init_conv = Conv[Conv.CONV, spatial_dims](in_channels, c0, 3, padding=1, bias=bias)
+        self.down1 = _ResidualDownBlock(spatial_dims, c0, c1, 2, *args)
+        self.down2 = _ResidualDownBlock(spatial_dims, c1, c1, 1, *args)
+        self.down3 = _ResidualDownBlock(spatial_dims, c1, c2, 2, *args)
+        self.down4 = _ResidualDownBlock(spatial_dims, c2, c2, 1, *args)
+        self.down5 = _ResidualDownBlock(spatial_dims, c2, c3, 2, *args)
+        self.down6 = _ResidualDownBlock(spatial_dims, c3, c3, 1, *args)
+        self.up1 = _ResidualUpBlock(spatial_dims, c3, c2, *args)
+        self.up2 = _ResidualUpBlock(spatial_dims, c2, c1, *args)
+        self.up3 = _ResidualUpBlock(spatial_dims, c1, c0, *args)
+        self.dropout: nn.Module = (
+            Dropout[Dropout.DROPOUT, spatial_dims](float(dropout)) if dropout else nn.Identity()
+        )
+        self.out = Conv[Conv.CONV, spatial_dims](c0, out_channels, 1, bias=bias)
+
+        if self.bayesian:
+            convert_to_bayesian(self, kernel_size=3, init_log_scale=init_log_scale, inplace=True)
+
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"DWPUNet input must be a torch.Tensor, got {type(x).__name__}.")
+        if x.ndim != self.spatial_dims + 2:
+            raise ValueError(
+                f"DWPUNet input must be {self.spatial_dims + 2}D (batch, channel, {self.spatial_dims} spatial "
+                f"dims), got shape {tuple(x.shape)}; add the missing batch/channel axis."
+            )
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"DWPUNet input has {x.shape[1]} channels (shape {tuple(x.shape)}) but in_channels="
+                f"{self.in_channels}."
+            )
+        spatial = tuple(x.shape[2:])
+        if any(s % self.downsample_factor for s in spatial):
+            raise ValueError(
+                f"DWPUNet input spatial size {spatial} (shape {tuple(x.shape)}) must be a multiple of "
+                f"{self.downsample_factor} in every dimension; pad or crop it (e.g. monai.transforms."
+                f"DivisiblePadd(k={self.downsample_factor})) or use a sliding window with such an roi_size."
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Segmentation logits.
+
+        Args:
+            x: images, shape ``(B, in_channels, *spatial)`` with every spatial size a multiple of
+                :attr:`downsample_factor`.
+
+        Returns:
+            Logits of shape ``(B, out_channels, *spatial)``.
+        """
+        self._check_input(x)
+        x1 = self.init_conv(x)
+        x2 = self.down2(self.down1(x1))
+        x3 = self.down4(self.down3(x2))
+        y = self.down6(self.down5(x3))
+        y = self.up1(y, x3)
+        y = self.up2(y, x2)
+        y = self.up3(y, x1)
+        return self.out(self.dropout(y))

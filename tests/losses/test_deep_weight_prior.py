@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+import math
+import tempfile
+import unittest
+from pathlib import Path
+
+import torch
+from monai.bundle import ConfigParser
+from parameterized import parameterized
+from torch import nn
+
+from monai_dwp.losses import DeepWeightPrior, GaussianPrior, dwp_initialize
+from monai_dwp.losses.kl import gaussian_entropy, gaussian_log_prob
+from monai_dwp.networks import BayesianConv, KernelVAE, bayesian_modules, convert_to_bayesian
+
+HIDDEN = (4, 8, 16)
+
+
+def _vae(seed: int = 0) -> KernelVAE:
+    torch.manual_seed(seed)
+    return KernelVAE(latent_size=2, hidden_channels=HIDDEN)
+
+
+def _net(init_log_scale: float = -2.0, all_bayesian: bool = True) -> nn.Module:
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv3d(1, 2, 3, padding=1), nn.ReLU(), nn.Conv3d(2, 3, 3, padding=1), nn.Conv3d(3, 1, 1))
+    return convert_to_bayesian(net, kernel_size=None if all_bayesian else 3, init_log_scale=init_log_scale)
+
+
+def _prior(**kwargs) -> DeepWeightPrior:
+    return DeepWeightPrior([_vae(0), _vae(1)], scales=[0.2, 0.3], layer_groups={"0": 0, "2": 1}, **kwargs)
+
+
+def _importance_sampled_kl(prior: DeepWeightPrior, net: nn.Module, num_w: int, num_z: int) -> torch.Tensor:
+    """-H(q) - E_q log p(w), with log p(w) by importance sampling with r(z|w) (IWAE, num_z samples)."""
+    total = torch.zeros((), dtype=torch.float64)
+    covered, _ = prior.check_network(net)
+    for name, layer in covered.items():
+        group = prior.layer_groups[name]
+        vae, s = prior.vaes[group], prior.scales[group]
+        loc, log_scale = layer.kernels
+        d = loc[0].numel()
+        w = loc + log_scale.exp() * torch.randn(num_w, *loc.shape)  # (num_w, K, 3, 3, 3)
+        u = (w / s).reshape(-1, 1, *loc.shape[1:])
+        z_loc, z_log_scale = vae.encode(u)
+        z = z_loc + z_log_scale.exp() * torch.randn(num_z, *z_loc.shape)  # (num_z, num_w*K, L)
+        r_loc, r_log_scale = vae.decode(z.reshape(-1, z.shape[-1]))
+        log_lik = gaussian_log_prob(u.expand(num_z, *u.shape).reshape(r_loc.shape), r_loc, r_log_scale)
+        log_lik = log_lik.flatten(1).sum(1).reshape(num_z, -1)
+        log_pz = gaussian_log_prob(z, torch.zeros(()), torch.zeros(())).sum(-1)
+        log_rz = gaussian_log_prob(z, z_loc, z_log_scale).sum(-1)
+        log_pu = torch.logsumexp(log_lik + log_pz - log_rz, 0) - math.log(num_z)
+        log_pw = log_pu - d * s.log()
+        total += -gaussian_entropy(log_scale).sum().double() - log_pw.double().reshape(num_w, -1).sum(1).mean()
+    return total
+
+
+class TestDeepWeightPriorBound(unittest.TestCase):
+    @torch.no_grad()
+    def test_bound_above_importance_sampled_kl_and_tightens(self):
+        net = _net(all_bayesian=False)
+        prior = DeepWeightPrior([_vae(0)], [0.2], {"0": 0}, num_samples=512)  # one layer, 2 kernels
+        layer = net[0]
+        relative_gaps = []
+        for log_scale in (-1.5, -3.0, -6.0):
+            with torch.no_grad():
+                layer.log_scale.fill_(log_scale)
+            torch.manual_seed(3)
+            loc, ls = layer.kernels
+            bound = (-gaussian_entropy(ls).sum() + prior.cross_entropy_term(0, loc, ls)).double()
+            torch.manual_seed(4)
+            kl_is = _importance_sampled_kl(prior, net, num_w=64, num_z=256)
+            self.assertGreaterEqual(bound.item(), kl_is.item(), f"log_scale={log_scale}")
+            relative_gaps.append((bound - kl_is).item() / abs(kl_is.item()))
+        self.assertLess(relative_gaps[2], relative_gaps[0])
+
+    def test_forward_sums_groups_and_fallback(self):
+        net = _net()
+        prior = _prior(num_samples=4)
+        torch.manual_seed(0)
+        total = prior(net)
+        torch.manual_seed(0)
+        expected = torch.zeros(())
+        layers = bayesian_modules(net)
+        for name, group in (("0", 0), ("2", 1)):
+            loc, ls = layers[name].kernels
+            expected = expected - gaussian_entropy(ls).sum() + prior.cross_entropy_term(group, loc, ls)
+        expected = expected + GaussianPrior().layer_kl(layers["3"])  # 1x1x1: explicit fallback
+        torch.testing.assert_close(total, expected)
+
+    def test_jacobian_of_scale(self):
+        """KL is invariant under w -> w / s: scale s on raw kernels equals scale 1 on normalised kernels."""
+        net = _net()
+        normalised_net = _net()
+        for (name, a), b in zip(bayesian_modules(net).items(), bayesian_modules(normalised_net).values()):
+            if name in ("0", "2"):
+                with torch.no_grad():
+                    b.loc.copy_(a.loc / 0.25)
+                    b.log_scale.copy_(a.log_scale - math.log(0.25))
+        unit = DeepWeightPrior([_vae(0)], [1.0], {"0": 0, "2": 0}, fallback_prior=GaussianPrior(scale=1e6))
+        zero_fallback = DeepWeightPrior([_vae(0)], [0.25], {"0": 0, "2": 0}, fallback_prior=GaussianPrior(scale=1e6))
+        torch.manual_seed(5)
+        a = zero_fallback(net) - GaussianPrior(scale=1e6).layer_kl(net[3])
+        torch.manual_seed(5)
+        b = unit(normalised_net) - GaussianPrior(scale=1e6).layer_kl(normalised_net[3])
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
+
+    def test_gradients_reach_posterior_not_decoder(self):
+        net = _net()
+        prior = _prior(train_encoder=True)
+        prior(net).backward()
+        for name in ("0", "2"):
+            self.assertGreater(net[int(name)].loc.grad.abs().sum().item(), 0)
+            self.assertGreater(net[int(name)].log_scale.grad.abs().sum().item(), 0)
+        for vae in prior.vaes:
+            self.assertTrue(all(p.grad is None and not p.requires_grad for p in vae.decoder.parameters()))
+            self.assertTrue(any(p.grad is not None for p in vae.encoder.parameters()))
+        frozen = _prior(train_encoder=False)
+        self.assertFalse(any(p.requires_grad for p in frozen.parameters()))
+
+    def test_subsampling_is_unbiased(self):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv3d(8, 8, 3))
+        net = convert_to_bayesian(net, init_log_scale=-8.0)  # 64 kernels, near-deterministic posterior
+        full = DeepWeightPrior([_vae(0)], [0.1], {"0": 0}, num_samples=1)
+        sub = DeepWeightPrior([_vae(0)], [0.1], {"0": 0}, num_samples=1, max_kernels=16)
+        with torch.no_grad():
+            a = torch.stack([full(net) for _ in range(300)])
+            b = torch.stack([sub(net) for _ in range(300)])
+        stderr = (a.var() / 300 + b.var() / 300).sqrt()
+        self.assertLess((a.mean() - b.mean()).abs().item(), 4 * stderr.item())
+        self.assertGreater(b.var().item(), a.var().item())  # subsampling costs variance
+
+    def test_vaes_stay_in_eval_mode(self):
+        prior = _prior()
+        prior.train()
+        self.assertFalse(any(v.training for v in prior.vaes))
+
+
+class TestDeepWeightPriorChecks(unittest.TestCase):
+    def test_strict_rejects_uncovered_layers(self):
+        with self.assertRaisesRegex(ValueError, r"strict=True but Bayesian layers \['3'\] are not covered"):
+            _prior(strict=True)(_net())
+
+    def test_layer_missing_or_deterministic(self):
+        prior = DeepWeightPrior([_vae()], [0.1], {"0": 0, "9": 0})
+        with self.assertRaisesRegex(ValueError, r"covers layer '9' .* but the network has no such module"):
+            prior(_net())
+        prior = DeepWeightPrior([_vae()], [0.1], {"3": 0})
+        with self.assertRaisesRegex(ValueError, r"layer '3': the prior's VAE \(group 0\) expects kernels of shape "
+                                                r"\(3, 3, 3\), found \(1, 1, 1\)"):
+            prior(_net())
+        det = nn.Sequential(nn.Conv3d(1, 2, 3))
+        with self.assertRaisesRegex(ValueError, "network has Conv3d there, not a BayesianConv"):
+            DeepWeightPrior([_vae()], [0.1], {"0": 0})(det)
+
+    @parameterized.expand(
+        [
+            ({"vaes": []}, TypeError, "vaes must be a non-empty sequence of KernelVAE"),
+            ({"scales": [0.1, 0.2, 0.3]}, ValueError, r"scales must have one entry per VAE \(2\), got 3"),
+            ({"scales": [0.1, -1.0]}, ValueError, r"every scale must be a finite float > 0, got \[0.1, -1.0\]"),
+            ({"layer_groups": {"0": 2}}, ValueError, r"group indices outside \[0, 2\): \{'0': 2\}"),
+            ({"layer_groups": {}}, ValueError, "layer_groups must be a non-empty mapping"),
+            ({"num_samples": 0}, ValueError, "num_samples must be a positive int, got 0"),
+            ({"max_kernels": 0}, ValueError, "max_kernels must be None or a positive int, got 0"),
+        ]
+    )
+    def test_bad_arguments(self, override, error, pattern):
+        kwargs = {"vaes": [_vae(0), _vae(1)], "scales": [0.2, 0.3], "layer_groups": {"0": 0, "2": 1}}
+        kwargs.update(override)
+        with self.assertRaisesRegex(error, pattern):
+            DeepWeightPrior(**kwargs)
+
+
+class TestCheckpointAndInit(unittest.TestCase):
+    def test_round_trip(self):
+        prior = _prior(num_samples=2)
+        net = _net()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = prior.save(Path(tmp) / "prior" / "dwp.pt", extra={"source": "unit test"})
+            loaded = DeepWeightPrior.load(path, num_samples=2)
+            self.assertEqual(loaded.layer_groups, prior.layer_groups)
+            self.assertEqual(loaded.extra, {"source": "unit test"})
+            torch.manual_seed(0)
+            a = prior(net)
+            torch.manual_seed(0)
+            b = loaded(net)
+            torch.testing.assert_close(a, b)
+            parser = ConfigParser({"p": {"_target_": "monai_dwp.losses.DeepWeightPrior.load", "path": str(path),
+                                         "max_kernels": 8}})
+            self.assertEqual(parser.get_parsed_content("p").max_kernels, 8)
+            torch.save({"model": {}}, Path(tmp) / "other.pt")
+            with self.assertRaisesRegex(ValueError, r"other.pt' is not a DeepWeightPrior checkpoint \(format None"):
+                DeepWeightPrior.load(Path(tmp) / "other.pt")
+        with self.assertRaisesRegex(FileNotFoundError, r"missing.pt' does not exist; fit it with .*dwp_prior"):
+            DeepWeightPrior.load("missing.pt")
+
+    def test_dwp_initialize_bayesian_and_deterministic(self):
+        prior = _prior()
+        net = _net()
+        before = net[3].loc.clone()
+        dwp_initialize(net, prior, generator=torch.Generator().manual_seed(0))
+        expected = prior.vaes[0].sample(2, generator=torch.Generator().manual_seed(0)) * 0.2
+        torch.testing.assert_close(net[0].loc, expected.reshape(net[0].loc.shape))
+        torch.testing.assert_close(net[3].loc, before)  # uncovered layer untouched
+        det = nn.Sequential(nn.Conv3d(1, 2, 3), nn.ReLU(), nn.Conv3d(2, 3, 3))
+        names = prior.initialize(det)
+        self.assertEqual(names, ["0", "2"])
+        with self.assertRaisesRegex(ValueError, "cannot DWP-initialise layer '2': expected a convolution, found ReLU"):
+            dwp_initialize(nn.Sequential(nn.Conv3d(1, 1, 3), nn.Conv3d(1, 1, 3), nn.ReLU()),
+                           DeepWeightPrior([_vae()], [0.1], {"2": 0}))
+        with self.assertRaisesRegex(TypeError, "prior must be a DeepWeightPrior, got GaussianPrior"):
+            dwp_initialize(net, GaussianPrior())
+
+
+if __name__ == "__main__":
+    unittest.main()

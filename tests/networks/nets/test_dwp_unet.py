@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import unittest
+
+import torch
+from monai.bundle import ConfigParser
+from parameterized import parameterized
+from torch import nn
+
+from monai_dwp.networks.layers import BayesianConv
+from monai_dwp.networks.nets import DWPUNet
+from monai_dwp.networks.utils import stochastic_mode
+
+# (constructor kwargs, input shape, expected output shape)
+TEST_SHAPES = [
+    ({}, (1, 1, 32, 32, 32), (1, 2, 32, 32, 32)),
+    ({"in_channels": 4, "out_channels": 3}, (2, 4, 16, 32, 24), (2, 3, 16, 32, 24)),
+    ({"dropout": 0.2}, (1, 1, 8, 16, 8), (1, 2, 8, 16, 8)),
+    ({"channels": (16, 32, 32, 64)}, (1, 1, 16, 16, 16), (1, 2, 16, 16, 16)),
+    ({"spatial_dims": 2, "in_channels": 3}, (2, 3, 32, 16), (2, 2, 32, 16)),
+    ({"bias": True, "norm": ("group", {"num_groups": 4})}, (1, 1, 16, 16, 16), (1, 2, 16, 16, 16)),
+]
+
+TEST_BAD_ARGS = [
+    ({"spatial_dims": 1}, ValueError, r"spatial_dims must be 3 .* got 1"),
+    ({"in_channels": 0}, ValueError, r"in_channels must be a positive int, got 0"),
+    ({"out_channels": 2.0}, ValueError, r"out_channels must be a positive int"),
+    ({"channels": (16, 32, 64)}, ValueError, r"channels must be four positive ints .*\(16, 32, 64\)"),
+    ({"channels": (16, 32, 0, 128)}, ValueError, r"channels must be four positive ints"),
+    ({"dropout": 1.0}, ValueError, r"dropout must be in \[0, 1\), got 1.0"),
+    ({"dropout": "0.1"}, TypeError, r"dropout must be None or a float"),
+]
+
+TEST_BAD_INPUTS = [
+    ((1, 32, 32, 32), r"must be 5D .* got shape \(1, 32, 32, 32\)"),
+    ((1, 2, 16, 16, 16), r"has 2 channels .* in_channels=1"),
+    ((1, 1, 16, 20, 16), r"spatial size \(16, 20, 16\) .* multiple of\s+8"),
+]
+
+
+class TestDWPUNet(unittest.TestCase):
+    @parameterized.expand(TEST_SHAPES)
+    def test_shape(self, kwargs, input_shape, expected_shape):
+        net = DWPUNet(**kwargs).eval()
+        with torch.no_grad():
+            self.assertEqual(tuple(net(torch.randn(input_shape)).shape), expected_shape)
+
+    def test_parameter_count(self):
+        net = DWPUNet(spatial_dims=3, in_channels=1, out_channels=2)
+        self.assertEqual(sum(p.numel() for p in net.parameters()), 2_344_400)
+        convs3 = [m for m in net.modules() if isinstance(m, nn.Conv3d) and m.kernel_size == (3, 3, 3)]
+        self.assertEqual(len(convs3), 19)
+        self.assertEqual(sum(m.weight.numel() for m in convs3), 2_322_864)
+
+    def test_architecture(self):
+        net = DWPUNet()
+        self.assertEqual(DWPUNet.downsample_factor, 8)
+        self.assertEqual((net.init_conv.in_channels, net.init_conv.out_channels), (1, 16))
+        self.assertEqual((net.out.in_channels, net.out.out_channels, net.out.kernel_size), (16, 2, (1, 1, 1)))
+        strides = {name: net.get_submodule(f"{name}.conv1.conv").stride[0] for name in ("down1", "down2", "down3")}
+        self.assertEqual(strides, {"down1": 2, "down2": 1, "down3": 2})
+        self.assertIsInstance(net.down1.projection.conv, nn.Conv3d)
+        self.assertEqual(net.down1.projection.conv.kernel_size, (1, 1, 1))
+        self.assertIsInstance(net.down2.projection, nn.Identity)
+        self.assertIsInstance(net.down1.conv1.norm, nn.InstanceNorm3d)
+        self.assertEqual(net.up1.upsample.mode, "trilinear")
+        self.assertIsInstance(net.dropout, nn.Identity)
+        self.assertIsInstance(DWPUNet(dropout=0.3).dropout, nn.Dropout3d)
+
+    def test_gradients_reach_every_parameter(self):
+        torch.manual_seed(0)
+        net = DWPUNet(in_channels=2, out_channels=3)
+        net(torch.randn(2, 2, 16, 16, 16)).square().mean().backward()
+        for name, p in net.named_parameters():
+            self.assertIsNotNone(p.grad, name)
+            self.assertTrue(torch.isfinite(p.grad).all(), name)
+            self.assertGreater(int(torch.count_nonzero(p.grad)), 0, name)
+
+    @parameterized.expand(TEST_BAD_ARGS)
+    def test_bad_args(self, kwargs, error, pattern):
+        with self.assertRaisesRegex(error, pattern):
+            DWPUNet(**kwargs)
+
+    @parameterized.expand(TEST_BAD_INPUTS)
+    def test_bad_input(self, input_shape, pattern):
+        with self.assertRaisesRegex(ValueError, pattern):
+            DWPUNet()(torch.randn(input_shape))
+
+    def test_seeded_determinism(self):
+        x = torch.randn(1, 1, 16, 16, 16)
+        outputs = []
+        for _ in range(2):
+            torch.manual_seed(123)
+            net = DWPUNet().eval()
+            with torch.no_grad():
+                outputs.append(net(x))
+        torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+
+    def test_dropout_is_stochastic_in_train_mode_only(self):
+        net = DWPUNet(dropout=0.5)
+        x = torch.randn(1, 1, 16, 16, 16)
+        with torch.no_grad():
+            net.eval()
+            torch.testing.assert_close(net(x), net(x))
+            net.train()
+            self.assertFalse(torch.equal(net(x), net(x)))
+
+    def test_config_parser_full_name(self):
+        config = {
+            "network_def": {
+                "_target_": "monai_dwp.networks.nets.DWPUNet",
+                "spatial_dims": 3,
+                "in_channels": 1,
+                "out_channels": 2,
+                "dropout": 0.1,
+            }
+        }
+        net = ConfigParser(config).get_parsed_content("network_def")
+        self.assertIsInstance(net, DWPUNet)
+        self.assertIsInstance(net.dropout, nn.Dropout3d)
+
+    def test_config_parser_short_name(self):
+        parser = ConfigParser(
+            {"imports": ["$import monai_dwp.networks.nets"], "net": {"_target_": "DWPUNet", "out_channels": 3}}
+        )
+        net = parser.get_parsed_content("net")
+        self.assertIsInstance(net, DWPUNet)
+        self.assertEqual(net.out_channels, 3)
+
+
+class TestBayesianDWPUNet(unittest.TestCase):
+    def test_conversion(self):
+        net = DWPUNet(bayesian=True, init_log_scale=-4.0)
+        bayesian = [m for m in net.modules() if isinstance(m, BayesianConv)]
+        self.assertEqual(len(bayesian), 19)
+        plain = [m for m in net.modules() if isinstance(m, nn.Conv3d)]
+        self.assertTrue(plain and all(m.kernel_size == (1, 1, 1) for m in plain))
+        self.assertEqual(len(plain), 7)  # six projections and the output
+        self.assertIsInstance(net.init_conv, BayesianConv)
+        self.assertIsInstance(net.down1.conv1.conv, BayesianConv)
+        self.assertEqual(sum(p.numel() for p in net.parameters()), 2_344_400 + 2_322_864)
+        torch.testing.assert_close(net.down1.conv1.conv.log_scale, torch.full_like(net.down1.conv1.conv.log_scale, -4.0))
+
+    def test_shape_and_gradients(self):
+        torch.manual_seed(0)
+        net = DWPUNet(bayesian=True)
+        y = net(torch.randn(1, 1, 16, 16, 16))
+        self.assertEqual(tuple(y.shape), (1, 2, 16, 16, 16))
+        y.square().mean().backward()
+        for name, p in net.named_parameters():
+            self.assertIsNotNone(p.grad, name)
+            self.assertTrue(torch.isfinite(p.grad).all(), name)
+
+    def test_mean_mode_matches_deterministic(self):
+        torch.manual_seed(7)
+        det = DWPUNet().eval()
+        torch.manual_seed(7)
+        bay = DWPUNet(bayesian=True).eval()
+        x = torch.randn(1, 1, 16, 16, 16)
+        with torch.no_grad(), stochastic_mode(bay, "mean"):
+            torch.testing.assert_close(bay(x), det(x))
+
+    def test_config_parser(self):
+        parser = ConfigParser(
+            {"imports": ["$import monai_dwp"], "net": {"_target_": "monai_dwp.networks.nets.DWPUNet", "bayesian": True}}
+        )
+        net = parser.get_parsed_content("net")
+        self.assertIsInstance(net.init_conv, BayesianConv)
+
+
+if __name__ == "__main__":
+    unittest.main()
