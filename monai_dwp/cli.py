@@ -109,7 +109,9 @@ def main() -> None:
     """Entry point of ``python -m monai_dwp`` and the ``monai-dwp`` script."""
     import fire
 
-    fire.Fire({"demo": demo, "make-data": make_data, "show-data": show_data}, name="monai_dwp")
+    # the commands print what matters themselves; fire should not echo their return values
+    fire.Fire({"demo": demo, "make-data": make_data, "show-data": show_data}, name="monai_dwp",
+              serialize=lambda _: None)
 
 
 if __name__ == "__main__":
