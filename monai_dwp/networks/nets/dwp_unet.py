@@ -119,7 +119,9 @@ class DWPUNet(nn.Module):
     skip (additive skips, no concatenation) and apply a residual pair of 3×3×3 units. The output is a plain
     1×1×1 convolution (logits; no norm/act before it, as in the paper). All convolutions are bias-free unless
     ``bias=True``; InstanceNorm has no affine parameters (PyTorch's default), so the parameters are the
-    convolution kernels only.
+    convolution kernels only. Layer details (pre-activated projections, ``align_corners=True``, no biases)
+    follow the authors' public code where the appendix is terse; that code can also stack three more
+    identity blocks (``down7``-``down9``) at the 1/8 resolution, which the appendix network does not have.
 
     With ``channels=(16, 32, 64, 128)`` (the paper's) and a 128³ input, ``in_channels=1``:
 
@@ -134,9 +136,9 @@ class DWPUNet(nn.Module):
     down4         64 → 64    2 (identity)                 1       32³
     down5         64 → 128   2 (+ 1×1×1 projection)       2       16³
     down6         128 → 128  2 (identity)                 1       16³
-    up1           128 → 64   1×1×1 proj, ×2, + down4, 2   1/2     32³
-    up2           64 → 32    1×1×1 proj, ×2, + down2, 2   1/2     64³
-    up3           32 → 16    1×1×1 proj, ×2, + init, 2    1/2     128³
+    up1           128 → 64   1×1×1 proj, ×2, + down4, 2   ×2 up   32³
+    up2           64 → 32    1×1×1 proj, ×2, + down2, 2   ×2 up   64³
+    up3           32 → 16    1×1×1 proj, ×2, + init, 2    ×2 up   128³
     dropout       16         optional ``Dropout3d``       --      128³
     out           16 → 2     1×1×1 convolution            1       128³
     ============  =========  ===========================  ======  ===========
@@ -276,10 +278,16 @@ class DWPUNet(nn.Module):
 
         Args:
             x: images, shape ``(B, in_channels, *spatial)`` with every spatial size a multiple of
-                :attr:`downsample_factor`.
+                :attr:`downsample_factor`. With InstanceNorm the 1/8-resolution map needs more than one voxel,
+                so at least one spatial size must be 16 or more (PyTorch raises otherwise).
 
         Returns:
             Logits of shape ``(B, out_channels, *spatial)``.
+
+        Raises:
+            TypeError: when ``x`` is not a tensor.
+            ValueError: when ``x`` is not ``(spatial_dims + 2)``-D, has other than ``in_channels`` channels, or
+                has a spatial size that is not a multiple of :attr:`downsample_factor`.
         """
         self._check_input(x)
         x1 = self.init_conv(x)

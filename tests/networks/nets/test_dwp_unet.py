@@ -139,7 +139,8 @@ class TestBayesianDWPUNet(unittest.TestCase):
         self.assertIsInstance(net.init_conv, BayesianConv)
         self.assertIsInstance(net.down1.conv1.conv, BayesianConv)
         self.assertEqual(sum(p.numel() for p in net.parameters()), 2_344_400 + 2_322_864)
-        torch.testing.assert_close(net.down1.conv1.conv.log_scale, torch.full_like(net.down1.conv1.conv.log_scale, -4.0))
+        log_scale = net.down1.conv1.conv.log_scale
+        torch.testing.assert_close(log_scale, torch.full_like(log_scale, -4.0))
 
     def test_shape_and_gradients(self):
         torch.manual_seed(0)

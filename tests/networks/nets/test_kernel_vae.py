@@ -111,7 +111,7 @@ class TestKernelVAE(unittest.TestCase):
         x = torch.randn(7, 4, dtype=torch.float64)
         conv_t = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[spatial_dims - 1]
         expected = conv_t(x.view((7, 4) + (1,) * spatial_dims), layer.weight, layer.bias)  # (7, 6, k, ..., k)
-        torch.testing.assert_close(layer(x), expected.flatten(2).transpose(1, 2).reshape(-1, 6))
+        torch.testing.assert_close(layer(x), expected.flatten(2).transpose(1, 2).reshape(7, -1))
 
     def test_equals_layer_by_layer_convolutions(self):
         """The paper's Kernel_3D_VAE written with Conv3d / MaxPool3d / ConvTranspose3d on our parameters."""

@@ -1,0 +1,60 @@
+"""Log the terms of a composite loss (e.g. the ELBO's data and KL terms) as epoch metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import torch
+from monai.utils import min_version, optional_import
+
+Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
+
+__all__ = ["LossTermsHandler"]
+
+
+class LossTermsHandler:
+    """Average the ``last_terms`` of a loss over each epoch and publish them in ``engine.state.metrics``.
+
+    Losses such as :class:`~monai_dwp.losses.ELBOLoss` keep their last terms (detached tensors) in a dict
+    ``last_terms``; this handler adds them up after every iteration and, at the end of the epoch, writes their
+    means as ``engine.state.metrics[prefix + name]``, where MONAI's ``StatsHandler`` and
+    ``TensorBoardStatsHandler`` log them with the other epoch metrics. Attach it *before* those handlers.
+
+    Args:
+        loss: the loss object with a ``last_terms`` mapping.
+        prefix: prepended to every metric name (default ``"loss_"``: ``loss_data``, ``loss_kl``, ...).
+    """
+
+    def __init__(self, loss: object, prefix: str = "loss_") -> None:
+        if not isinstance(getattr(loss, "last_terms", None), Mapping):
+            raise TypeError(
+                f"loss must keep its terms in a `last_terms` dict (like ELBOLoss), got {type(loss).__name__}."
+            )
+        self.loss = loss
+        self.prefix = prefix
+        self._sums: dict[str, float] = {}
+        self._count = 0
+
+    def attach(self, engine: Engine) -> None:
+        """Register the handler on ``engine``."""
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._accumulate)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._publish)
+
+    def _reset(self, engine: Engine) -> None:
+        self._sums, self._count = {}, 0
+
+    def _accumulate(self, engine: Engine) -> None:
+        for name, value in self.loss.last_terms.items():  # type: ignore[attr-defined]
+            value = value.item() if isinstance(value, torch.Tensor) else float(value)
+            self._sums[name] = self._sums.get(name, 0.0) + value
+        self._count += 1
+
+    def _publish(self, engine: Engine) -> None:
+        for name, total in self._sums.items():
+            engine.state.metrics[self.prefix + name] = total / max(self._count, 1)
