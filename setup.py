@@ -27,6 +27,7 @@ setup(
         "tqdm>=4.60",
         "nilearn>=0.10",
         "matplotlib>=3.7",
+        "jsonschema>=4",  # monai.bundle verify_metadata
     ],
     extras_require={"test": ["pytest>=7", "parameterized>=0.9"]},
     entry_points={"console_scripts": ["monai-dwp=monai_dwp.cli:main"]},

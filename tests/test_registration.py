@@ -9,7 +9,17 @@ import unittest
 from monai.bundle import ConfigParser
 from monai.bundle.config_item import ComponentLocator
 
-SUBPACKAGES = ["monai_dwp.networks", "monai_dwp.networks.layers", "monai_dwp.networks.nets", "monai_dwp.losses"]
+SUBPACKAGES = [
+    "monai_dwp.networks",
+    "monai_dwp.networks.layers",
+    "monai_dwp.networks.nets",
+    "monai_dwp.losses",
+    "monai_dwp.data",
+    "monai_dwp.handlers",
+    "monai_dwp.visualize",
+    "monai_dwp.transfer",
+    "monai_dwp.bundle_utils",
+]
 
 
 def _public_components() -> dict[str, object]:

@@ -21,9 +21,9 @@ class LossTermsHandler:
     """Average the ``last_terms`` of a loss over each epoch and publish them in ``engine.state.metrics``.
 
     Losses such as :class:`~monai_dwp.losses.ELBOLoss` keep their last terms (detached tensors) in a dict
-    ``last_terms``; this handler adds them up after every iteration and, at the end of the epoch, writes their
-    means as ``engine.state.metrics[prefix + name]``, where MONAI's ``StatsHandler`` and
-    ``TensorBoardStatsHandler`` log them with the other epoch metrics. Attach it *before* those handlers.
+    ``last_terms``; after every iteration this handler updates their running means over the current epoch in
+    ``engine.state.metrics[prefix + name]``, so at the end of the epoch MONAI's ``StatsHandler`` and
+    ``TensorBoardStatsHandler`` log the epoch means with the other epoch metrics, whatever the handler order.
 
     Args:
         loss: the loss object with a ``last_terms`` mapping.
@@ -44,7 +44,6 @@ class LossTermsHandler:
         """Register the handler on ``engine``."""
         engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._accumulate)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self._publish)
 
     def _reset(self, engine: Engine) -> None:
         self._sums, self._count = {}, 0
@@ -54,7 +53,5 @@ class LossTermsHandler:
             value = value.item() if isinstance(value, torch.Tensor) else float(value)
             self._sums[name] = self._sums.get(name, 0.0) + value
         self._count += 1
-
-    def _publish(self, engine: Engine) -> None:
         for name, total in self._sums.items():
-            engine.state.metrics[self.prefix + name] = total / max(self._count, 1)
+            engine.state.metrics[self.prefix + name] = total / self._count

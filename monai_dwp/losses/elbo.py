@@ -30,7 +30,8 @@ class ELBOLoss(nn.Module):
     Args:
         network: the Bayesian network being trained (its un-wrapped module under DDP).
         prior: ``prior(network) -> KL`` such as :class:`~monai_dwp.losses.GaussianPrior` or
-            :class:`~monai_dwp.losses.DeepWeightPrior`.
+            :class:`~monai_dwp.losses.DeepWeightPrior`; ``None`` drops the KL term (maximum likelihood, for the
+            deterministic baselines, which then log the same ``last_terms`` as the Bayesian methods).
         dataset_size: ``N``, the number of training cases (> 0).
         data_loss: the data term; default ``DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.99,
             lambda_ce=0.01)``.
@@ -46,7 +47,7 @@ class ELBOLoss(nn.Module):
     def __init__(
         self,
         network: nn.Module,
-        prior: nn.Module,
+        prior: nn.Module | None,
         dataset_size: int,
         data_loss: nn.Module | None = None,
         kl_weight: float = 1.0,
@@ -54,7 +55,7 @@ class ELBOLoss(nn.Module):
         super().__init__()
         if not isinstance(network, nn.Module):
             raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}.")
-        if not callable(prior):
+        if prior is not None and not callable(prior):
             raise TypeError(f"prior must be callable prior(network) -> Tensor, got {type(prior).__name__}.")
         if isinstance(dataset_size, bool) or not isinstance(dataset_size, int) or dataset_size < 1:
             raise ValueError(
@@ -81,6 +82,9 @@ class ELBOLoss(nn.Module):
             target: ground truth accepted by ``data_loss``, e.g. labels ``(B, 1, *spatial)``.
         """
         data = self.data_loss(input, target)
+        if self.prior is None:
+            self.last_terms = {"data": data.detach()}
+            return data
         kl = self.prior(self.network)
         kl_scaled = self.kl_weight * kl / self.dataset_size
         with torch.no_grad():

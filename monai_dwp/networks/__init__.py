@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .layers import STOCHASTIC_MODES, BayesianConv, StochasticMode
 from .utils import bayesian_modules, convert_to_bayesian, resample_weights, stochastic_mode
-from .nets import DWPUNet, KernelVAE, KernelVAEOutput  # noqa: E402 (nets use utils)
+from .nets import DWPUNet, KernelVAE, KernelVAEGroup, KernelVAEOutput  # noqa: E402 (nets use utils)
 
 __all__ = [
     "BayesianConv",
@@ -12,6 +12,7 @@ __all__ = [
     "STOCHASTIC_MODES",
     "DWPUNet",
     "KernelVAE",
+    "KernelVAEGroup",
     "KernelVAEOutput",
     "bayesian_modules",
     "convert_to_bayesian",

@@ -41,6 +41,12 @@ class TestELBOLoss(unittest.TestCase):
         self.assertAlmostEqual(loss.data_loss.lambda_dice, 0.99)
         self.assertAlmostEqual(loss.data_loss.lambda_ce, 0.01)
 
+    def test_without_prior_is_the_data_loss(self):
+        loss = ELBOLoss(self.net, None, dataset_size=5)
+        pred = self.net(self.x)
+        torch.testing.assert_close(loss(pred, self.y), loss.data_loss(pred, self.y))
+        self.assertEqual(set(loss.last_terms), {"data"})
+
     def test_network_not_registered_and_gradients_flow(self):
         loss = ELBOLoss(self.net, GaussianPrior(), dataset_size=5)
         self.assertEqual(len(list(loss.parameters())), 0)

@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from .dwp_unet import DWPUNet
 from .kernel_vae import KernelVAE, KernelVAEOutput
+from .kernel_vae_group import KernelVAEGroup
 
-__all__ = ["DWPUNet", "KernelVAE", "KernelVAEOutput"]
+__all__ = ["DWPUNet", "KernelVAE", "KernelVAEGroup", "KernelVAEOutput"]

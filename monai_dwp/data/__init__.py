@@ -1,0 +1,66 @@
+"""Data for monai_dwp: brain-MRI phantoms, Decathlon-style loading and pictures of the data.
+
+Importing this package has no side effects: the MNI152 template is loaded (and cached) on first use only.
+"""
+
+from __future__ import annotations
+
+from .decathlon import (
+    SelectModalityd,
+    decathlon_split,
+    eval_transforms,
+    label_rule_transforms,
+    read_dataset_json,
+    resolve_modality,
+    train_transforms,
+    validate_decathlon,
+)
+from .phantoms import (
+    MS_PHANTOM_RANGES,
+    PHANTOM_DISEASES,
+    PHANTOM_INTENSITIES,
+    PHANTOM_LABELS,
+    PHANTOM_MODALITIES,
+    TUMOUR_PHANTOM_RANGES,
+    PhantomCase,
+    generate_phantom_case,
+    make_phantom_dataset,
+    phantom_grid,
+)
+from .visualize import save_data_montage
+
+from .datalist import image_datalist
+from .kernels import KernelDataset, collect_kernels, filter_kernels, group_layers, load_state_dict
+
+__all__ = [
+    # phantoms
+    "MS_PHANTOM_RANGES",
+    "PHANTOM_DISEASES",
+    "PHANTOM_INTENSITIES",
+    "PHANTOM_LABELS",
+    "PHANTOM_MODALITIES",
+    "TUMOUR_PHANTOM_RANGES",
+    "PhantomCase",
+    "generate_phantom_case",
+    "make_phantom_dataset",
+    "phantom_grid",
+    # decathlon
+    "SelectModalityd",
+    "decathlon_split",
+    "eval_transforms",
+    "label_rule_transforms",
+    "read_dataset_json",
+    "resolve_modality",
+    "train_transforms",
+    "validate_decathlon",
+    # visualize
+    "save_data_montage",
+    # kernels
+    "KernelDataset",
+    "collect_kernels",
+    "filter_kernels",
+    "group_layers",
+    "load_state_dict",
+    # datalist
+    "image_datalist",
+]

@@ -1,0 +1,44 @@
+"""Inference inputs: a folder of NIfTI images, a glob pattern, or the ``test`` list of a Decathlon folder."""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+__all__ = ["image_datalist"]
+
+_NIFTI = ("*.nii.gz", "*.nii")
+
+
+def image_datalist(source: str | os.PathLike, key: str = "image") -> list[dict[str, str]]:
+    """``[{"image": path}, ...]`` of the images to segment.
+
+    Args:
+        source: a folder of NIfTI files (``*.nii.gz``, ``*.nii``); a Decathlon folder (its ``dataset.json``'s
+            ``test`` list, MSD plain strings or ``{"image": ...}`` dicts, relative to the folder); a glob pattern;
+            or one NIfTI file.
+        key: the key of each item.
+
+    Raises:
+        FileNotFoundError: when ``source`` matches no image, naming it and what was looked for.
+    """
+    path = Path(source)
+    files: list[str]
+    if path.is_file():
+        files = [str(path)]
+    elif (path / "dataset.json").is_file():
+        from monai_dwp.data.decathlon import read_dataset_json
+
+        entries = read_dataset_json(path).get("test", [])
+        files = [str((path / (e if isinstance(e, str) else e["image"])).resolve()) for e in entries]
+    elif path.is_dir():
+        files = sorted({f for pattern in _NIFTI for f in glob.glob(str(path / pattern))})
+    else:
+        files = sorted(glob.glob(str(source)))
+    if not files:
+        raise FileNotFoundError(
+            f"no image to segment in {str(source)!r}: expected a NIfTI file, a folder of *.nii/*.nii.gz, a Decathlon "
+            "folder with a 'test' list in dataset.json, or a glob pattern; pass another one with --input_dir."
+        )
+    return [{key: f} for f in files]

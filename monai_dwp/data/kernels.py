@@ -1,0 +1,183 @@
+"""Convolution kernels of trained source networks: collection, filtering, grouping, and a dataset for the VAE."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+__all__ = ["collect_kernels", "filter_kernels", "group_layers", "KernelDataset", "load_state_dict"]
+
+_WEIGHT_SUFFIXES = (".weight", ".loc")
+
+
+def load_state_dict(source: str | os.PathLike | nn.Module | Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The state dict of a network, a checkpoint file, or a state dict.
+
+    A checkpoint may be a bare state dict (what MONAI's ``CheckpointSaver`` writes for one object) or a dict
+    holding it under ``"model"``, ``"network"`` or ``"state_dict"``; a DDP ``module.`` prefix is removed.
+    """
+    if isinstance(source, nn.Module):
+        state = source.state_dict()
+    elif isinstance(source, Mapping):
+        state = dict(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"source checkpoint {str(path)!r} does not exist; train it with "
+                "`python -m monai.bundle run --config_file bundles/dwp_pretrain/configs/train.json`."
+            )
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "network", "state_dict"):
+        if isinstance(state.get(key), Mapping):
+            state = dict(state[key])
+            break
+    if not state or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{source!r} holds no state dict of tensors; pass a network checkpoint (models/model.pt).")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def collect_kernels(
+    sources: Sequence[str | os.PathLike | nn.Module | Mapping[str, Tensor]] | str | os.PathLike | nn.Module,
+    kernel_size: int | Sequence[int] = 3,
+    spatial_dims: int = 3,
+) -> dict[str, Tensor]:
+    """Collect the convolution kernels of a given size from one or more trained networks, per layer.
+
+    A kernel is one slice ``W[o, i]`` of a weight ``W`` of shape ``(out, in, *kernel_size)`` (a Bayesian layer
+    contributes its ``loc``). The same layer of several source networks (same qualified name) is concatenated.
+
+    Args:
+        sources: networks, checkpoint files or state dicts (one or a sequence).
+        kernel_size: the kernel shape to collect, e.g. ``3`` for 3×3×3.
+        spatial_dims: number of spatial dimensions of the kernels.
+
+    Returns:
+        ``{layer name: kernels}`` with kernels of shape ``(num_kernels, *kernel_size)``, float32 on CPU, in the
+        order the layers appear in the first source.
+
+    Raises:
+        ValueError: when no source has a kernel of that size, or the sources disagree on a layer's kernel shape.
+    """
+    if isinstance(sources, (str, os.PathLike, nn.Module, Mapping)):
+        sources = [sources]
+    if not sources:
+        raise ValueError("sources is empty; pass at least one network or checkpoint file.")
+    shape = (kernel_size,) * spatial_dims if isinstance(kernel_size, int) else tuple(kernel_size)
+    collected: dict[str, list[Tensor]] = {}
+    for source in sources:
+        for key, value in load_state_dict(source).items():
+            if not key.endswith(_WEIGHT_SUFFIXES) or value.ndim != spatial_dims + 2 or tuple(value.shape[2:]) != shape:
+                continue
+            name = key.rsplit(".", 1)[0]
+            kernels = value.detach().float().cpu().flatten(0, 1)
+            if name in collected and collected[name][0].shape[1:] != kernels.shape[1:]:
+                raise ValueError(f"layer {name!r}: sources disagree on the kernel shape.")
+            collected.setdefault(name, []).append(kernels)
+    if not collected:
+        raise ValueError(
+            f"no convolution with kernel size {shape} in {len(sources)} source(s); are they the source U-Nets?"
+        )
+    return {name: torch.cat(parts) for name, parts in collected.items()}
+
+
+def filter_kernels(kernels: Mapping[str, Tensor], min_norm: float = 1e-2) -> dict[str, Tensor]:
+    """Drop kernels whose L2 norm is below ``min_norm`` (the paper drops near-zero kernels with 1e-2).
+
+    Args:
+        kernels: ``{layer: (num_kernels, *kernel_size)}``.
+        min_norm: the threshold, >= 0.
+
+    Returns:
+        The kept kernels per layer (a layer may keep none: its tensor is then empty).
+    """
+    if not (math.isfinite(min_norm) and min_norm >= 0):
+        raise ValueError(f"min_norm must be a finite float >= 0, got {min_norm!r}.")
+    return {name: k[k.flatten(1).norm(dim=1) >= min_norm] for name, k in kernels.items()}
+
+
+def group_layers(layer_names: Sequence[str], num_groups: int | None = 7) -> dict[str, int]:
+    """Map layers to ``num_groups`` groups of consecutive layers, as equal in size as possible.
+
+    The paper fits one VAE per group of consecutive layers (7 groups); ``num_groups=None`` gives one group per
+    layer.
+
+    Returns:
+        ``{layer name: group index}``, group indices ``0 .. num_groups - 1`` in layer order.
+    """
+    names = list(layer_names)
+    if not names:
+        raise ValueError("layer_names is empty; collect the kernels first.")
+    if num_groups is None:
+        return {name: i for i, name in enumerate(names)}
+    if isinstance(num_groups, bool) or not isinstance(num_groups, int) or not 1 <= num_groups <= len(names):
+        raise ValueError(f"num_groups must be an int in [1, {len(names)}] (the number of layers), got {num_groups!r}.")
+    return {name: i * num_groups // len(names) for i, name in enumerate(names)}
+
+
+class KernelDataset(Dataset):
+    r"""The kernels of all layer groups on their VAE's normalised scale, as ``{"image", "label", "group"}`` items.
+
+    Group ``g``'s kernels are divided by its scale :math:`s_g = \sqrt{\mathrm{mean}(w^2)}` (the root mean square
+    of its kernel values), so normalised kernels have unit RMS. The scales are stored in the prior checkpoint,
+    whose density on the raw scale includes the Jacobian ``-d log s_g``. ``"image"`` and ``"label"`` are the
+    same normalised kernel ``(1, *kernel_size)`` (a VAE reconstructs its input) and ``"group"`` its group, the
+    layout MONAI's ``SupervisedTrainer`` with ``PrepareBatchExtraInput({"group": "group"})`` expects.
+
+    Args:
+        kernels: ``{layer: (num_kernels, *kernel_size)}``.
+        layer_groups: ``{layer: group}``; layers missing here are ignored.
+        scales: the normalising scale of each group; default each group's RMS.
+
+    Attributes:
+        scales: ``[s_0, ..., s_{G-1}]``.
+        kernels: ``(N, 1, *kernel_size)`` normalised kernels; ``groups``: ``(N,)`` their groups.
+    """
+
+    def __init__(
+        self, kernels: Mapping[str, Tensor], layer_groups: Mapping[str, int], scales: Sequence[float] | None = None
+    ) -> None:
+        num_groups = max(layer_groups.values()) + 1 if layer_groups else 0
+        parts: list[Tensor] = []
+        groups: list[Tensor] = []
+        self.scales: list[float] = []
+        for g in range(num_groups):
+            raw = [kernels[n] for n, gg in layer_groups.items() if gg == g and n in kernels]
+            raw_cat = torch.cat(raw) if raw else torch.empty(0)
+            if raw_cat.shape[0] == 0:
+                raise ValueError(
+                    f"group {g} has no kernels (layers {[n for n, gg in layer_groups.items() if gg == g]}); "
+                    "check layer_groups, the source checkpoints and the kernel filter (min_norm)."
+                )
+            scale = float(raw_cat.square().mean().sqrt()) if scales is None else float(scales[g])
+            if not (math.isfinite(scale) and scale > 0):
+                raise ValueError(f"the scale of group {g} must be a finite float > 0, got {scale!r}.")
+            self.scales.append(scale)
+            parts.append(raw_cat / scale)
+            groups.append(torch.full((raw_cat.shape[0],), g, dtype=torch.long))
+        if not parts:
+            raise ValueError("layer_groups is empty; map the collected layers to groups with group_layers().")
+        self.kernels = torch.cat(parts).unsqueeze(1).contiguous()
+        self.groups = torch.cat(groups)
+
+    @property
+    def num_groups(self) -> int:
+        """Number of groups."""
+        return len(self.scales)
+
+    def group_kernels(self, group: int) -> Tensor:
+        """The normalised kernels of one group, ``(n, 1, *kernel_size)``."""
+        return self.kernels[self.groups == group]
+
+    def __len__(self) -> int:
+        return self.kernels.shape[0]
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        kernel = self.kernels[index]
+        return {"image": kernel, "label": kernel, "group": self.groups[index]}

@@ -1,0 +1,174 @@
+"""The target-finetune methods of the paper and its baselines: network preparation, prior and loss per method.
+
+=================  ==========  ======================================================================
+method             network     start and prior
+=================  ==========  ======================================================================
+``dwp``            Bayesian    Deep Weight Prior over the 3×3×3 kernels (optionally DWP-initialised)
+``gaussian_prior`` Bayesian    factorized ``N(0, prior_scale²)`` prior
+``random_init``    plain       PyTorch's default initialisation
+``finetune``       plain       the source network's weights, all trained
+``finetune_frozen`` plain      the source network's weights, encoder (``init_conv``, ``down1..6``) frozen
+``dwp_init``       plain       3×3×3 kernels sampled from the VAE prior (Atanov et al., 2019)
+=================  ==========  ======================================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from monai_dwp.bundle_utils import require_handoff
+from monai_dwp.data.kernels import load_state_dict
+from monai_dwp.losses.deep_weight_prior import DeepWeightPrior
+from monai_dwp.losses.elbo import ELBOLoss
+from monai_dwp.losses.gaussian_prior import GaussianPrior
+
+__all__ = [
+    "METHODS",
+    "BAYESIAN_METHODS",
+    "ENCODER_PREFIXES",
+    "is_bayesian_method",
+    "make_prior",
+    "prepare_network",
+    "make_loss",
+    "trainable_parameters",
+]
+
+METHODS: tuple[str, ...] = ("dwp", "gaussian_prior", "random_init", "finetune", "finetune_frozen", "dwp_init")
+BAYESIAN_METHODS: tuple[str, ...] = ("dwp", "gaussian_prior")
+ENCODER_PREFIXES: tuple[str, ...] = ("init_conv", "down1", "down2", "down3", "down4", "down5", "down6")
+
+
+def _check_method(method: str) -> str:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}; e.g. --method dwp.")
+    return method
+
+
+def is_bayesian_method(method: str) -> bool:
+    """Whether ``method`` trains a Bayesian network (``dwp``, ``gaussian_prior``)."""
+    return _check_method(method) in BAYESIAN_METHODS
+
+
+def make_prior(
+    method: str,
+    prior_ckpt: str | os.PathLike | None = None,
+    prior_scale: float = 0.1,
+    max_kernels: int | None = None,
+    num_samples: int = 1,
+    train_encoder: bool = False,
+    map_location: str | torch.device = "cpu",
+) -> nn.Module | None:
+    """The prior of ``method``: :class:`DeepWeightPrior` from ``prior_ckpt`` (``dwp``, ``dwp_init``),
+    :class:`GaussianPrior` (``gaussian_prior``), or ``None`` (the others).
+
+    Raises:
+        FileNotFoundError: the prior checkpoint is needed and missing (names the key and the dwp_prior command).
+    """
+    _check_method(method)
+    if method in ("dwp", "dwp_init"):
+        if prior_ckpt is None:
+            raise ValueError(f"method {method!r} needs prior_ckpt, the checkpoint written by the dwp_prior bundle.")
+        path = require_handoff(prior_ckpt, "prior_ckpt")
+        return DeepWeightPrior.load(
+            path, map_location=map_location, max_kernels=max_kernels, num_samples=num_samples,
+            train_encoder=train_encoder,
+        )
+    if method == "gaussian_prior":
+        return GaussianPrior(loc=0.0, scale=prior_scale)
+    return None
+
+
+def _load_source(network: nn.Module, source_ckpt: str | os.PathLike) -> None:
+    path = require_handoff(source_ckpt, "source_ckpt")
+    state = load_state_dict(path)
+    own = network.state_dict()
+    for name, value in state.items():
+        if name in own and own[name].shape != value.shape:
+            raise ValueError(
+                f"source_ckpt {path!r} does not fit the network: {name!r} has shape {tuple(value.shape)} in the "
+                f"checkpoint but {tuple(own[name].shape)} in the network (in_channels/out_channels differ?)."
+            )
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise ValueError(
+            f"source_ckpt {path!r} does not fit the network: it lacks {missing[:5]}{'...' if len(missing) > 5 else ''}; "
+            "is it a DWPUNet checkpoint of the dwp_pretrain bundle?"
+        )
+    network.load_state_dict({k: v for k, v in state.items() if k in own})
+
+
+def prepare_network(
+    network: nn.Module,
+    method: str,
+    source_ckpt: str | os.PathLike | None = None,
+    prior: nn.Module | None = None,
+    dwp_init: bool = True,
+    generator: torch.Generator | None = None,
+) -> nn.Module:
+    """Initialise ``network`` for ``method`` (in place) and check the hand-offs it needs, before any training.
+
+    Args:
+        network: a :class:`DWPUNet`, Bayesian for ``dwp``/``gaussian_prior``, deterministic otherwise.
+        method: one of :data:`METHODS`.
+        source_ckpt: the source network's checkpoint (``finetune``, ``finetune_frozen``).
+        prior: the :class:`DeepWeightPrior` (``dwp``, ``dwp_init``); checked against the network here.
+        dwp_init: for ``dwp``, start the posterior locations at VAE samples (otherwise PyTorch's initialisation).
+        generator: random generator of the DWP initialisation.
+
+    Returns:
+        ``network``.
+    """
+    _check_method(method)
+    bayesian = any(hasattr(m, "log_scale") for m in network.modules())
+    if bayesian != is_bayesian_method(method):
+        want = "a Bayesian" if is_bayesian_method(method) else "a deterministic"
+        raise ValueError(
+            f"method {method!r} needs {want} network; build DWPUNet with bayesian={is_bayesian_method(method)}."
+        )
+    if method in ("finetune", "finetune_frozen"):
+        if source_ckpt is None:
+            raise ValueError(f"method {method!r} needs source_ckpt, a checkpoint of the dwp_pretrain bundle.")
+        _load_source(network, source_ckpt)
+        if method == "finetune_frozen":
+            for name, param in network.named_parameters():
+                if name.startswith(ENCODER_PREFIXES):
+                    param.requires_grad_(False)
+    elif method in ("dwp", "dwp_init"):
+        if not isinstance(prior, DeepWeightPrior):
+            raise ValueError(f"method {method!r} needs the DeepWeightPrior of the dwp_prior bundle, got {prior!r}.")
+        if method == "dwp":
+            prior.check_network(network)
+        if method == "dwp_init" or dwp_init:
+            prior.initialize(network, generator=generator)
+    return network
+
+
+def make_loss(
+    method: str,
+    network: nn.Module,
+    prior: nn.Module | None,
+    dataset_size: int,
+    kl_weight: float = 1.0,
+    data_loss: nn.Module | None = None,
+) -> ELBOLoss:
+    """The training loss of ``method``: the ELBO with ``prior`` for the Bayesian methods, the data loss alone
+    (as an :class:`ELBOLoss` without prior, so every method logs ``loss_data``) for the others."""
+    return ELBOLoss(network, prior if is_bayesian_method(method) else None, dataset_size, data_loss, kl_weight)
+
+
+def trainable_parameters(*modules: nn.Module | None) -> Iterable[nn.Parameter]:
+    """The parameters that require a gradient, of the network and (when its encoder is fine-tuned) the prior."""
+    seen: set[int] = set()
+    params = []
+    for module in modules:
+        if module is None:
+            continue
+        for p in module.parameters():
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+    return params
