@@ -17,7 +17,7 @@ $(STAMP): setup.py constraints.txt
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m monai_dwp demo
+	$(PY) -m monai_dwp pipeline --output-dir outputs/pipeline
 
 test: $(STAMP)
 	$(PY) -m pytest tests -q -p no:cacheprovider

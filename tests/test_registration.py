@@ -16,6 +16,7 @@ SUBPACKAGES = [
     "monai_dwp.losses",
     "monai_dwp.data",
     "monai_dwp.handlers",
+    "monai_dwp.inferers",
     "monai_dwp.visualize",
     "monai_dwp.transfer",
     "monai_dwp.bundle_utils",

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from .calibration import SegmentationCalibrationHandler, binned_calibration_error, histogram_roc_auc
 from .kernel_elbo import KernelELBO, kernel_elbo_metrics
 from .loss_terms import LossTermsHandler
 from .resample import ResampleWeightsHandler
 from .stochastic_mode import StochasticModeHandler
 
-__all__ = ["KernelELBO", "kernel_elbo_metrics", "LossTermsHandler", "ResampleWeightsHandler", "StochasticModeHandler"]
+__all__ = [
+    "KernelELBO",
+    "LossTermsHandler",
+    "ResampleWeightsHandler",
+    "SegmentationCalibrationHandler",
+    "StochasticModeHandler",
+    "binned_calibration_error",
+    "histogram_roc_auc",
+    "kernel_elbo_metrics",
+]

@@ -279,12 +279,22 @@ class DeepWeightPrior(nn.Module):
                     f"layer {name!r}: the prior's VAE (group {group}) samples kernels of shape {expected}, "
                     f"found weight {tuple(target.shape)}."
                 )
-            vae = self.vaes[group]
-            num = target.shape[0] * target.shape[1]
-            samples = vae.sample(num, generator=generator) * self.scales[group].to(target.device)
+            samples = self.sample_kernels(target.shape[0] * target.shape[1], group, generator=generator)
             target.copy_(samples.reshape(target.shape).to(target))
             done.append(name)
         return done
+
+    @torch.no_grad()
+    def sample_kernels(self, num_kernels: int, group: int, generator: torch.Generator | None = None) -> Tensor:
+        """``num_kernels`` kernels of group ``group`` on the raw scale, ``s_g`` × decoder mean at ``z ~ N(0, I)``.
+
+        Returns:
+            ``(num_kernels, *kernel_size)``.
+        """
+        if not 0 <= group < len(self.vaes):
+            raise ValueError(f"group must be in [0, {len(self.vaes)}), got {group!r}.")
+        samples = self.vaes[group].sample(num_kernels, generator=generator) * self.scales[group]
+        return samples.squeeze(1)
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:

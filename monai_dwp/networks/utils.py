@@ -6,6 +6,7 @@ import copy
 from collections.abc import Sequence
 from typing import Callable
 
+import torch
 from torch import nn
 
 from monai_dwp.networks.layers.bayesian_conv import STOCHASTIC_MODES, BayesianConv, StochasticMode
@@ -31,7 +32,8 @@ class stochastic_mode:  # noqa: N801 (used like torch.no_grad: a setter and a co
     """Set the stochastic mode of every :class:`BayesianConv` in a network; restore it as a context manager.
 
     ``mode`` is ``"mean"``, ``"local"`` or ``"sampled"`` (see :class:`BayesianConv`); it is independent of
-    ``.train()``/``.eval()``. Entering ``"sampled"`` mode draws one fresh weight sample per layer.
+    ``.train()``/``.eval()``. Entering ``"sampled"`` mode draws one fresh weight sample per layer unless
+    ``resample=False`` (then the held draws stay, e.g. ones drawn with a seeded generator).
 
     Example::
 
@@ -42,16 +44,17 @@ class stochastic_mode:  # noqa: N801 (used like torch.no_grad: a setter and a co
     Args:
         net: the network.
         mode: the new mode.
+        resample: draw new weights when entering ``"sampled"`` mode.
     """
 
-    def __init__(self, net: nn.Module, mode: StochasticMode) -> None:
+    def __init__(self, net: nn.Module, mode: StochasticMode, resample: bool = True) -> None:
         if mode not in STOCHASTIC_MODES:
             raise ValueError(f"mode must be one of {STOCHASTIC_MODES}, got {mode!r}.")
         self._layers = bayesian_modules(net)
         self._previous = {name: layer.mode for name, layer in self._layers.items()}
         for layer in self._layers.values():
             layer.mode = mode
-            if mode == "sampled":
+            if mode == "sampled" and (resample or layer.epsilon is None):
                 layer.resample()
 
     def __enter__(self) -> stochastic_mode:
@@ -62,15 +65,19 @@ class stochastic_mode:  # noqa: N801 (used like torch.no_grad: a setter and a co
             layer.mode = self._previous[name]
 
 
-def resample_weights(net: nn.Module) -> int:
+def resample_weights(net: nn.Module, generator: torch.Generator | None = None) -> int:
     """Draw a new held weight sample in every :class:`BayesianConv` of ``net`` (used by ``"sampled"`` mode).
+
+    Args:
+        net: the network.
+        generator: optional random generator (on the weights' device) for reproducible draws.
 
     Returns:
         The number of layers resampled.
     """
     layers = bayesian_modules(net)
     for layer in layers.values():
-        layer.resample()
+        layer.resample(generator)
     return len(layers)
 
 

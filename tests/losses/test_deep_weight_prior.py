@@ -210,6 +210,10 @@ class TestCheckpointAndInit(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "cannot DWP-initialise layer '2': expected a convolution, found ReLU"):
             dwp_initialize(nn.Sequential(nn.Conv3d(1, 1, 3), nn.Conv3d(1, 1, 3), nn.ReLU()),
                            DeepWeightPrior([_vae()], [0.1], {"2": 0}))
+        kernels = prior.sample_kernels(5, 1, generator=torch.Generator().manual_seed(1))
+        self.assertEqual(tuple(kernels.shape), (5, 3, 3, 3))
+        with self.assertRaisesRegex(ValueError, r"group must be in \[0, 2\), got 2"):
+            prior.sample_kernels(5, 2)
         with self.assertRaisesRegex(TypeError, "prior must be a DeepWeightPrior, got GaussianPrior"):
             dwp_initialize(net, GaussianPrior())
 

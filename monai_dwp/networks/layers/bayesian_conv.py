@@ -158,6 +158,7 @@ class BayesianConv(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         # epsilon of the held weight draw ("sampled" mode); not part of the state dict
         self.register_buffer("_epsilon", None, persistent=False)
+        self._weight_cache: tuple[tuple[int, int, int], Tensor] | None = None
         self.mode = mode
         self.reset_parameters()
 
@@ -203,13 +204,35 @@ class BayesianConv(nn.Module):
             self.loc.shape, generator=generator, device=self.loc.device, dtype=self.loc.dtype
         )
 
+    @property
+    def epsilon(self) -> Tensor | None:
+        r"""The held :math:`\varepsilon` of ``"sampled"`` mode (``None`` before the first draw); settable, e.g. to
+        put back a draw saved earlier."""
+        return self._epsilon
+
+    @epsilon.setter
+    def epsilon(self, value: Tensor | None) -> None:
+        if value is not None and tuple(value.shape) != tuple(self.loc.shape):
+            raise ValueError(f"epsilon must have the weight's shape {tuple(self.loc.shape)}, got {tuple(value.shape)}.")
+        self._epsilon = value
+
     def sample_weight(self) -> Tensor:
-        """The held weight draw ``loc + scale * epsilon`` (drawn first if none is held); differentiable."""
+        """The held weight draw ``loc + scale * epsilon`` (drawn first if none is held); differentiable.
+
+        Without gradient tracking (inference) the weight is computed once per draw and reused by later calls, e.g.
+        by every sliding window of a volume, until :meth:`resample` or a change of ``loc``/``log_scale``.
+        """
         eps = self._epsilon
         if eps is None or eps.shape != self.loc.shape or eps.device != self.loc.device:
             self.resample()
             eps = self._epsilon
-        return self.loc + self.scale * eps.to(self.loc.dtype)
+        if torch.is_grad_enabled():
+            self._weight_cache = None
+            return self.loc + self.scale * eps.to(self.loc.dtype)
+        key = (id(eps), self.loc._version, self.log_scale._version)
+        if self._weight_cache is None or self._weight_cache[0] != key:
+            self._weight_cache = (key, self.loc + self.scale * eps.to(self.loc.dtype))
+        return self._weight_cache[1]
 
     # ------------------------------------------------------------------ forward
     def _apply_conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:

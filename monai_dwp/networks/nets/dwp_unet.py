@@ -182,6 +182,9 @@ class DWPUNet(nn.Module):
             1×1×1 projections and the output convolution stay deterministic.
         init_log_scale: initial posterior ``log_scale`` of the Bayesian kernels; unused when ``bayesian`` is
             ``False``.
+        bayesian_mode: initial stochastic mode of the Bayesian kernels, ``"local"`` (training), ``"sampled"`` or
+            ``"mean"`` (e.g. to export the posterior-mean network with ``ckpt_export --use_trace true``); switch it
+            later with :func:`~monai_dwp.networks.stochastic_mode`.
 
     Raises:
         ValueError: on an unsupported ``spatial_dims``, non-positive channel counts, a ``channels`` that is
@@ -204,6 +207,7 @@ class DWPUNet(nn.Module):
         bias: bool = False,
         bayesian: bool = False,
         init_log_scale: float = -5.0,
+        bayesian_mode: str = "local",
     ) -> None:
         super().__init__()
         if spatial_dims not in _UPSAMPLE_MODE:
@@ -250,7 +254,7 @@ class DWPUNet(nn.Module):
         self.out = Conv[Conv.CONV, spatial_dims](c0, out_channels, 1, bias=bias)
 
         if self.bayesian:
-            convert_to_bayesian(self, kernel_size=3, init_log_scale=init_log_scale, inplace=True)
+            convert_to_bayesian(self, kernel_size=3, init_log_scale=init_log_scale, inplace=True, mode=bayesian_mode)
 
     def _check_input(self, x: Tensor) -> None:
         if not isinstance(x, torch.Tensor):

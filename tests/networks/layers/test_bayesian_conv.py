@@ -91,6 +91,19 @@ class TestBayesianConvShapes(unittest.TestCase):
         conv.resample()
         self.assertFalse(torch.allclose(conv(x), first))
 
+    def test_inference_reuses_the_sampled_weight_until_resampled(self):
+        conv = BayesianConv(2, 2, 2, 3, init_log_scale=-1.0, mode="sampled")
+        with torch.no_grad():
+            w1, w2 = conv.sample_weight(), conv.sample_weight()
+            self.assertIs(w1, w2)  # computed once per draw
+            conv.resample()
+            self.assertFalse(torch.equal(conv.sample_weight(), w1))
+            conv.loc.add_(1.0)  # a changed posterior invalidates the cache
+            torch.testing.assert_close(conv.sample_weight(), conv.loc + conv.scale * conv.epsilon)
+        self.assertTrue(conv.sample_weight().requires_grad)  # with gradients: a fresh differentiable weight
+        with self.assertRaisesRegex(ValueError, r"epsilon must have the weight's shape \(2, 2, 3, 3\)"):
+            conv.epsilon = torch.zeros(3)
+
     def test_seeded_determinism(self):
         outs = []
         for _ in range(2):

@@ -1,0 +1,679 @@
+r"""Voxel-wise calibration (reliability diagram, ECE) and "uncertainty predicts error" AUC for an evaluator.
+
+:class:`SegmentationCalibrationHandler` accumulates fixed-size histograms over every voxel of every evaluated
+case (memory does not grow with the number or size of the volumes), sums them over DDP ranks, publishes the
+overall values in ``engine.state.metrics`` and writes per-case and overall CSV tables and a reliability diagram.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from monai.data import MetaTensor, decollate_batch
+from monai.utils import min_version, optional_import
+
+idist, _ = optional_import("ignite.distributed", "0.4.11", min_version)
+Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
+
+__all__ = ["SegmentationCalibrationHandler", "binned_calibration_error", "histogram_roc_auc"]
+
+_TOP_LABEL_RANGES = ("unit", "chance")
+_SCORE_SCALES = ("log", "linear")
+_LOG_SCORE_FLOOR = 1e-12
+"""Scores at or below this value share the lowest bin of a ``"log"`` score histogram."""
+_CHUNK = 1 << 21
+"""Voxels processed at once: bounds the temporary memory of one case to a few tens of MB."""
+_PROB_TOLERANCE = 1e-4
+
+
+def binned_calibration_error(counts: torch.Tensor, sum_confidence: torch.Tensor, sum_correct: torch.Tensor) -> float:
+    r"""Expected calibration error from per-bin sums.
+
+    With :math:`B` bins, :math:`n_b` samples in bin :math:`b`, :math:`N = \sum_b n_b`, mean confidence
+    :math:`\text{conf}_b = \frac{1}{n_b} \sum_{i \in b} \hat p_i` and accuracy
+    :math:`\text{acc}_b = \frac{1}{n_b} \sum_{i \in b} c_i` (:math:`c_i \in \{0, 1\}` the "correct" or
+    "is class k" indicator):
+
+    .. math::
+        \text{ECE} = \sum_b \frac{n_b}{N} \left| \text{acc}_b - \text{conf}_b \right|
+                   = \frac{1}{N} \sum_b \Big| \sum_{i \in b} c_i - \sum_{i \in b} \hat p_i \Big| .
+
+    Args:
+        counts: ``(B,)`` number of samples per bin.
+        sum_confidence: ``(B,)`` sum of the predicted probabilities per bin.
+        sum_correct: ``(B,)`` sum of the indicators per bin.
+
+    Returns:
+        The ECE in ``[0, 1]``; ``nan`` when there are no samples.
+    """
+    total = float(counts.sum())
+    if total <= 0:
+        return float("nan")
+    return float((sum_correct.double() - sum_confidence.double()).abs().sum()) / total
+
+
+def histogram_roc_auc(positive_counts: torch.Tensor, negative_counts: torch.Tensor) -> float:
+    r"""ROC AUC of a score from its binned histograms for the positive and the negative class.
+
+    With bins ordered by increasing score, :math:`a_j` positives and :math:`b_j` negatives in bin :math:`j`,
+    :math:`N_1 = \sum_j a_j`, :math:`N_0 = \sum_j b_j`:
+
+    .. math::
+        \text{AUC} = \frac{1}{N_1 N_0} \sum_j a_j \Big( \sum_{i < j} b_i + \tfrac{1}{2} b_j \Big),
+
+    the Mann-Whitney statistic of the binned scores (pairs in the same bin count as ties, one half), which is
+    the trapezoidal area under the ROC curve traced by thresholds at the bin edges. It differs from the exact
+    AUC of the raw scores by at most :math:`\frac{1}{2 N_1 N_0} \sum_j a_j b_j` (the tied pairs).
+
+    Args:
+        positive_counts: ``(M,)`` histogram of the score of the positives (e.g. misclassified voxels).
+        negative_counts: ``(M,)`` histogram of the score of the negatives, over the same bins.
+
+    Returns:
+        The AUC in ``[0, 1]``; ``nan`` when either class is empty.
+    """
+    pos = positive_counts.double().flatten()
+    neg = negative_counts.double().flatten()
+    if pos.shape != neg.shape:
+        raise ValueError(
+            f"positive_counts and negative_counts must have the same shape, got {pos.shape} and {neg.shape}."
+        )
+    n_pos, n_neg = float(pos.sum()), float(neg.sum())
+    if n_pos <= 0 or n_neg <= 0:
+        return float("nan")
+    below = torch.cumsum(neg, 0) - neg  # negatives in strictly lower bins
+    return float((pos * (below + 0.5 * neg)).sum()) / (n_pos * n_neg)
+
+
+class _Accumulator:
+    """Histograms of one case, or of all cases: reliability bins and the error/correct score histograms."""
+
+    def __init__(self, n_bins: int, score_bins: int, score_keys: Sequence[str]) -> None:
+        # rows: count, sum of confidence (probability), sum of correct (label indicator)
+        self.top = torch.zeros(3, n_bins, dtype=torch.float64)
+        self.fg = torch.zeros(3, n_bins, dtype=torch.float64)
+        # per key: row 0 misclassified voxels, row 1 correctly classified voxels
+        self.scores = {key: torch.zeros(2, score_bins, dtype=torch.float64) for key in score_keys}
+        self.seen = {key: 0.0 for key in score_keys}
+
+    def add(self, other: _Accumulator) -> None:
+        self.top += other.top
+        self.fg += other.fg
+        for key in self.scores:
+            self.scores[key] += other.scores[key]
+            self.seen[key] += other.seen[key]
+
+    def pack(self) -> torch.Tensor:
+        parts = [self.top.flatten(), self.fg.flatten()]
+        for key in self.scores:
+            parts += [self.scores[key].flatten(), torch.tensor([self.seen[key]], dtype=torch.float64)]
+        return torch.cat(parts)
+
+    def unpack(self, flat: torch.Tensor) -> None:
+        flat = flat.double().cpu()
+        start = 0
+        for tensor in [self.top, self.fg]:
+            tensor.copy_(flat[start : start + tensor.numel()].view_as(tensor))
+            start += tensor.numel()
+        for key, tensor in self.scores.items():
+            tensor.copy_(flat[start : start + tensor.numel()].view_as(tensor))
+            start += tensor.numel()
+            self.seen[key] = float(flat[start])
+            start += 1
+
+    @property
+    def n_voxels(self) -> int:
+        return int(round(float(self.top[0].sum())))
+
+    def values(self) -> dict[str, float]:
+        out = {"ece": binned_calibration_error(self.top[0], self.top[1], self.top[2])}
+        out["fg_ece"] = binned_calibration_error(self.fg[0], self.fg[1], self.fg[2])
+        for key, hist in self.scores.items():
+            out[f"auc_{key}"] = histogram_roc_auc(hist[0], hist[1]) if self.seen[key] > 0 else float("nan")
+        return out
+
+
+class SegmentationCalibrationHandler:
+    r"""Calibration and uncertainty quality of a probabilistic segmentation, for MONAI's ``SupervisedEvaluator``.
+
+    Every item of the decollated ``engine.state.output`` (one dict per case, after the evaluator's
+    post-processing) must hold
+
+    - ``prob_key`` (``"prob"``): class probabilities ``(K, *spatial)``, ``K >= 2`` (e.g. the Monte Carlo mean
+      :math:`\bar p` of :class:`~monai_dwp.inferers.MCInferer`, kept by ``CopyItemsd(keys="pred",
+      names="prob")`` before ``AsDiscreted`` turns ``"pred"`` into a one-hot mask);
+    - ``label_key`` (``"label"``): the ground truth, one-hot ``(K, *spatial)`` (``AsDiscreted(keys="label",
+      to_onehot=K)``) or class indices ``(1, *spatial)``;
+    - optionally the uncertainty maps ``(1, *spatial)`` named by ``uncertainty_keys`` (default predictive
+      ``"entropy"`` and ``"mutual_information"``, as produced by ``MCInferer(return_uncertainty=True)`` and
+      ``FlattenMCOutputd``); a missing map is skipped for that case;
+    - optionally ``pred_key``: a one-hot prediction ``(K, *spatial)`` to use as the predicted class instead of
+      ``argmax(prob)`` (e.g. after connected-component clean-up); by default the prediction is
+      :math:`\hat y = \arg\max_k p_k`, which is what ``AsDiscreted(argmax=True)`` gives;
+    - optionally ``mask_key``: a ``(1, *spatial)`` mask; only voxels where it is non-zero count.
+
+    Over all voxels :math:`i` (of all cases, and of each case for the per-case table):
+
+    **Top-label reliability.** Confidence :math:`\hat p_i = p_{i, \hat y_i}`, correctness
+    :math:`c_i = 1[\hat y_i = y_i]`, ``n_bins`` equal-width bins over :math:`[0, 1]` (``top_label_range=
+    "unit"``, as Guo et al. 2017 and MONAI) or over :math:`[1/K, 1]` (``"chance"``, where the confidence of an
+    argmax lies; with ``K = 2`` and the unit range, the lower half of the bins stays empty). Bins are
+    :math:`[l, u)`, the last one closed. With :math:`n_b`, :math:`\text{conf}_b`, :math:`\text{acc}_b` the
+    count, mean confidence and accuracy of bin :math:`b` and :math:`N` voxels:
+    :math:`\text{ECE} = \sum_b \frac{n_b}{N} |\text{acc}_b - \text{conf}_b|`.
+
+    **Foreground reliability** (informative for a small lesion class, whose voxels are a tiny share of the
+    top-label bins): :math:`p_{i, f}` of class ``f = foreground_channel`` against the frequency of
+    :math:`y_i = f`, bins over :math:`[0, 1]`; its ECE is ``fg_ece``. For ``K = 2`` and ``n_bins`` it equals
+    MONAI's ``CalibrationErrorMetric(num_bins=n_bins, include_background=False)`` of that case, and the
+    top-label ECE with the unit range equals that metric applied to the one-channel pair (confidence,
+    correctness), up to voxels that lie exactly on a bin edge (MONAI's edges are ``linspace(0, 1 + eps)`` and
+    ``torch.bucketize`` puts an edge value in the lower bin).
+
+    **Uncertainty predicts error.** For each uncertainty map :math:`u`, the ROC AUC of :math:`u_i` as a score
+    for "voxel :math:`i` is misclassified" (:math:`c_i = 0`): 1 when every error is more uncertain than every
+    correct voxel, 0.5 for an uninformative score (e.g. the all-zero mutual information of a deterministic
+    network). It is computed by :func:`histogram_roc_auc` from two ``score_bins``-bin histograms of :math:`u`
+    (errors, correct voxels) over :math:`[0, u_{max}]`, :math:`u_{max}` = ``score_max`` or :math:`\log K`
+    (the bound of the entropy and of the mutual information of a softmax; larger values land in the last bin).
+    ``score_scale="log"`` (default) spaces the bins evenly in :math:`\log u` over
+    :math:`[10^{-12}, u_{max}]` (everything below shares the first bin): the AUC only depends on the order of
+    the scores, and the entropy and mutual information of confident voxels are tiny (:math:`10^{-9}` ..
+    :math:`10^{-3}`) and would all tie in the first linear bin. The AUC is ``nan`` when a set has no error or
+    no correct voxel.
+
+    Memory is bounded: a case is processed in chunks of :math:`2^{21}` voxels on its own device and only the
+    histograms (``3 * n_bins`` values for each reliability curve, ``2 * score_bins`` per map) are kept.
+
+    **Events.** ``EPOCH_STARTED``: reset. ``ITERATION_COMPLETED``: accumulate every case; at the last
+    iteration of the epoch (when ``engine.state.epoch_length`` is known) the histograms are summed over DDP
+    ranks (``ignite.distributed.all_reduce``; one collective per rank and epoch, so it is safe with unequal
+    numbers of iterations per rank) and the overall values are put into ``engine.state.metrics`` as
+    ``ece``, ``fg_ece`` and ``auc_<key>`` (prefixed by ``metric_prefix``). Because this happens before
+    ``EPOCH_COMPLETED``, MONAI's ``StatsHandler`` (which logs the metrics at ``EPOCH_COMPLETED``),
+    ``TensorBoardStatsHandler`` and ``CheckpointSaver`` see them whatever the order of the handlers. (When the
+    epoch length is unknown or the epoch was cut short, the same happens at ``EPOCH_COMPLETED``; then list
+    this handler before ``StatsHandler``.) ``COMPLETED``: rank 0 writes, each atomically, into
+    ``output_dir``:
+
+    - ``calibration.csv``: one row per case, ``filename, ece, fg_ece, auc_<key>..., n_voxels``;
+    - ``calibration_summary.csv``: one row, ``n_cases, n_voxels, voxel_accuracy, ece, fg_ece, auc_<key>...``;
+    - ``reliability.csv``: ``curve, bin, lower, upper, count, mean_confidence, accuracy`` per bin, for the
+      ``top_label`` curve and the ``foreground`` curve (whose "confidence" is :math:`p_f` and "accuracy" the
+      frequency of class f); ``nan`` for empty bins;
+    - ``reliability.png``: both reliability curves with the diagonal, and the bin counts below.
+
+    Under DDP the per-case rows are gathered from all ranks. A case that a ``DistributedSampler`` repeats to
+    even out the ranks counts twice, as in MONAI's own metrics (use ``even_divisible=False`` to avoid it).
+
+    Args:
+        output_dir: folder of the files (created if needed); ``None`` to only publish the metrics.
+        prob_key: key of the class probabilities.
+        label_key: key of the ground truth.
+        uncertainty_keys: keys of the uncertainty maps, each scored by its AUC for the misclassified voxels.
+        pred_key: key of a one-hot prediction to use instead of ``argmax(prob)``; ``None`` for the argmax.
+        mask_key: key of a ``(1, *spatial)`` mask restricting the voxels; ``None`` for all voxels.
+        filename_key: key of the batch item whose ``.meta["filename_or_obj"]`` names the case.
+        n_bins: number of reliability bins, at least 2.
+        top_label_range: ``"unit"`` (bins over ``[0, 1]``) or ``"chance"`` (over ``[1/K, 1]``).
+        foreground_channel: the class of the foreground reliability curve.
+        score_bins: number of bins of the uncertainty histograms, at least 2.
+        score_max: upper end of the uncertainty histograms; ``None`` for :math:`\log K`.
+        score_scale: ``"log"`` or ``"linear"`` spacing of the uncertainty bins.
+        metric_prefix: prepended to the names in ``engine.state.metrics``.
+        log_summary: log the overall values with the engine's logger (rank 0).
+
+    Raises:
+        ValueError: on bad arguments; at run time, on missing keys, shape mismatches or values that are not
+            probabilities.
+
+    Example (bundle config, ``validate#handlers`` or an evaluator's ``val_handlers``)::
+
+        {"_target_": "monai_dwp.handlers.SegmentationCalibrationHandler", "output_dir": "@eval_dir"}
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike | None = None,
+        prob_key: str = "prob",
+        label_key: str = "label",
+        uncertainty_keys: Sequence[str] | str = ("entropy", "mutual_information"),
+        pred_key: str | None = None,
+        mask_key: str | None = None,
+        filename_key: str = "image",
+        n_bins: int = 15,
+        top_label_range: str = "unit",
+        foreground_channel: int = 1,
+        score_bins: int = 4096,
+        score_max: float | None = None,
+        score_scale: str = "log",
+        metric_prefix: str = "",
+        log_summary: bool = True,
+    ) -> None:
+        if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 2:
+            raise ValueError(f"n_bins must be an integer >= 2, got {n_bins!r}.")
+        if isinstance(score_bins, bool) or not isinstance(score_bins, int) or score_bins < 2:
+            raise ValueError(f"score_bins must be an integer >= 2, got {score_bins!r}.")
+        if top_label_range not in _TOP_LABEL_RANGES:
+            raise ValueError(f"top_label_range must be one of {_TOP_LABEL_RANGES}, got {top_label_range!r}.")
+        if score_scale not in _SCORE_SCALES:
+            raise ValueError(f"score_scale must be one of {_SCORE_SCALES}, got {score_scale!r}.")
+        if score_max is not None and not (math.isfinite(score_max) and score_max > _LOG_SCORE_FLOOR):
+            raise ValueError(f"score_max must be a finite number > {_LOG_SCORE_FLOOR}, got {score_max!r}.")
+        if isinstance(foreground_channel, bool) or not isinstance(foreground_channel, int) or foreground_channel < 0:
+            raise ValueError(f"foreground_channel must be a non-negative integer, got {foreground_channel!r}.")
+        keys = (uncertainty_keys,) if isinstance(uncertainty_keys, str) else tuple(uncertainty_keys)
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"uncertainty_keys must be distinct, got {keys}.")
+        self.output_dir = None if output_dir is None else os.fspath(output_dir)
+        self.prob_key = prob_key
+        self.label_key = label_key
+        self.uncertainty_keys = keys
+        self.pred_key = pred_key
+        self.mask_key = mask_key
+        self.filename_key = filename_key
+        self.n_bins = n_bins
+        self.top_label_range = top_label_range
+        self.foreground_channel = foreground_channel
+        self.score_bins = score_bins
+        self.score_max = score_max
+        self.score_scale = score_scale
+        self.metric_prefix = metric_prefix
+        self.log_summary = log_summary
+        self.logger = logging.getLogger(__name__)
+        self._reset()
+
+    # ------------------------------------------------------------------ engine events
+    def attach(self, engine: Engine) -> None:
+        """Register the handler on ``engine`` (``EPOCH_STARTED``, ``ITERATION_COMPLETED``, ``EPOCH_COMPLETED``,
+        ``COMPLETED``)."""
+        engine.add_event_handler(Events.EPOCH_STARTED, self._on_epoch_started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._on_iteration_completed)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._on_epoch_completed)
+        engine.add_event_handler(Events.COMPLETED, self._on_completed)
+
+    def _reset(self) -> None:
+        self._total = _Accumulator(self.n_bins, self.score_bins, self.uncertainty_keys)
+        self._result = _Accumulator(self.n_bins, self.score_bins, self.uncertainty_keys)
+        self._rows: list[dict[str, Any]] = []
+        self._num_classes: int | None = None
+        self._case_counter = 0
+        self._finalized = False
+        self.summary: dict[str, float | int] = {}
+        self.case_rows: list[dict[str, Any]] = []
+
+    def _on_epoch_started(self, engine: Engine) -> None:
+        self._reset()
+
+    def _on_iteration_completed(self, engine: Engine) -> None:
+        output = engine.state.output
+        if output is not None:
+            items = self._items(output)
+            batch_items = self._items(engine.state.batch) if engine.state.batch is not None else []
+            for index, item in enumerate(items):
+                batch_item = batch_items[index] if index < len(batch_items) else None
+                self.update(item, name=self._case_name(item, batch_item))
+        epoch_length = engine.state.epoch_length
+        if epoch_length is not None and engine.state.iteration % epoch_length == 0:
+            self._finalize(engine)
+
+    def _on_epoch_completed(self, engine: Engine) -> None:
+        if not self._finalized:
+            self._finalize(engine)
+
+    def _on_completed(self, engine: Engine) -> None:
+        if self.output_dir is not None and idist.get_rank() == 0:
+            self.write(self.output_dir)
+
+    # ------------------------------------------------------------------ accumulation
+    @staticmethod
+    def _items(data: Any) -> list[Mapping[Hashable, Any]]:
+        if isinstance(data, Mapping):
+            return list(decollate_batch(data, detach=True))
+        if isinstance(data, Sequence) and not isinstance(data, str):
+            return [d for d in data if isinstance(d, Mapping)]
+        return []
+
+    def _case_name(self, item: Mapping[Hashable, Any], batch_item: Mapping[Hashable, Any] | None) -> str:
+        for source in (batch_item, item):
+            if source is None:
+                continue
+            for key in (self.filename_key, self.prob_key):
+                meta = getattr(source.get(key), "meta", None)
+                if isinstance(meta, Mapping) and meta.get("filename_or_obj") not in (None, ""):
+                    name = meta["filename_or_obj"]
+                    return str(name[0] if isinstance(name, (list, tuple)) else name)
+        return f"case_{self._case_counter}"
+
+    def _check_item(self, item: Mapping[Hashable, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(item, Mapping):
+            raise ValueError(f"every output item must be a dict, got {type(item).__name__}.")
+        if self.prob_key not in item:
+            raise ValueError(
+                f"output item has no {self.prob_key!r} key (keys: {sorted(map(str, item))}); it holds the class "
+                f"probabilities, kept by CopyItemsd(keys='pred', names={self.prob_key!r}) after "
+                "Activationsd(keys='pred', softmax=True) (or after FlattenMCOutputd for MCInferer) and before "
+                "AsDiscreted in the evaluator's postprocessing."
+            )
+        if self.label_key not in item:
+            raise ValueError(
+                f"output item has no {self.label_key!r} key (keys: {sorted(map(str, item))}); it holds the ground "
+                f"truth, made one-hot by AsDiscreted(keys={self.label_key!r}, to_onehot=K) in the evaluator's "
+                "postprocessing (the loader must load the label for evaluation)."
+            )
+        prob = _plain(item[self.prob_key], self.prob_key)
+        label = _plain(item[self.label_key], self.label_key)
+        if prob.ndim < 2 or prob.shape[0] < 2:
+            raise ValueError(
+                f"{self.prob_key!r} must have shape (K, *spatial) with K >= 2 classes, got {tuple(prob.shape)}; "
+                "turn a one-channel sigmoid output into two channels (background, foreground) first."
+            )
+        num_classes = prob.shape[0]
+        if label.shape != prob.shape and label.shape != (1, *prob.shape[1:]):
+            raise ValueError(
+                f"{self.label_key!r} must be one-hot {tuple(prob.shape)} or class indices {(1, *prob.shape[1:])} "
+                f"like {self.prob_key!r}, got {tuple(label.shape)}."
+            )
+        if self.foreground_channel >= num_classes:
+            raise ValueError(
+                f"foreground_channel={self.foreground_channel} but {self.prob_key!r} has {num_classes} classes."
+            )
+        if self._num_classes is not None and num_classes != self._num_classes:
+            raise ValueError(f"{self.prob_key!r} has {num_classes} classes, earlier cases had {self._num_classes}.")
+        if prob.numel() and (float(prob.min()) < -_PROB_TOLERANCE or float(prob.max()) > 1 + _PROB_TOLERANCE):
+            raise ValueError(
+                f"{self.prob_key!r} must hold probabilities in [0, 1], got values in [{float(prob.min()):.4g}, "
+                f"{float(prob.max()):.4g}]; apply Activationsd(keys='pred', softmax=True) before copying it."
+            )
+        return prob, label
+
+    def _spatial_map(self, item: Mapping[Hashable, Any], key: str, spatial: torch.Size, what: str) -> torch.Tensor:
+        value = _plain(item[key], key)
+        if value.shape != (1, *spatial):
+            raise ValueError(f"{what} {key!r} must have shape {(1, *spatial)}, got {tuple(value.shape)}.")
+        return value
+
+    def update(self, item: Mapping[Hashable, Any], name: str | None = None) -> dict[str, Any]:
+        """Add one case (a dict with the keys described in the class docstring) and return its row.
+
+        Args:
+            item: the case, tensors without batch dimension.
+            name: the case name in ``calibration.csv``; ``None`` for ``case_<n>``.
+
+        Returns:
+            The per-case row: ``filename``, ``ece``, ``fg_ece``, ``auc_<key>`` per key, ``n_voxels``.
+        """
+        prob, label = self._check_item(item)
+        self._finalized = False
+        num_classes, spatial = prob.shape[0], prob.shape[1:]
+        self._num_classes = num_classes
+        device = prob.device if prob.device.type in ("cpu", "cuda") else torch.device("cpu")
+        prob = prob.to(device=device).reshape(num_classes, -1)
+        label = label.to(device=device).reshape(label.shape[0], -1)
+        pred = None
+        if self.pred_key is not None:
+            if self.pred_key not in item:
+                raise ValueError(f"output item has no {self.pred_key!r} key (keys: {sorted(map(str, item))}).")
+            pred = _plain(item[self.pred_key], self.pred_key).to(device)
+            if pred.shape != (num_classes, *spatial) and pred.shape != (1, *spatial):
+                raise ValueError(
+                    f"{self.pred_key!r} must be one-hot {(num_classes, *spatial)} or class indices "
+                    f"{(1, *spatial)}, got {tuple(pred.shape)}."
+                )
+            pred = pred.reshape(pred.shape[0], -1)
+        mask = None
+        if self.mask_key is not None:
+            if self.mask_key not in item:
+                raise ValueError(f"output item has no mask {self.mask_key!r} key (keys: {sorted(map(str, item))}).")
+            mask = self._spatial_map(item, self.mask_key, spatial, "mask").to(device).reshape(-1) != 0
+        maps = {
+            key: self._spatial_map(item, key, spatial, "uncertainty map").to(device).reshape(-1)
+            for key in self.uncertainty_keys
+            if key in item and item[key] is not None
+        }
+
+        case = _Accumulator(self.n_bins, self.score_bins, self.uncertainty_keys)
+        score_max = self.score_max if self.score_max is not None else math.log(num_classes)
+        top_lo = 0.0 if self.top_label_range == "unit" else 1.0 / num_classes
+        n_vox = prob.shape[1]
+        for start in range(0, n_vox, _CHUNK):
+            sl = slice(start, min(start + _CHUNK, n_vox))
+            p = prob[:, sl].double()
+            y = label[:, sl]
+            true_cls = y.argmax(0) if y.shape[0] > 1 else y[0].round().long()
+            if pred is None:
+                pred_cls = p.argmax(0)
+            else:
+                pred_cls = pred[:, sl].argmax(0) if pred.shape[0] > 1 else pred[0, sl].round().long()
+            conf = p.gather(0, pred_cls[None])[0]
+            correct = (pred_cls == true_cls).double()
+            fg_p = p[self.foreground_channel]
+            fg_y = (true_cls == self.foreground_channel).double()
+            chunk_maps = {key: m[sl] for key, m in maps.items()}
+            if mask is not None:
+                keep = mask[sl]
+                conf, correct, fg_p, fg_y = conf[keep], correct[keep], fg_p[keep], fg_y[keep]
+                chunk_maps = {key: m[keep] for key, m in chunk_maps.items()}
+            case.top += self._reliability(conf, correct, top_lo)
+            case.fg += self._reliability(fg_p, fg_y, 0.0)
+            for key, score in chunk_maps.items():
+                case.scores[key] += self._score_histograms(score.double(), correct, score_max)
+        for key in maps:
+            case.seen[key] = 1.0
+        self._total.add(case)
+
+        row: dict[str, Any] = {"filename": name if name is not None else f"case_{self._case_counter}"}
+        row.update(case.values())
+        row["n_voxels"] = case.n_voxels
+        self._rows.append(row)
+        self._case_counter += 1
+        return row
+
+    def _reliability(self, value: torch.Tensor, target: torch.Tensor, low: float) -> torch.Tensor:
+        """``(3, n_bins)`` count, sum of ``value`` and sum of ``target`` per bin of ``value`` over ``[low, 1]``."""
+        idx = ((value - low) * (self.n_bins / (1.0 - low))).floor().clamp_(0, self.n_bins - 1).long()
+        out = torch.zeros(3, self.n_bins, dtype=torch.float64, device=value.device)
+        out[0].scatter_add_(0, idx, torch.ones_like(value))
+        out[1].scatter_add_(0, idx, value)
+        out[2].scatter_add_(0, idx, target)
+        return out.cpu()
+
+    def _score_bin(self, score: torch.Tensor, score_max: float) -> torch.Tensor:
+        if self.score_scale == "log":
+            low, high = math.log(_LOG_SCORE_FLOOR), math.log(score_max)
+            t = (score.clamp(min=_LOG_SCORE_FLOOR).log() - low) / (high - low)
+        else:
+            t = score / score_max
+        return (t * self.score_bins).floor().nan_to_num(0.0).clamp_(0, self.score_bins - 1).long()
+
+    def _score_histograms(self, score: torch.Tensor, correct: torch.Tensor, score_max: float) -> torch.Tensor:
+        """``(2, score_bins)`` histogram of ``score`` for the misclassified (row 0) and correct (row 1) voxels."""
+        idx = self._score_bin(score, score_max) + (correct.long() * self.score_bins)
+        out = torch.zeros(2 * self.score_bins, dtype=torch.float64, device=score.device)
+        out.scatter_add_(0, idx, torch.ones_like(score))
+        return out.view(2, self.score_bins).cpu()
+
+    # ------------------------------------------------------------------ results
+    def _finalize(self, engine: Engine | None = None) -> dict[str, float | int]:
+        """Sum the histograms and gather the rows over ranks, compute the overall values, publish them."""
+        result = _Accumulator(self.n_bins, self.score_bins, self.uncertainty_keys)
+        if idist.get_world_size() > 1:
+            result.unpack(idist.all_reduce(self._total.pack()))
+            gathered = idist.all_gather(list(self._rows))
+            self.case_rows = [row for rank_rows in gathered for row in rank_rows]
+            num_classes = max(idist.all_gather(float(self._num_classes or 0)))
+            self._num_classes = int(num_classes) if num_classes > 0 else None
+        else:
+            result.add(self._total)
+            self.case_rows = list(self._rows)
+        self._result = result
+        values = result.values()
+        n_voxels = result.n_voxels
+        summary: dict[str, float | int] = {
+            "n_cases": len(self.case_rows),
+            "n_voxels": n_voxels,
+            "voxel_accuracy": float(result.top[2].sum()) / n_voxels if n_voxels else float("nan"),
+        }
+        summary.update(values)
+        self.summary = summary
+        self._finalized = True
+        if engine is not None:
+            for key, value in values.items():
+                if key.startswith("auc_") and result.seen[key[4:]] <= 0:
+                    continue  # the map never appeared: do not publish a metric for it
+                engine.state.metrics[self.metric_prefix + key] = value
+        if self.log_summary and idist.get_rank() == 0:
+            text = ", ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in summary.items())
+            (engine.logger if engine is not None else self.logger).info(f"calibration: {text}")
+        return summary
+
+    def compute(self) -> dict[str, float | int]:
+        """The overall values of the cases added so far with :meth:`update`, without an engine.
+
+        Under DDP it sums over the ranks (a collective: call it on every rank).
+        """
+        return self._finalize(None)
+
+    def reliability_table(self) -> list[dict[str, Any]]:
+        """Rows of ``reliability.csv``: ``curve, bin, lower, upper, count, mean_confidence, accuracy``."""
+        k = self._num_classes or 2
+        rows = []
+        for curve, hist, low in (
+            ("top_label", self._result.top, 0.0 if self.top_label_range == "unit" else 1.0 / k),
+            ("foreground", self._result.fg, 0.0),
+        ):
+            width = (1.0 - low) / self.n_bins
+            for b in range(self.n_bins):
+                count = float(hist[0, b])
+                rows.append(
+                    {
+                        "curve": curve,
+                        "bin": b,
+                        "lower": low + b * width,
+                        "upper": low + (b + 1) * width,
+                        "count": int(round(count)),
+                        "mean_confidence": float(hist[1, b]) / count if count else float("nan"),
+                        "accuracy": float(hist[2, b]) / count if count else float("nan"),
+                    }
+                )
+        return rows
+
+    def write(self, output_dir: str | os.PathLike) -> None:
+        """Write ``calibration.csv``, ``calibration_summary.csv``, ``reliability.csv`` and ``reliability.png``.
+
+        Writes the values of the last :meth:`compute` (or of the engine's last epoch); if there is none yet it
+        computes them first, which under DDP must then happen on every rank.
+        """
+        output_dir = os.fspath(output_dir)
+        os.makedirs(output_dir, exist_ok=True)
+        if not self._finalized:
+            self._finalize(None)
+        auc_cols = [f"auc_{key}" for key in self.uncertainty_keys]
+        case_cols = ["filename", "ece", "fg_ece", *auc_cols, "n_voxels"]
+        summary_cols = ["n_cases", "n_voxels", "voxel_accuracy", "ece", "fg_ece", *auc_cols]
+        rel_cols = ["curve", "bin", "lower", "upper", "count", "mean_confidence", "accuracy"]
+        _write_csv(os.path.join(output_dir, "calibration.csv"), case_cols, self.case_rows)
+        _write_csv(os.path.join(output_dir, "calibration_summary.csv"), summary_cols, [self.summary])
+        table = self.reliability_table()
+        _write_csv(os.path.join(output_dir, "reliability.csv"), rel_cols, table)
+        _atomic_write(os.path.join(output_dir, "reliability.png"), "wb", lambda f: self._plot(table, f))
+
+    def _plot(self, table: list[dict[str, Any]], fileobj: Any) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(6.0, 7.0), dpi=100)
+        FigureCanvasAgg(fig)
+        ax, ax_count = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
+        styles = {
+            "top_label": ("tab:blue", "o", "top label (confidence vs accuracy)", 0.25),
+            "foreground": ("tab:red", "s", f"class {self.foreground_channel} (probability vs frequency)", 0.75),
+        }
+        for curve, (color, marker, text, position) in styles.items():
+            rows = [r for r in table if r["curve"] == curve]
+            filled = [r for r in rows if r["count"] > 0]
+            ax.plot(
+                [r["mean_confidence"] for r in filled],
+                [r["accuracy"] for r in filled],
+                color=color,
+                marker=marker,
+                markersize=4,
+                label=text,
+            )
+            # the two curves' counts side by side in each bin: left half top label, right half foreground
+            ax_count.bar(
+                [r["lower"] + (r["upper"] - r["lower"]) * position for r in rows],
+                [r["count"] for r in rows],
+                width=[(r["upper"] - r["lower"]) * 0.5 for r in rows],
+                color=color,
+                alpha=0.7,
+                label=curve.replace("_", " "),
+            )
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("observed accuracy / frequency")
+        ax.legend(loc="upper left", fontsize=8)
+        ax.set_title(
+            f"ECE {self.summary.get('ece', float('nan')):.4f}, foreground ECE "
+            f"{self.summary.get('fg_ece', float('nan')):.4f}\n"
+            f"{self.summary.get('n_cases', 0)} cases, {self.summary.get('n_voxels', 0)} voxels",
+            fontsize=10,
+        )
+        ax_count.set_yscale("log")
+        ax_count.set_xlabel("predicted probability (bin)")
+        ax_count.set_ylabel("voxels")
+        fig.tight_layout()
+        fig.savefig(fileobj, format="png")
+
+
+def _plain(value: Any, key: str) -> torch.Tensor:
+    """A detached plain tensor (a ``MetaTensor``'s meta tracking would slow the voxel-wise arithmetic)."""
+    if isinstance(value, Mapping):
+        raise ValueError(
+            f"{key!r} is a dict (keys {sorted(map(str, value))}), not a tensor; with MCInferer(return_uncertainty="
+            "True) add FlattenMCOutputd(keys='pred') at the start of the postprocessing."
+        )
+    if isinstance(value, MetaTensor):
+        value = value.as_tensor()
+    return torch.as_tensor(value).detach()
+
+
+def _format(value: Any) -> Any:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.10g}"
+    return value
+
+
+def _write_csv(path: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    def write(f: Any) -> None:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_format(row.get(c, float("nan"))) for c in columns])
+
+    _atomic_write(path, "w", write)
+
+
+def _atomic_write(path: str, mode: str, write: Callable[[Any], None]) -> None:
+    """Write through a temporary file in the same folder, then rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **({"newline": ""} if "b" not in mode else {})) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

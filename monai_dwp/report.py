@@ -1,0 +1,106 @@
+"""``report.md`` of a pipeline run: the metrics table (methods × metrics), reliability diagram and montages."""
+
+from __future__ import annotations
+
+import csv
+import os
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["collect_metrics", "write_report"]
+
+_COLUMNS = (
+    ("val_mean_dice", "Dice ↑"),
+    ("val_iou", "IoU ↑"),
+    ("val_hd95", "HD95 (voxels) ↓"),
+    ("ece", "ECE ↓"),
+    ("fg_ece", "foreground ECE ↓"),
+    ("auc_entropy", "AUC entropy→error ↑"),
+    ("auc_mutual_information", "AUC MI→error ↑"),
+)
+
+
+def _read_pairs(path: Path) -> dict[str, float]:
+    """``name,value`` rows (MONAI's ``MetricsSaver`` ``metrics.csv``) or a header + one row (our summaries)."""
+    if not path.is_file():
+        return {}
+    rows = list(csv.reader(path.open()))
+    out: dict[str, float] = {}
+    if rows and len(rows) == 2 and len(rows[0]) > 2:
+        pairs = zip(rows[0], rows[1])
+    else:
+        pairs = ((r[0], r[1]) for r in rows if len(r) >= 2)
+    for name, value in pairs:
+        try:
+            out[name] = float(value)
+        except ValueError:
+            continue
+    return out
+
+
+def collect_metrics(eval_dir: str | os.PathLike) -> dict[str, float]:
+    """The summary metrics an ``evaluate.json`` run wrote to ``eval_dir``."""
+    eval_dir = Path(eval_dir)
+    metrics = _read_pairs(eval_dir / "metrics.csv")
+    metrics.update(_read_pairs(eval_dir / "calibration_summary.csv"))
+    return metrics
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None or value != value else f"{value:.3f}"
+
+
+def write_report(
+    output_dir: str | os.PathLike,
+    methods: Sequence[str],
+    num_train_cases: int,
+    elapsed: float | None = None,
+    montage_method: str = "dwp",
+    num_montage_cases: int = 3,
+) -> Path:
+    """Write ``<output_dir>/report.md`` from the finetune runs under ``<output_dir>/runs/dwp_finetune``.
+
+    Returns:
+        The report's path.
+    """
+    from monai_dwp.visualize.uncertainty import save_uncertainty_montage
+
+    out = Path(output_dir)
+    runs = out / "runs" / "dwp_finetune"
+    lines = ["# monai_dwp pipeline report", "",
+             f"Target: {num_train_cases} training cases of the tumour phantoms, evaluated on the held-out test cases "
+             "with Monte Carlo inference (Bayesian methods) or one pass (deterministic methods).", ""]
+    header = "| method | " + " | ".join(label for _, label in _COLUMNS) + " |"
+    lines += [header, "|" + "---|" * (len(_COLUMNS) + 1)]
+    for method in methods:
+        metrics = collect_metrics(runs / f"{method}_n{num_train_cases}_seed0" / "eval")
+        lines.append(f"| `{method}` | " + " | ".join(_fmt(metrics.get(key)) for key, _ in _COLUMNS) + " |")
+    lines += ["", "Dice and IoU of the tumour class; HD95 in voxels of the evaluation grid; ECE over all voxels (top "
+              "label) and for the tumour class; AUC: how well voxel-wise uncertainty ranks misclassified voxels "
+              "above correct ones (0.5 = no better than chance).", ""]
+    for method in methods:
+        reliability = runs / f"{method}_n{num_train_cases}_seed0" / "eval" / "reliability.png"
+        if reliability.is_file() and method == montage_method:
+            lines += [f"## Reliability diagram (`{method}`)", "", f"![reliability]({os.path.relpath(reliability, out)})", ""]
+    predictions = runs / f"{montage_method}_n{num_train_cases}_seed0" / "eval" / "predictions"
+    cases = []
+    for seg in sorted(predictions.glob("*_seg.nii.gz"))[:num_montage_cases]:
+        stem = seg.name[: -len("_seg.nii.gz")]
+        case = {"image": predictions / f"{stem}_image.nii.gz", "label": predictions / f"{stem}_label.nii.gz",
+                "pred": seg, "entropy": predictions / f"{stem}_entropy.nii.gz",
+                "mutual_information": predictions / f"{stem}_mutual_information.nii.gz"}
+        cases.append({k: v for k, v in case.items() if Path(v).is_file()})
+    if cases and all({"image", "label", "pred"} <= set(c) for c in cases):
+        montage = save_uncertainty_montage(cases, out / "montage.png", modality=0,
+                                           title=f"{montage_method}: held-out target cases")
+        lines += [f"## Segmentations and uncertainty (`{montage_method}`)", "", f"![montage]({montage.name})", ""]
+    lines += ["## Run", "", f"- machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPU cores"]
+    if elapsed is not None:
+        lines.append(f"- wall time: {elapsed / 60:.1f} min")
+    lines += [f"- logs and the bundle command of every stage: `{out / 'logs'}`", ""]
+    path = out / "report.md"
+    tmp = path.with_name("report.md.tmp")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, path)
+    return path

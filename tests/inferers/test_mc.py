@@ -1,0 +1,351 @@
+from __future__ import annotations
+
+import math
+import unittest
+
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigParser
+from monai.bundle.config_item import ComponentLocator
+from monai.data import DataLoader, MetaTensor
+from monai.engines import SupervisedEvaluator
+from monai.handlers import MeanDice, from_engine
+from monai.inferers import SlidingWindowInferer
+from monai.transforms import AsDiscreted, Compose
+from parameterized import parameterized
+from torch import nn
+
+from monai_dwp.inferers import FlattenMCOutputd, MCInferer
+from monai_dwp.networks import BayesianConv, bayesian_modules, convert_to_bayesian, resample_weights, stochastic_mode
+
+
+def _bayes_net(out_channels: int = 2) -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv3d(4, out_channels, 3, padding=1))
+    return convert_to_bayesian(net, init_log_scale=-1.0).eval()
+
+
+class _CountingNet(nn.Module):
+    """A deterministic network that counts its forward calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv3d(1, 2, 3, padding=1)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.conv(x)
+
+
+class _ScriptedNet(nn.Module):
+    """Returns pre-set logits (one per channel, broadcast over space) in sequence, one entry per call.
+
+    It holds one (unused) BayesianConv so that MCInferer treats it as a Bayesian network and samples it.
+    """
+
+    def __init__(self, logits: list[list[float]], fail_at: int | None = None) -> None:
+        super().__init__()
+        self.dummy = BayesianConv(3, 1, 1, kernel_size=1)
+        self.logits = [torch.tensor(v) for v in logits]
+        self.fail_at = fail_at
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fail_at is not None and self.calls == self.fail_at:
+            raise RuntimeError("scripted failure")
+        value = self.logits[self.calls % len(self.logits)]
+        self.calls += 1
+        return value.view(1, -1, 1, 1, 1).expand(x.shape[0], -1, *x.shape[2:]).clone()
+
+
+class TestHandComputed(unittest.TestCase):
+    # two samples, p1 = (0.9, 0.1), p2 = (0.5, 0.5):
+    # p̄ = (0.7, 0.3); H[p̄] = -(0.7 ln 0.7 + 0.3 ln 0.3) = 0.2496725 + 0.3611918 = 0.6108643
+    # H[p1] = -(0.9 ln 0.9 + 0.1 ln 0.1) = 0.0948245 + 0.2302585 = 0.3250830; H[p2] = ln 2 = 0.6931472
+    # E[H] = (0.3250830 + 0.6931472) / 2 = 0.5091151; MI = 0.6108643 - 0.5091151 = 0.1017492
+    expected = {"entropy": 0.6108643, "expected_entropy": 0.5091151, "mutual_information": 0.1017492}
+
+    def _check(self, out: dict[str, torch.Tensor], pred: list[float]) -> None:
+        self.assertEqual(tuple(out["pred"].shape), (1, len(pred), 4, 4, 4))
+        torch.testing.assert_close(out["pred"][0, :, 0, 0, 0], torch.tensor(pred), atol=1e-6, rtol=0)
+        for key, value in self.expected.items():
+            self.assertEqual(tuple(out[key].shape), (1, 1, 4, 4, 4))
+            torch.testing.assert_close(out[key], torch.full((1, 1, 4, 4, 4), value), atol=1e-6, rtol=0, msg=key)
+
+    def test_softmax(self):
+        net = _ScriptedNet([[math.log(0.9), math.log(0.1)], [0.0, 0.0]])
+        out = MCInferer(num_samples=2, return_uncertainty=True)(torch.zeros(1, 1, 4, 4, 4), net)
+        self._check(out, [0.7, 0.3])
+        self.assertEqual(net.calls, 2)
+
+    def test_sigmoid_bernoulli(self):
+        # the same numbers: a Bernoulli(0.9) and a Bernoulli(0.5) sample, logits ln 9 and 0
+        net = _ScriptedNet([[math.log(9.0)], [0.0]])
+        out = MCInferer(num_samples=2, activation="sigmoid", return_uncertainty=True)(torch.zeros(1, 1, 4, 4, 4), net)
+        self._check(out, [0.7])
+
+
+class TestWeightSharing(unittest.TestCase):
+    """One predictive sample = one draw of all weights, shared by every sliding window of the volume."""
+
+    def _constant_net(self) -> nn.Module:
+        torch.manual_seed(1)
+        # on an input of ones, a 1x1x1 convolution's output is a pure function of its weights
+        return nn.Sequential(BayesianConv(3, 1, 2, kernel_size=1, init_log_scale=0.0)).eval()
+
+    def test_sample_is_spatially_constant(self):
+        net = self._constant_net()
+        x = torch.ones(1, 1, 16, 16, 16)
+        inferer = MCInferer(num_samples=1, roi_size=8, overlap=0.5)  # global RNG (seeded above)
+        with torch.no_grad():
+            pred = inferer(x, net)
+        torch.testing.assert_close(pred, pred[..., :1, :1, :1].expand_as(pred), atol=1e-6, rtol=0)
+        self.assertGreater(float((pred[0, 0, 0, 0, 0] - 0.5).abs()), 1e-3)  # not a trivial constant
+
+        # the test has power: resampling per window makes the stitched sample vary over space
+        def per_window(window: torch.Tensor) -> torch.Tensor:
+            resample_weights(net)
+            return net(window)
+
+        with stochastic_mode(net, "sampled"), torch.no_grad():
+            logits = SlidingWindowInferer(roi_size=8, overlap=0.5)(x, per_window)
+        self.assertGreater(float(logits.std(dim=(2, 3, 4)).max()), 1e-2)
+
+    def test_every_window_of_a_sample_sees_the_same_epsilon(self):
+        net = _bayes_net()
+        records: dict[str, list[torch.Tensor]] = {}
+        for name, layer in bayesian_modules(net).items():
+            records[name] = []
+            layer.register_forward_hook(lambda m, i, o, n=name: records[n].append(m._epsilon.clone()))
+        num_samples = 3
+        with torch.no_grad():
+            MCInferer(num_samples=num_samples, roi_size=8, sw_batch_size=2)(torch.randn(1, 1, 16, 16, 16), net)
+        for name, eps in records.items():
+            self.assertEqual(len(eps) % num_samples, 0, name)
+            per_sample = len(eps) // num_samples
+            self.assertGreater(per_sample, 1, name)  # 27 windows, 2 per call: 14 calls per sample
+            samples = [eps[t * per_sample : (t + 1) * per_sample] for t in range(num_samples)]
+            for t, calls in enumerate(samples):
+                for e in calls[1:]:
+                    self.assertTrue(torch.equal(e, calls[0]), f"{name}: sample {t} changed weights between windows")
+            for t in range(1, num_samples):
+                self.assertFalse(torch.equal(samples[t][0], samples[t - 1][0]), f"{name}: samples {t - 1}, {t} equal")
+
+
+class TestOutputs(unittest.TestCase):
+    @parameterized.expand(
+        [
+            ("softmax_k2_whole", "softmax", 2, None),
+            ("softmax_k3_window", "softmax", 3, (8, 16, 8)),
+            ("sigmoid_k1_whole", "sigmoid", 1, None),
+            ("sigmoid_k1_window", "sigmoid", 1, 8),
+        ]
+    )
+    def test_ranges_and_shapes(self, _, activation, k, roi_size):
+        net = _bayes_net(k)
+        x = torch.randn(2, 1, 16, 16, 16)
+        inferer = MCInferer(num_samples=4, roi_size=roi_size, activation=activation, return_uncertainty=True, seed=0)
+        with torch.no_grad():
+            out = inferer(x, net)
+        self.assertEqual(set(out), {"pred", "entropy", "expected_entropy", "mutual_information"})
+        pred = out["pred"]
+        self.assertEqual(tuple(pred.shape), (2, k, 16, 16, 16))
+        for key in ("entropy", "expected_entropy", "mutual_information"):
+            self.assertEqual(tuple(out[key].shape), (2, 1, 16, 16, 16), key)
+            self.assertGreaterEqual(float(out[key].min()), 0.0, key)
+        self.assertTrue(bool(((pred >= 0) & (pred <= 1)).all()))
+        if activation == "softmax":
+            torch.testing.assert_close(pred.sum(1), torch.ones(2, 16, 16, 16))
+        max_entropy = math.log(k) if activation == "softmax" else k * math.log(2)
+        tol = 1e-5
+        self.assertLessEqual(float(out["entropy"].max()), max_entropy + tol)
+        self.assertLessEqual(float(out["expected_entropy"].max()), max_entropy + tol)
+        self.assertTrue(bool((out["mutual_information"] <= out["entropy"] + tol).all()))
+        torch.testing.assert_close(out["mutual_information"], (out["entropy"] - out["expected_entropy"]).clamp_min(0))
+        self.assertGreater(float(out["mutual_information"].max()), 1e-3)  # the samples do disagree
+
+    def test_tensor_output_by_default_and_key_selection(self):
+        net = _bayes_net()
+        x = torch.randn(1, 1, 16, 16, 16)
+        with torch.no_grad():
+            pred = MCInferer(num_samples=2, seed=0)(x, net)
+            out = MCInferer(num_samples=2, seed=0, return_uncertainty=True, uncertainty_keys=["entropy"])(x, net)
+        self.assertIsInstance(pred, torch.Tensor)
+        self.assertEqual(set(out), {"pred", "entropy"})
+        torch.testing.assert_close(out["pred"], pred, rtol=0, atol=0)
+
+    def test_mean_only_is_the_posterior_mean(self):
+        net = _bayes_net()
+        x = torch.randn(1, 1, 16, 16, 16)
+        with torch.no_grad():
+            out = MCInferer(num_samples=1, mean_only=True, return_uncertainty=True)(x, net)
+            with stochastic_mode(net, "mean"):
+                expected = torch.softmax(net(x), dim=1)
+        torch.testing.assert_close(out["pred"], expected)
+        self.assertTrue(torch.equal(out["mutual_information"], torch.zeros_like(out["entropy"])))
+        torch.testing.assert_close(out["expected_entropy"], out["entropy"], rtol=0, atol=0)
+
+    def test_metatensor_keeps_its_meta(self):
+        affine = torch.diag(torch.tensor([2.0, 2.0, 2.0, 1.0]))
+        x = MetaTensor(torch.randn(1, 1, 16, 16, 16), affine=affine)
+        with torch.no_grad():
+            out = MCInferer(num_samples=2, roi_size=8, return_uncertainty=True, seed=0)(x, _bayes_net())
+        for key, value in out.items():
+            self.assertIsInstance(value, MetaTensor, key)
+            torch.testing.assert_close(value.affine.float(), affine, msg=key)
+
+
+class TestDeterministicNetwork(unittest.TestCase):
+    def test_one_forward_and_zero_mutual_information(self):
+        net = _CountingNet().eval()
+        x = torch.randn(1, 1, 16, 16, 16)
+        with torch.no_grad():
+            out = MCInferer(num_samples=10, return_uncertainty=True)(x, net)
+            expected = torch.softmax(net.conv(x), dim=1)
+        self.assertEqual(net.calls, 1)
+        self.assertTrue(torch.equal(out["mutual_information"], torch.zeros(1, 1, 16, 16, 16)))
+        torch.testing.assert_close(out["expected_entropy"], out["entropy"], rtol=0, atol=0)
+        torch.testing.assert_close(out["pred"], expected)
+
+
+class TestStateRestored(unittest.TestCase):
+    def _mixed_modes(self, net: nn.Module) -> dict[str, tuple[str, torch.Tensor]]:
+        for i, layer in enumerate(bayesian_modules(net).values()):
+            layer.mode = ("local", "mean")[i % 2]
+            layer.resample()
+        return {name: (layer.mode, layer._epsilon.clone()) for name, layer in bayesian_modules(net).items()}
+
+    def _assert_restored(self, net: nn.Module, before: dict[str, tuple[str, torch.Tensor]]) -> None:
+        for name, layer in bayesian_modules(net).items():
+            self.assertEqual(layer.mode, before[name][0], name)
+            self.assertTrue(torch.equal(layer._epsilon, before[name][1]), name)
+
+    def test_modes_and_draws_restored(self):
+        net = _bayes_net()
+        before = self._mixed_modes(net)
+        with torch.no_grad():
+            MCInferer(num_samples=2, roi_size=8)(torch.randn(1, 1, 16, 16, 16), net)
+        self._assert_restored(net, before)
+
+    def test_restored_after_an_exception(self):
+        net = _ScriptedNet([[0.0, 1.0]], fail_at=1)
+        net.dummy.mode = "local"
+        net.dummy.resample()
+        before = {"dummy": ("local", net.dummy._epsilon.clone())}
+        with self.assertRaisesRegex(RuntimeError, "scripted failure"):
+            MCInferer(num_samples=3)(torch.zeros(1, 1, 4, 4, 4), net)
+        self.assertEqual(net.calls, 1)
+        self._assert_restored(net, before)
+
+
+class TestSeed(unittest.TestCase):
+    def test_same_seed_same_output(self):
+        net = _bayes_net()
+        x = torch.randn(1, 1, 16, 16, 16)
+
+        def run(seed: int) -> dict[str, torch.Tensor]:
+            with torch.no_grad():
+                return MCInferer(num_samples=3, roi_size=8, return_uncertainty=True, seed=seed)(x, net)
+
+        a, b, c = run(0), run(0), run(1)
+        for key in a:
+            self.assertTrue(torch.equal(a[key], b[key]), key)
+        self.assertFalse(torch.equal(a["pred"], c["pred"]))
+
+
+class TestEvaluator(unittest.TestCase):
+    def test_supervised_evaluator_with_flatten(self):
+        torch.manual_seed(0)
+        data = [
+            {"image": torch.randn(1, 16, 16, 16), "label": (torch.rand(1, 16, 16, 16) > 0.5).float()}
+            for _ in range(3)
+        ]
+        net = _bayes_net()
+        before = {name: layer.mode for name, layer in bayesian_modules(net).items()}
+        evaluator = SupervisedEvaluator(
+            device=torch.device("cpu"),
+            val_data_loader=DataLoader(data, batch_size=2),
+            network=net,
+            inferer=MCInferer(num_samples=2, roi_size=8, return_uncertainty=True, seed=0),
+            postprocessing=Compose(
+                [
+                    FlattenMCOutputd(keys="pred"),
+                    AsDiscreted(keys=["pred", "label"], argmax=(True, False), to_onehot=2),
+                ]
+            ),
+            key_val_metric={"dice": MeanDice(output_transform=from_engine(["pred", "label"]))},
+        )
+        items: list[dict] = []
+        evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda e: items.extend(e.state.output))
+        evaluator.run()
+        self.assertEqual(len(items), 3)
+        for item in items:
+            self.assertEqual(tuple(item["pred"].shape), (2, 16, 16, 16))
+            for key in ("entropy", "expected_entropy", "mutual_information"):
+                self.assertEqual(tuple(item[key].shape), (1, 16, 16, 16), key)
+        self.assertTrue(math.isfinite(evaluator.state.metrics["dice"]))
+        self.assertEqual({name: layer.mode for name, layer in bayesian_modules(net).items()}, before)
+
+    def test_short_name_in_a_bundle_config(self):
+        parser = ConfigParser(
+            {
+                "imports": ["$import monai_dwp.inferers"],
+                "inferer": {"_target_": "MCInferer", "num_samples": 2, "roi_size": [8, 8, 8]},
+                "flatten": {"_target_": "FlattenMCOutputd", "keys": "pred"},
+            }
+        )
+        self.assertIsInstance(parser.get_parsed_content("inferer"), MCInferer)
+        self.assertIsInstance(parser.get_parsed_content("flatten"), FlattenMCOutputd)
+        locator = ComponentLocator()
+        for name in ("MCInferer", "FlattenMCOutputd"):  # unambiguous: MONAI has no component of that name
+            self.assertEqual(locator.get_component_module_name(name), "monai_dwp.inferers.mc", name)
+
+
+class TestFlattenMCOutputd(unittest.TestCase):
+    def test_flatten_passthrough_and_errors(self):
+        p, e = torch.rand(2, 4, 4), torch.rand(1, 4, 4)
+        out = FlattenMCOutputd()({"image": p, "pred": {"pred": p, "entropy": e}})
+        self.assertIs(out["pred"], p)
+        self.assertIs(out["entropy"], e)
+        self.assertIs(FlattenMCOutputd()({"pred": p})["pred"], p)  # a tensor output is left alone
+        with self.assertRaisesRegex(KeyError, r"without a 'pred' entry"):
+            FlattenMCOutputd()({"pred": {"entropy": e}})
+        with self.assertRaisesRegex(ValueError, r"overwrite the existing key 'entropy'"):
+            FlattenMCOutputd()({"entropy": e, "pred": {"pred": p, "entropy": e}})
+
+
+class TestBadArguments(unittest.TestCase):
+    @parameterized.expand(
+        [
+            ({"num_samples": 0}, ValueError, r"num_samples must be >= 1, got 0"),
+            ({"num_samples": 2.5}, TypeError, r"num_samples must be an int >= 1, got 2.5"),
+            ({"activation": "relu"}, ValueError, r"activation must be one of \('softmax', 'sigmoid'\), got 'relu'"),
+            ({"uncertainty_keys": ["variance"]}, ValueError, r"subset of .* got unknown \['variance'\]"),
+            ({"seed": "a"}, TypeError, r"seed must be None or an int, got 'a'"),
+        ]
+    )
+    def test_constructor(self, kwargs, error, pattern):
+        with self.assertRaisesRegex(error, pattern):
+            MCInferer(**kwargs)
+
+    def test_call(self):
+        net = _bayes_net()
+        inferer = MCInferer(num_samples=2)
+        with self.assertRaisesRegex(TypeError, r"inputs must be a torch.Tensor .* got list"):
+            inferer([1, 2, 3], net)
+        with self.assertRaisesRegex(ValueError, r"at least one spatial dimension, got shape \(1, 16\)"):
+            inferer(torch.zeros(1, 16), net)
+        with self.assertRaisesRegex(ValueError, r"inputs must be 5D .* got shape \(1, 16, 16, 16\)"):
+            inferer(torch.zeros(1, 16, 16, 16), net)
+        with self.assertRaisesRegex(TypeError, r"network must be a torch.nn.Module, got function"):
+            inferer(torch.zeros(1, 1, 8, 8, 8), lambda x: x)
+        with self.assertRaisesRegex(ValueError, r"roi_size=\(8, 8\) has 2 entries .* 3 spatial dims"):
+            MCInferer(roi_size=(8, 8))(torch.zeros(1, 1, 8, 8, 8), net)
+        with self.assertRaisesRegex(ValueError, r"single channel .* use activation='sigmoid'"):
+            inferer(torch.zeros(1, 1, 8, 8, 8), _bayes_net(1))
+
+
+if __name__ == "__main__":
+    unittest.main()
