@@ -33,29 +33,27 @@ import argparse
 import csv
 import json
 import os
-import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import device_name, find_row, run_child, sync  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _timed(fn, device: torch.device) -> float:
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     fn()
-    _sync(device)
+    sync(device)
     return time.perf_counter() - start
 
 
@@ -165,17 +163,8 @@ def measure(kind: str, size: list[int], roi: int | None, device: str, num_sample
     return row
 
 
-def _run_child(**kwargs) -> dict:
-    cmd = [sys.executable, __file__, "--child", json.dumps(kwargs)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
 
 
-def _device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name(0)
-    cpu = platform.processor() or platform.machine()
-    return f"{os.cpu_count()}-core CPU ({cpu}), {torch.get_num_threads()} PyTorch threads"
 
 
 def _size(text: str) -> list[int]:
@@ -209,7 +198,7 @@ def main() -> None:
                     job = dict(kind=kind, size=size, roi=roi, device=device, num_samples=args.num_samples,
                                repeats=args.repeats, threads=args.threads)
                     print(f"{device} {'x'.join(map(str, size))} roi={roi} {kind} ...", flush=True)
-                    rows.append(_run_child(**job))
+                    rows.append(run_child(__file__, **job))
     wall = time.perf_counter() - start
     load_after = os.getloadavg()
 
@@ -223,8 +212,6 @@ def main() -> None:
     print((args.output_dir / "mc_inference.md").read_text())
 
 
-def _find(rows: list[dict], **match) -> dict:
-    return next(r for r in rows if all(r.get(k) == v for k, v in match.items()))
 
 
 def _write_markdown(rows, devices, rois, args, wall, load_before, load_after) -> None:
@@ -253,7 +240,7 @@ def _write_markdown(rows, devices, rois, args, wall, load_before, load_after) ->
     ]
     for device in devices:
         lines += [
-            f"## {_device_name(device)}",
+            f"## {device_name(device)}",
             "",
             "| volume (batch 1) | window | windows | det. pass (s) | mean pass (s) | MC / sample (s) | "
             "**measured ratio** | **ratio from components** | overhead / sample, ms: draw ε + form W × windows + "
@@ -263,8 +250,8 @@ def _write_markdown(rows, devices, rois, args, wall, load_before, load_after) ->
         for size in args.sizes:
             name = "x".join(map(str, size))
             for roi in rois:
-                d = _find(rows, kind="deterministic", size=name, roi=roi or "", device=device)
-                m = _find(rows, kind="mc", size=name, roi=roi or "", device=device)
+                d = find_row(rows, kind="deterministic", size=name, roi=roi or "", device=device)
+                m = find_row(rows, kind="mc", size=name, roi=roi or "", device=device)
                 window = "whole volume" if roi is None else f"roi {roi}³"
                 lines.append(
                     f"| {name.replace('x', '×')} | {window} | {m['windows']} | {d['det_pass_s']:.2f} | "

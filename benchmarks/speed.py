@@ -26,33 +26,31 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import device_name, find_row, run_child, sync  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _time(fn, device: torch.device, repeats: int, warmup: int = 2) -> float:
     for _ in range(warmup):
         fn()
-    _sync(device)
+    sync(device)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -123,17 +121,8 @@ def measure(kind: str, size: int, batch: int, device: str, repeats: int, max_ker
             "peak_mib": peak, "max_kernels": max_kernels, **extra}
 
 
-def _run_child(**kwargs) -> dict:
-    cmd = [sys.executable, __file__, "--child", json.dumps(kwargs)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
 
 
-def _device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name(0)
-    cpu = platform.processor() or platform.machine()
-    return f"CPU ({cpu}, {torch.get_num_threads()} threads)"
 
 
 def main() -> None:
@@ -163,7 +152,7 @@ def main() -> None:
         for kind, mk in (("dwp_full", None), ("dwp_subsampled", args.max_kernels)):
             plan.append(dict(kind=kind, size=8, batch=1, device=device, repeats=args.repeats, max_kernels=mk))
     for job in tqdm(plan, desc="benchmark", unit="run"):
-        rows.append(_run_child(**job))
+        rows.append(run_child(__file__, **job))
 
     args.output_dir.mkdir(parents=True, exist_ok=True)
     with open(args.output_dir / "speed.csv", "w", newline="") as f:
@@ -176,8 +165,6 @@ def main() -> None:
     print((args.output_dir / "speed.md").read_text())
 
 
-def _find(rows: list[dict], **match) -> dict:
-    return next(r for r in rows if all(r.get(k) == v for k, v in match.items()))
 
 
 def _write_markdown(rows: list[dict], devices: list[str], args: argparse.Namespace) -> None:
@@ -185,25 +172,25 @@ def _write_markdown(rows: list[dict], devices: list[str], args: argparse.Namespa
              "Written by `python benchmarks/speed.py`; medians of "
              f"{args.repeats} repeats after 2 warm-up steps. PyTorch {torch.__version__}.", ""]
     for device in devices:
-        lines += [f"## {_device_name(device)}", "",
+        lines += [f"## {device_name(device)}", "",
                   f"Train step = forward + backward + Adam step of DWPUNet (1→2 channels), batch {args.batch}, "
                   "data loss only.", "",
                   "| volume | deterministic (s) | Bayesian `local` (s) | `local` / det. | Bayesian `sampled` (s) | "
                   "`sampled` / det. | peak MiB det. / local / sampled |",
                   "|---|---|---|---|---|---|---|"]
         for size in args.sizes:
-            d = _find(rows, kind="deterministic", size=size, device=device)
-            lo = _find(rows, kind="local", size=size, device=device)
-            sa = _find(rows, kind="sampled", size=size, device=device)
+            d = find_row(rows, kind="deterministic", size=size, device=device)
+            lo = find_row(rows, kind="local", size=size, device=device)
+            sa = find_row(rows, kind="sampled", size=size, device=device)
             lines.append(
                 f"| {size}³ | {d['seconds']:.3f} | {lo['seconds']:.3f} | **{lo['seconds'] / d['seconds']:.2f}×** | "
                 f"{sa['seconds']:.3f} | {sa['seconds'] / d['seconds']:.2f}× | "
                 f"{d['peak_mib']:.0f} / {lo['peak_mib']:.0f} / {sa['peak_mib']:.0f} |"
             )
         ref_size = 64 if 64 in args.sizes else max(args.sizes)
-        ref = _find(rows, kind="local", size=ref_size, device=device)["seconds"]
-        full = _find(rows, kind="dwp_full", device=device)
-        sub = _find(rows, kind="dwp_subsampled", device=device)
+        ref = find_row(rows, kind="local", size=ref_size, device=device)["seconds"]
+        full = find_row(rows, kind="dwp_full", device=device)
+        sub = find_row(rows, kind="dwp_subsampled", device=device)
         lines += ["", f"DWP term = forward + backward of the bound over all {full['num_kernels']:,} 3×3×3 kernels "
                   "(7 groups, VAE latent 6, 1 Monte Carlo sample), against one Bayesian `local` step at "
                   f"{ref_size}³.", "",
@@ -232,11 +219,11 @@ def _plot(rows: list[dict], devices: list[str], path: Path) -> None:
         sizes = sorted({r["size"] for r in rows if r["device"] == device and r["kind"] == "deterministic"})
         width = 0.25
         for i, kind in enumerate(("deterministic", "local", "sampled")):
-            vals = [_find(rows, kind=kind, size=s, device=device)["seconds"] for s in sizes]
+            vals = [find_row(rows, kind=kind, size=s, device=device)["seconds"] for s in sizes]
             ax.bar([j + (i - 1) * width for j in range(len(sizes))], vals, width, label=kind)
         ax.set_xticks(range(len(sizes)), [f"{s}³" for s in sizes])
         ax.set_ylabel("seconds per train step")
-        ax.set_title(_device_name(device), fontsize=9)
+        ax.set_title(device_name(device), fontsize=9)
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

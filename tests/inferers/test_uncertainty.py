@@ -6,7 +6,6 @@ import json
 import math
 import unittest
 
-import numpy as np
 import torch
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor

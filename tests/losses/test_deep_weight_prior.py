@@ -12,7 +12,7 @@ from torch import nn
 
 from monai_dwp.losses import DeepWeightPrior, GaussianPrior, dwp_initialize
 from monai_dwp.losses.kl import gaussian_entropy, gaussian_log_prob
-from monai_dwp.networks import BayesianConv, KernelVAE, bayesian_modules, convert_to_bayesian
+from monai_dwp.networks import KernelVAE, bayesian_modules, convert_to_bayesian
 
 HIDDEN = (4, 8, 16)
 

@@ -1,0 +1,39 @@
+"""Helpers shared by the benchmark scripts: device names, synchronisation, one measurement per fresh process."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import torch
+
+__all__ = ["sync", "device_name", "run_child", "find_row"]
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued CUDA work so that wall-clock timings are complete."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_name(device: str) -> str:
+    """The GPU's name, or the CPU's core count, processor and PyTorch thread count."""
+    if device == "cuda":
+        return torch.cuda.get_device_name(0)
+    cpu = platform.processor() or platform.machine()
+    return f"{os.cpu_count()}-core CPU ({cpu}), {torch.get_num_threads()} PyTorch threads"
+
+
+def run_child(script: str, **kwargs: object) -> dict:
+    """Run ``script --child <json kwargs>`` in a fresh process (its own peak memory) and parse its last line."""
+    cmd = [sys.executable, script, "--child", json.dumps(kwargs)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def find_row(rows: list[dict], **match: object) -> dict:
+    """The first row whose items include ``match``."""
+    return next(r for r in rows if all(r.get(k) == v for k, v in match.items()))

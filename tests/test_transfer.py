@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import tempfile
+import unittest
+from pathlib import Path
+
+import torch
+
+from monai_dwp.losses import DeepWeightPrior, ELBOLoss, GaussianPrior
+from monai_dwp.networks import DWPUNet, KernelVAE
+from monai_dwp.transfer import (ENCODER_PREFIXES, METHODS, is_bayesian_method, make_loss, make_prior, prepare_network,
+                                trainable_parameters)
+
+SMALL = {"channels": (4, 4, 8, 8)}
+
+
+def _prior(net: torch.nn.Module) -> DeepWeightPrior:
+    names = [n for n, m in net.named_modules() if isinstance(m, torch.nn.Conv3d) and m.kernel_size == (3, 3, 3)]
+    if not names:
+        names = [n for n, m in net.named_modules() if hasattr(m, "log_scale")]
+    torch.manual_seed(0)
+    return DeepWeightPrior([KernelVAE(latent_size=2, hidden_channels=(4, 8, 16))], [0.1], {n: 0 for n in names})
+
+
+class TestTransfer(unittest.TestCase):
+    def test_methods(self):
+        self.assertEqual([m for m in METHODS if is_bayesian_method(m)], ["dwp", "gaussian_prior"])
+        with self.assertRaisesRegex(ValueError, r"method must be one of .* got 'bayes'; e.g. --method dwp"):
+            is_bayesian_method("bayes")
+
+    def test_finetune_frozen_loads_and_freezes_the_encoder(self):
+        source = DWPUNet(**SMALL)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.pt"
+            torch.save(source.state_dict(), path)
+            net = prepare_network(DWPUNet(**SMALL), "finetune_frozen", source_ckpt=path)
+        for (name, p), q in zip(net.named_parameters(), source.parameters()):
+            torch.testing.assert_close(p, q)
+            self.assertEqual(p.requires_grad, not name.startswith(ENCODER_PREFIXES), name)
+        self.assertTrue(all(p.requires_grad for p in trainable_parameters(net)))
+
+    def test_dwp_initialises_from_the_prior(self):
+        net = DWPUNet(bayesian=True, **SMALL)
+        prior = _prior(net)
+        before = net.init_conv.loc.clone()
+        prepare_network(net, "dwp", prior=prior)
+        self.assertFalse(torch.equal(before, net.init_conv.loc))
+        loss = make_loss("dwp", net, prior, dataset_size=5)
+        self.assertIs(loss.prior, prior)
+        self.assertIsNone(make_loss("random_init", DWPUNet(**SMALL), None, 5).prior)
+        self.assertIsInstance(make_prior("gaussian_prior", prior_scale=0.2), GaussianPrior)
+        self.assertIsNone(make_prior("finetune"))
+        self.assertIsInstance(loss, ELBOLoss)
+
+    def test_errors_before_training(self):
+        with self.assertRaisesRegex(ValueError, "method 'dwp' needs a Bayesian network; build DWPUNet with bayesian=True"):
+            prepare_network(DWPUNet(**SMALL), "dwp")
+        with self.assertRaisesRegex(FileNotFoundError, r"source_ckpt file 'nope.pt' does not exist; .*dwp_pretrain"):
+            prepare_network(DWPUNet(**SMALL), "finetune", source_ckpt="nope.pt")
+        with self.assertRaisesRegex(FileNotFoundError, r"prior_ckpt file 'nope.pt' does not exist; .*dwp_prior"):
+            make_prior("dwp", "nope.pt")
+        with self.assertRaisesRegex(ValueError, "method 'dwp' needs the DeepWeightPrior of the dwp_prior bundle"):
+            prepare_network(DWPUNet(bayesian=True, **SMALL), "dwp", prior=GaussianPrior())
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.pt"
+            torch.save(DWPUNet(in_channels=2, **SMALL).state_dict(), path)
+            with self.assertRaisesRegex(ValueError, r"'init_conv.weight' has shape \(4, 2, 3, 3, 3\) in the checkpoint but "
+                                                    r"\(4, 1, 3, 3, 3\) in the network"):
+                prepare_network(DWPUNet(**SMALL), "finetune", source_ckpt=path)
+
+
+if __name__ == "__main__":
+    unittest.main()
