@@ -22,6 +22,7 @@ def image_datalist(source: str | os.PathLike, key: str = "image") -> list[dict[s
 
     Raises:
         FileNotFoundError: when ``source`` matches no image, naming it and what was looked for.
+        ValueError: when a NIfTI image is not 3D (or 4D with channels last), naming the file and its shape.
     """
     path = Path(source)
     files: list[str]
@@ -41,4 +42,14 @@ def image_datalist(source: str | os.PathLike, key: str = "image") -> list[dict[s
             f"no image to segment in {str(source)!r}: expected a NIfTI file, a folder of *.nii/*.nii.gz, a Decathlon "
             "folder with a 'test' list in dataset.json, or a glob pattern; pass another one with --input_dir."
         )
+    for f in files:
+        if f.endswith((".nii", ".nii.gz")):
+            import nibabel as nib
+
+            shape = nib.load(f).shape
+            if len(shape) not in (3, 4):
+                raise ValueError(
+                    f"{f} has shape {shape}: the networks segment 3D volumes (X, Y, Z) or 4D ones with the modalities "
+                    "last (X, Y, Z, C); convert 2D slices to a volume first."
+                )
     return [{key: f} for f in files]

@@ -151,3 +151,38 @@ class TestDistributed(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestInferenceErrors(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls) -> None:
+        check(_finetune("random_init", output="infer_errors"))
+
+    def _infer(self, **extra):
+        kwargs = dict(dataset_dir=ROOT / "tumour", output_dir=ROOT / "infer_errors", method="random_init",
+                      num_train_cases=3, spacing="[6.0,6.0,6.0]", patch_size="[16,16,16]", device="cpu", mc_samples=2)
+        kwargs.update(extra)
+        return run_bundle("dwp_finetune", "inference", **kwargs)
+
+    def test_missing_model(self):
+        proc = self._infer(num_train_cases=4)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertRegex(proc.stdout + proc.stderr, r"model file '.*random_init_n4_seed0/model.pt' does not exist; make "
+                                                    r"it first with `python -m monai.bundle run --config_file "
+                                                    r"bundles/dwp_finetune/configs/train.json --method random_init`")
+
+    def test_wrong_channels(self):
+        proc = self._infer(modality="[0,1]")
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertRegex(proc.stdout + proc.stderr, r"DWPUNet input has 2 channel\(s\)|in_channels=1")
+
+    def test_not_a_volume(self):
+        import nibabel as nib
+        import numpy as np
+
+        folder = ROOT / "slices"
+        folder.mkdir(exist_ok=True)
+        nib.save(nib.Nifti1Image(np.zeros((32, 32), np.float32), np.eye(4)), folder / "slice.nii.gz")
+        proc = self._infer(input_dir=folder)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertRegex(proc.stdout + proc.stderr, r"slice.nii.gz has shape \(32, 32\): the networks segment 3D volumes")

@@ -212,6 +212,7 @@ def package_bundle(
             f"model {str(model)!r} does not exist; train the bundle first (python -m monai.bundle run --config_file "
             f"{configs_dir / 'train.json'} ...) and pass its <ckpt_dir>/model.pt."
         )
+    state = _load_checkpoint(Path(model)) if model is not None else None
     handoffs = dict(handoffs or {})
     for key, path in handoffs.items():
         if not Path(path).is_file():
@@ -282,8 +283,7 @@ def package_bundle(
         (dest / HANDOFF_DIR).mkdir(parents=True, exist_ok=True)
         for key, path in handoffs.items():
             shutil.copy2(path, dest / HANDOFF_DIR / f"{key}.pt")
-    if model is not None:
-        state = _load_checkpoint(Path(model))
+    if model is not None and state is not None:
         shutil.copy2(model, dest / "models" / "model.pt")
         if verify:
             try:
