@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean
+.PHONY: demo test test-monailabel setup clean
 
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests -q -p no:cacheprovider
+
+# MONAI Label integration tests, in their own environment .venv-monailabel (see docs/monailabel.md)
+test-monailabel:
+	bash .ci/monailabel.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

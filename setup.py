@@ -29,7 +29,10 @@ setup(
         "matplotlib>=3.7",
         "jsonschema>=4",  # monai.bundle verify_metadata
     ],
-    extras_require={"test": ["pytest>=7", "parameterized>=0.9"]},
+    extras_require={
+        "test": ["pytest>=7", "parameterized>=0.9"],
+        "monailabel": ["monailabel>=0.8.5,<0.9"],
+    },
     entry_points={"console_scripts": ["monai-dwp=monai_dwp.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

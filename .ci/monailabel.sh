@@ -38,6 +38,7 @@ build_env() {
     pip_install -c constraints.txt torch==2.13.0
     pip_install -c constraints.txt -e ".[test]"
     pip_install --no-deps monailabel==0.8.5 pydicom-seg==0.4.1
+    echo "monailabel.sh: pip will report monailabel's declared requirements (numpy<2, sam2, ...) as unmet: expected"
     pip_install -c constraints.txt -r requirements-monailabel.txt
     if ! "$PY" -c "import torchvision.utils" 2>/dev/null; then
         local site

@@ -28,17 +28,18 @@ class PipelineSettings:
 
     spacing: float = 3.0
     patch_size: int = 32
-    num_source_cases: int = 30
+    num_source_cases: int = 24
     num_source_test: int = 4
-    num_target_pool: int = 16
-    num_target_test: int = 8
+    num_target_pool: int = 14
+    num_target_test: int = 6
     num_train_cases: int = 5
     num_val_cases: int = 3
     seeds: tuple[int, ...] = (0, 1)
-    pretrain_epochs: int = 12
-    prior_epochs: int = 15
-    finetune_epochs: int = 30
-    mc_samples: int = 10
+    pretrain_epochs: int = 8
+    prior_epochs: int = 6
+    finetune_epochs: int = 20
+    finetune_val_interval: int = 2
+    mc_samples: int = 8
     batch_size: int = 2
     num_samples: int = 2
     vae_hidden: tuple[int, int, int] = (32, 64, 128)
@@ -54,7 +55,8 @@ class PipelineSettings:
         """The smallest chain that exercises every stage (tests): 6 mm phantoms, one epoch each."""
         return cls(spacing=6.0, patch_size=16, num_source_cases=3, num_source_test=1, num_target_pool=5,
                    num_target_test=2, num_train_cases=3, num_val_cases=1, seeds=(0, 1), pretrain_epochs=1,
-                   prior_epochs=1, finetune_epochs=1, mc_samples=2, batch_size=1, vae_hidden=(4, 8, 16),
+                   prior_epochs=1, finetune_epochs=1, finetune_val_interval=1, mc_samples=2, batch_size=1,
+                   vae_hidden=(4, 8, 16),
                    max_kernels=256)
 
 
@@ -194,7 +196,8 @@ def run_pipeline(
                 "max_kernels": s.max_kernels, **common}
     for method in methods:
         ckpt_dir = runs / "dwp_finetune" / f"{method}_n{s.num_train_cases}_seed0"
-        cmd = runner.bundle("dwp_finetune", ["train"], method=method, epochs=s.finetune_epochs, **finetune)
+        cmd = runner.bundle("dwp_finetune", ["train"], method=method, epochs=s.finetune_epochs,
+                            val_interval=s.finetune_val_interval, **finetune)
         runner.run(f"finetune_{method}", cmd, [ckpt_dir / "model.pt"], bar)
         bar.update()
         cmd = runner.bundle("dwp_finetune", ["train", "evaluate"], method=method, mc_samples=s.mc_samples,

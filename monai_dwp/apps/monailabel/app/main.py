@@ -107,6 +107,8 @@ class DWPLabelApp(MONAILabelApp):
         try:
             self.epistemic_dropout = float(conf.get("epistemic_dropout", "0.0"))
         except ValueError:
+            self.epistemic_dropout = -1.0
+        if not 0.0 <= self.epistemic_dropout < 1.0:
             raise ValueError(f"--conf epistemic_dropout must be a number in [0, 1), got {conf['epistemic_dropout']!r}.")
         super().__init__(
             app_dir=app_dir,
