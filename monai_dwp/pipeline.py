@@ -28,18 +28,18 @@ class PipelineSettings:
 
     spacing: float = 3.0
     patch_size: int = 32
-    num_source_cases: int = 24
+    num_source_cases: int = 30
     num_source_test: int = 4
-    num_target_pool: int = 14
-    num_target_test: int = 6
+    num_target_pool: int = 16
+    num_target_test: int = 8
     num_train_cases: int = 5
     num_val_cases: int = 3
     seeds: tuple[int, ...] = (0, 1)
-    pretrain_epochs: int = 8
-    prior_epochs: int = 6
-    finetune_epochs: int = 20
+    pretrain_epochs: int = 12
+    prior_epochs: int = 10
+    finetune_epochs: int = 30
     finetune_val_interval: int = 2
-    mc_samples: int = 8
+    mc_samples: int = 10
     batch_size: int = 2
     num_samples: int = 2
     vae_hidden: tuple[int, int, int] = (32, 64, 128)

@@ -8,7 +8,7 @@ import platform
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["collect_metrics", "write_report"]
+__all__ = ["collect_metrics", "write_eval_summary", "write_report"]
 
 _COLUMNS = (
     ("val_mean_dice", "Dice ↑"),
@@ -49,6 +49,24 @@ def collect_metrics(eval_dir: str | os.PathLike) -> dict[str, float]:
 
 def _fmt(value: float | None) -> str:
     return "–" if value is None or value != value else f"{value:.3f}"
+
+
+def write_eval_summary(eval_dir: str | os.PathLike, title: str = "Evaluation") -> Path:
+    """``<eval_dir>/summary.md``: the summary metrics of an ``evaluate.json`` run as a markdown table, with links
+    to the per-case CSV files and the reliability diagram. Returns its path."""
+    eval_dir = Path(eval_dir)
+    metrics = collect_metrics(eval_dir)
+    lines = [f"# {title}", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {label} | {_fmt(metrics.get(key))} |" for key, label in _COLUMNS if key in metrics]
+    lines += ["", "Per case: " + ", ".join(f"[{p.name}]({p.name})" for p in sorted(eval_dir.glob("*_raw.csv")))]
+    if (eval_dir / "calibration.csv").is_file():
+        lines += ["", "Calibration per case: [calibration.csv](calibration.csv)", "",
+                  "![reliability diagram](reliability.png)"]
+    path = eval_dir / "summary.md"
+    tmp = path.with_name("summary.md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+    return path
 
 
 def write_report(

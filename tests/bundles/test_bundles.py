@@ -115,7 +115,12 @@ class TestFinetune(unittest.TestCase):
         check(_finetune("dwp_init", output="eval"))
         out = check(_finetune("dwp_init", output="eval", configs=("train", "evaluate")))
         self.assertIn("val_mean_dice", out)
-        self.assertTrue((ROOT / "eval" / "dwp_init_n3_seed0" / "eval" / "val_mean_dice_raw.csv").is_file())
+        eval_dir = ROOT / "eval" / "dwp_init_n3_seed0" / "eval"
+        self.assertTrue((eval_dir / "val_mean_dice_raw.csv").is_file())
+        for name in ("calibration.csv", "calibration_summary.csv", "reliability.png", "metrics.csv"):
+            self.assertTrue((eval_dir / name).is_file(), name)
+        self.assertRegex((eval_dir / "summary.md").read_text(), r"\| Dice ↑ \| [0-9.]+ \|")
+        self.assertTrue(list((eval_dir / "predictions").glob("*_mutual_information.nii.gz")))
 
     @parameterized.expand(
         [
