@@ -12,8 +12,8 @@ BUNDLES = REPO / "bundles"
 SCHEMA = BUNDLES / "schema" / "meta_schema_20240725.json"
 
 # tiny settings shared by the end-to-end tests: 6 mm phantoms (32^3 volumes), 16^3 patches, small batches
-TINY = {"spacing": "[6.0,6.0,6.0]", "patch_size": "[16,16,16]", "num_val_cases": 1, "epochs": 1, "device": "cpu",
-        "batch_size": 1, "num_samples": 2}
+TINY = {"spacing": "[6.0,6.0,6.0]", "patch_size": "[16,16,16]", "num_val_cases": 1, "epochs": 1, "val_interval": 1,
+        "device": "cpu", "batch_size": 1, "num_samples": 2}
 
 
 def config_files(bundle: str, *names: str) -> str:
