@@ -158,7 +158,9 @@ class BayesianConv(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         # epsilon of the held weight draw ("sampled" mode); not part of the state dict
         self.register_buffer("_epsilon", None, persistent=False)
-        self._weight_cache: tuple[tuple[int, int, int], Tensor] | None = None
+        # (epsilon, its version, loc version, log_scale version, weight): holds epsilon itself, so an identity check
+        # cannot be fooled by a new tensor that reuses a freed one's id
+        self._weight_cache: tuple[Tensor, int, int, int, Tensor] | None = None
         self.mode = mode
         self.reset_parameters()
 
@@ -229,10 +231,12 @@ class BayesianConv(nn.Module):
         if torch.is_grad_enabled():
             self._weight_cache = None
             return self.loc + self.scale * eps.to(self.loc.dtype)
-        key = (id(eps), self.loc._version, self.log_scale._version)
-        if self._weight_cache is None or self._weight_cache[0] != key:
-            self._weight_cache = (key, self.loc + self.scale * eps.to(self.loc.dtype))
-        return self._weight_cache[1]
+        cache = self._weight_cache
+        versions = (eps._version, self.loc._version, self.log_scale._version)
+        if cache is None or cache[0] is not eps or cache[1:4] != versions:
+            cache = (eps, *versions, self.loc + self.scale * eps.to(self.loc.dtype))
+            self._weight_cache = cache
+        return cache[4]
 
     # ------------------------------------------------------------------ forward
     def _apply_conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
