@@ -56,11 +56,11 @@ def _time(fn, device: torch.device, repeats: int, warmup: int = 2) -> float:
 
 
 def _make_prior(net: torch.nn.Module, max_kernels: int | None, num_groups: int = 7):
+    from monai_dwp.data import group_layers
     from monai_dwp.losses import DeepWeightPrior
     from monai_dwp.networks import KernelVAE, bayesian_modules
 
-    names = list(bayesian_modules(net))
-    groups = {name: min(i * num_groups // len(names), num_groups - 1) for i, name in enumerate(names)}
+    groups = group_layers(list(bayesian_modules(net)), num_groups)  # consecutive layers, as the prior bundle does
     torch.manual_seed(0)
     vaes = [KernelVAE() for _ in range(num_groups)]
     device = next(net.parameters()).device
