@@ -15,6 +15,7 @@ __all__ = [
     "require_handoffs",
     "latest_checkpoint",
     "resume_handlers",
+    "save_prior",
 ]
 
 PRODUCERS: dict[str, str] = {
@@ -94,3 +95,46 @@ def resume_handlers(ckpt_dir: str | os.PathLike, load_dict: Mapping[str, Any], r
             "run without --resume, or point --ckpt_dir at the interrupted run."
         )
     return [CheckpointLoader(load_path=path, load_dict=dict(load_dict), map_location=map_location)]
+
+
+def save_prior(
+    network: Any,
+    kernel_dataset: Any,
+    kernel_split: Sequence[Any],
+    layer_groups: Mapping[str, int],
+    prior_ckpt: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    best_model: str | os.PathLike,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """The end of the ``dwp_prior`` bundle: best VAEs → prior report → prior checkpoint → kernel figure.
+
+    Loads the best :class:`~monai_dwp.networks.nets.KernelVAEGroup` weights from ``best_model``, scores them on the
+    held-out kernels against Gaussian baselines (:func:`monai_dwp.metrics.prior_report`: ``prior_report.md``,
+    ``.csv``, ``.png`` in ``output_dir``), writes the self-describing :class:`~monai_dwp.losses.DeepWeightPrior`
+    checkpoint with the per-layer scales of ``kernel_dataset`` and the report in its ``extra``, and draws real
+    kernels next to prior samples (``kernels.png``).
+
+    Returns:
+        The path of the prior checkpoint.
+    """
+    import torch
+
+    from monai_dwp.losses.deep_weight_prior import DeepWeightPrior
+    from monai_dwp.metrics import prior_report
+    from monai_dwp.visualize import save_kernel_figure
+
+    device = next(network.parameters()).device
+    network.load_state_dict(torch.load(require_handoff(best_model, "model"), map_location=device, weights_only=True))
+    rows = prior_report(network, kernel_split, output_dir, len(network.vaes))
+    summary = [
+        {k: row[k] for k in ("group", "vae_nll", "iso_gauss_nll", "full_gauss_nll", "latent_kl", "beats_full")}
+        for row in rows
+    ]
+    prior = DeepWeightPrior(
+        list(network.vaes), kernel_dataset.scales, layer_groups, layer_scales=kernel_dataset.layer_scales
+    )
+    path = prior.save(prior_ckpt, extra={**dict(extra or {}), "prior_report": summary})
+    save_kernel_figure(kernel_dataset, list(network.vaes), str(Path(output_dir) / "kernels.png"))
+    print("wrote", path, "and", Path(output_dir) / "kernels.png")
+    return path

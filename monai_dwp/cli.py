@@ -75,7 +75,8 @@ def demo(steps: int = 30, size: int = 32, prior_scale: float = 0.1, device: str 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cases = [_synthetic_case(size, seed + i) for i in range(4)]
     net = DWPUNet(in_channels=1, out_channels=2, bayesian=True).to(dev)
-    loss_fn = ELBOLoss(net, GaussianPrior(scale=prior_scale), dataset_size=len(cases))
+    # whole-volume training: the ELBO's voxels per case are the volume's
+    loss_fn = ELBOLoss(net, GaussianPrior(scale=prior_scale), dataset_size=len(cases), voxels_per_case=size**3)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     print(f"DWPUNet (Bayesian, {sum(p.numel() for p in net.parameters()):,} parameters) on {dev}, "
           f"{len(cases)} synthetic {size}^3 volumes, N(0, {prior_scale}^2) prior")
@@ -94,9 +95,9 @@ def demo(steps: int = 30, size: int = 32, prior_scale: float = 0.1, device: str 
         for image, label in cases:
             pred = net(image.to(dev)).argmax(1, keepdim=True)
             dice(torch.cat([1 - pred, pred], 1).float(), torch.cat([1 - label, label], 1).to(dev))
-    result = {"data": terms["data"], "kl": terms["kl"], "kl_per_case": terms["kl_scaled"],
+    result = {"data": terms["data"], "kl": terms["kl"], "kl_scaled": terms["kl_scaled"],
               "dice": dice.aggregate().item()}
-    print(f"final: data term {result['data']:.4f}, KL {result['kl']:.1f} (÷N = {result['kl_per_case']:.2f}), "
+    print(f"final: data term {result['data']:.4f}, KL {result['kl']:.1f} (÷N·V = {result['kl_scaled']:.4f}), "
           f"training Dice in 'mean' mode {result['dice']:.3f}")
     return result
 

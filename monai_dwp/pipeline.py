@@ -35,10 +35,11 @@ class PipelineSettings:
     num_train_cases: int = 5
     num_val_cases: int = 3
     seeds: tuple[int, ...] = (0, 1)
-    pretrain_epochs: int = 12
-    prior_epochs: int = 10
-    finetune_epochs: int = 30
-    finetune_val_interval: int = 2
+    pretrain_epochs: int = 80
+    pretrain_val_interval: int = 4
+    prior_epochs: int = 50
+    finetune_epochs: int = 40
+    finetune_val_interval: int = 5
     mc_samples: int = 10
     batch_size: int = 2
     num_samples: int = 2
@@ -55,7 +56,7 @@ class PipelineSettings:
         """The smallest chain that exercises every stage (tests): 6 mm phantoms, one epoch each."""
         return cls(spacing=6.0, patch_size=16, num_source_cases=3, num_source_test=1, num_target_pool=5,
                    num_target_test=2, num_train_cases=3, num_val_cases=1, seeds=(0, 1), pretrain_epochs=1,
-                   prior_epochs=1, finetune_epochs=1, finetune_val_interval=1, mc_samples=2, batch_size=1,
+                   prior_epochs=1, finetune_epochs=1, finetune_val_interval=1, pretrain_val_interval=1, mc_samples=2, batch_size=1,
                    vae_hidden=(4, 8, 16),
                    max_kernels=256)
 
@@ -180,7 +181,8 @@ def run_pipeline(
     # 2. source networks
     for seed in s.seeds:
         cmd = runner.bundle("dwp_pretrain", ["train"], dataset_dir=data / "ms", output_dir=runs / "dwp_pretrain",
-                            seed=seed, epochs=s.pretrain_epochs, num_val_cases=s.num_source_test, **common)
+                            seed=seed, epochs=s.pretrain_epochs, val_interval=s.pretrain_val_interval,
+                            num_val_cases=s.num_source_test, **common)
         runner.run(f"pretrain_seed{seed}", cmd, [runs / "dwp_pretrain" / f"seed{seed}" / "model.pt"], bar)
         bar.update()
     # 3. prior

@@ -94,9 +94,11 @@ def write_report(
     for method in methods:
         metrics = collect_metrics(runs / f"{method}_n{num_train_cases}_seed0" / "eval")
         lines.append(f"| `{method}` | " + " | ".join(_fmt(metrics.get(key)) for key, _ in _COLUMNS) + " |")
-    lines += ["", "Dice and IoU of the tumour class; HD95 in voxels of the evaluation grid; ECE over all voxels (top "
-              "label) and for the tumour class; AUC: how well voxel-wise uncertainty ranks misclassified voxels "
-              "above correct ones (0.5 = no better than chance).", ""]
+    lines += ["", "Dice and IoU of the tumour class; HD95 in voxels of the evaluation grid; ECE (top label) and "
+              "foreground ECE (tumour class) and the AUCs over the voxels inside the brain mask (input image > 0 in "
+              "any channel, not the zero padding of the crop box), pooled over the test cases; AUC: how well "
+              "voxel-wise uncertainty ranks misclassified voxels above correct ones (0.5 = no better than "
+              "chance).", ""]
     for method in methods:
         reliability = runs / f"{method}_n{num_train_cases}_seed0" / "eval" / "reliability.png"
         if reliability.is_file() and method == montage_method:

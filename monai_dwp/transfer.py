@@ -14,6 +14,7 @@ method             network     start and prior
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 
@@ -25,6 +26,7 @@ from monai_dwp.data.kernels import load_state_dict
 from monai_dwp.losses.deep_weight_prior import DeepWeightPrior
 from monai_dwp.losses.elbo import ELBOLoss
 from monai_dwp.losses.gaussian_prior import GaussianPrior
+from monai_dwp.networks.utils import bayesian_modules, init_relative_scale
 
 __all__ = [
     "METHODS",
@@ -40,6 +42,8 @@ __all__ = [
 METHODS: tuple[str, ...] = ("dwp", "gaussian_prior", "random_init", "finetune", "finetune_frozen", "dwp_init")
 BAYESIAN_METHODS: tuple[str, ...] = ("dwp", "gaussian_prior")
 ENCODER_PREFIXES: tuple[str, ...] = ("init_conv", "down1", "down2", "down3", "down4", "down5", "down6")
+
+logger = logging.getLogger(__name__)
 
 
 def _check_method(method: str) -> str:
@@ -108,6 +112,7 @@ def prepare_network(
     prior: nn.Module | None = None,
     dwp_init: bool = True,
     generator: torch.Generator | None = None,
+    init_scale_ratio: float | None = None,
 ) -> nn.Module:
     """Initialise ``network`` for ``method`` (in place) and check the hand-offs it needs, before any training.
 
@@ -118,6 +123,10 @@ def prepare_network(
         prior: the :class:`DeepWeightPrior` (``dwp``, ``dwp_init``); checked against the network here.
         dwp_init: for ``dwp``, start the posterior locations at VAE samples (otherwise PyTorch's initialisation).
         generator: random generator of the DWP initialisation.
+        init_scale_ratio: for a Bayesian network, set every posterior scale to this fraction of the RMS of its
+            layer's locations once they are initialised (:func:`~monai_dwp.networks.utils.init_relative_scale`);
+            ``None`` keeps the scales as they are. The signal-to-noise ratio ``RMS(loc) / sigma`` of every layer
+            is logged.
 
     Returns:
         ``network``.
@@ -143,7 +152,30 @@ def prepare_network(
         if method == "dwp":
             prior.check_network(network)
         if method == "dwp_init" or dwp_init:
-            prior.initialize(network, generator=generator)
+            names = prior.initialize(network, generator=generator)
+            modules = dict(network.named_modules())
+            with torch.no_grad():
+                ratio = {
+                    n: float(getattr(modules[n], "loc", getattr(modules[n], "weight", None)).square().mean().sqrt()
+                             / prior.scale_of(n))
+                    for n in names
+                }
+            logger.info(
+                "DWP initialisation: RMS of the sampled kernels / RMS of the source kernels per layer (1 = the data's "
+                "scale, near 0 = a collapsed prior): %s", ", ".join(f"{n} {v:.2g}" for n, v in ratio.items()),
+            )
+    if bayesian:
+        if init_scale_ratio is not None:
+            init_relative_scale(network, init_scale_ratio)
+        with torch.no_grad():
+            snr = {
+                name: float(layer.loc.square().mean().sqrt() / layer.scale.square().mean().sqrt())
+                for name, layer in bayesian_modules(network).items()
+            }
+        logger.info(
+            "posterior signal-to-noise RMS(loc)/RMS(sigma) after init: %s",
+            ", ".join(f"{n} {v:.2g}" for n, v in snr.items()),
+        )
     return network
 
 
@@ -152,12 +184,21 @@ def make_loss(
     network: nn.Module,
     prior: nn.Module | None,
     dataset_size: int,
-    kl_weight: float = 1.0,
-    data_loss: nn.Module | None = None,
+    voxels_per_case: float | None = None,
+    temperature: float = 1.0,
+    aux_weight: float = 1.0,
 ) -> ELBOLoss:
-    """The training loss of ``method``: the ELBO with ``prior`` for the Bayesian methods, the data loss alone
-    (as an :class:`ELBOLoss` without prior, so every method logs ``loss_data``) for the others."""
-    return ELBOLoss(network, prior if is_bayesian_method(method) else None, dataset_size, data_loss, kl_weight)
+    """The training loss of ``method``: the per-voxel ELBO with ``prior`` (plus the auxiliary Dice term) for the
+    Bayesian methods, the same data terms alone (an :class:`ELBOLoss` without prior, so every method logs
+    ``loss_nll``, ``loss_aux`` and ``loss_data``) for the others. See :class:`ELBOLoss` for the arguments."""
+    return ELBOLoss(
+        network,
+        prior if is_bayesian_method(method) else None,
+        dataset_size,
+        voxels_per_case=voxels_per_case,
+        temperature=temperature,
+        aux_weight=aux_weight,
+    )
 
 
 def trainable_parameters(*modules: nn.Module | None) -> Iterable[nn.Parameter]:

@@ -30,6 +30,7 @@ from .phantoms import (
 from .visualize import save_data_montage
 
 from .datalist import image_datalist
+from .statistics import mean_voxels
 from .kernels import KernelDataset, collect_kernels, filter_kernels, group_layers, load_state_dict
 
 __all__ = [
@@ -63,4 +64,6 @@ __all__ = [
     "load_state_dict",
     # datalist
     "image_datalist",
+    # statistics
+    "mean_voxels",
 ]

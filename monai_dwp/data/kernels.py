@@ -124,32 +124,42 @@ def group_layers(layer_names: Sequence[str], num_groups: int | None = 7) -> dict
 class KernelDataset(Dataset):
     r"""The kernels of all layer groups on their VAE's normalised scale, as ``{"image", "label", "group"}`` items.
 
-    Group ``g``'s kernels are divided by its scale :math:`s_g = \sqrt{\mathrm{mean}(w^2)}` (the root mean square
-    of its kernel values), so normalised kernels have unit RMS. The scales are stored in the prior checkpoint,
-    whose density on the raw scale includes the Jacobian ``-d log s_g``. ``"image"`` and ``"label"`` are the
-    same normalised kernel ``(1, *kernel_size)`` (a VAE reconstructs its input) and ``"group"`` its group, the
-    layout MONAI's ``SupervisedTrainer`` with ``PrepareBatchExtraInput({"group": "group"})`` expects.
+    Each layer's kernels are divided by the layer's scale :math:`s_l = \sqrt{\mathrm{mean}(w^2)}` (the root mean
+    square of its kernel values; ``scale_by="group"`` uses one scale per group instead), so normalised kernels
+    have unit RMS in every layer. The scales are stored in the prior checkpoint, whose density on the raw scale
+    includes the Jacobian ``-d log s_l``. ``"image"`` and ``"label"`` are the same normalised kernel
+    ``(1, *kernel_size)`` (a VAE reconstructs its input) and ``"group"`` its group, the layout MONAI's
+    ``SupervisedTrainer`` with ``PrepareBatchExtraInput({"group": "group"})`` expects.
 
     Args:
         kernels: ``{layer: (num_kernels, *kernel_size)}``.
         layer_groups: ``{layer: group}``; layers missing here are ignored.
-        scales: the normalising scale of each group; default each group's RMS.
+        scales: the normalising scale of each group, used with ``scale_by="group"``; default each group's RMS.
+        scale_by: ``"layer"`` (default) or ``"group"``.
 
     Attributes:
-        scales: ``[s_0, ..., s_{G-1}]``.
+        scales: ``[s_0, ..., s_{G-1}]``, the RMS of each group's raw kernels (or the given ``scales``).
+        layer_scales: ``{layer: s_l}``, the scale each layer's kernels were divided by.
         kernels: ``(N, 1, *kernel_size)`` normalised kernels; ``groups``: ``(N,)`` their groups.
     """
 
     def __init__(
-        self, kernels: Mapping[str, Tensor], layer_groups: Mapping[str, int], scales: Sequence[float] | None = None
+        self,
+        kernels: Mapping[str, Tensor],
+        layer_groups: Mapping[str, int],
+        scales: Sequence[float] | None = None,
+        scale_by: str = "layer",
     ) -> None:
+        if scale_by not in ("layer", "group"):
+            raise ValueError(f"scale_by must be 'layer' or 'group', got {scale_by!r}.")
         num_groups = max(layer_groups.values()) + 1 if layer_groups else 0
         parts: list[Tensor] = []
         groups: list[Tensor] = []
         self.scales: list[float] = []
+        self.layer_scales: dict[str, float] = {}
         for g in range(num_groups):
-            raw = [kernels[n] for n, gg in layer_groups.items() if gg == g and n in kernels]
-            raw_cat = torch.cat(raw) if raw else torch.empty(0)
+            names = [n for n, gg in layer_groups.items() if gg == g and n in kernels and kernels[n].shape[0] > 0]
+            raw_cat = torch.cat([kernels[n] for n in names]) if names else torch.empty(0)
             if raw_cat.shape[0] == 0:
                 raise ValueError(
                     f"group {g} has no kernels (layers {[n for n, gg in layer_groups.items() if gg == g]}); "
@@ -159,8 +169,16 @@ class KernelDataset(Dataset):
             if not (math.isfinite(scale) and scale > 0):
                 raise ValueError(f"the scale of group {g} must be a finite float > 0, got {scale!r}.")
             self.scales.append(scale)
-            parts.append(raw_cat / scale)
-            groups.append(torch.full((raw_cat.shape[0],), g, dtype=torch.long))
+            for n in names:
+                s_l = float(kernels[n].square().mean().sqrt()) if scale_by == "layer" else scale
+                if not (math.isfinite(s_l) and s_l > 0):
+                    raise ValueError(f"the scale of layer {n!r} must be a finite float > 0, got {s_l!r}.")
+                self.layer_scales[n] = s_l
+                parts.append(kernels[n] / s_l)
+                groups.append(torch.full((kernels[n].shape[0],), g, dtype=torch.long))
+            for n, gg in layer_groups.items():  # layers whose kernels were all filtered out: the group's scale
+                if gg == g and n not in self.layer_scales:
+                    self.layer_scales[n] = scale
         if not parts:
             raise ValueError("layer_groups is empty; map the collected layers to groups with group_layers().")
         self.kernels = torch.cat(parts).unsqueeze(1).contiguous()

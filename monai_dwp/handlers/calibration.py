@@ -1,8 +1,10 @@
 r"""Voxel-wise calibration (reliability diagram, ECE) and "uncertainty predicts error" AUC for an evaluator.
 
-:class:`SegmentationCalibrationHandler` accumulates fixed-size histograms over every voxel of every evaluated
-case (memory does not grow with the number or size of the volumes), sums them over DDP ranks, publishes the
-overall values in ``engine.state.metrics`` and writes per-case and overall CSV tables and a reliability diagram.
+:class:`SegmentationCalibrationHandler` accumulates fixed-size histograms over the voxels inside a mask (by
+default the voxels where the input image is positive in any channel, i.e. the brain, not the zero padding of the
+crop box) of every evaluated case (memory does not grow with the number or size of the volumes), sums them over
+DDP ranks, publishes the overall values in ``engine.state.metrics`` and writes per-case and overall CSV tables and
+a reliability diagram.
 """
 
 from __future__ import annotations
@@ -161,22 +163,39 @@ class SegmentationCalibrationHandler:
     - optionally ``pred_key``: a one-hot prediction ``(K, *spatial)`` to use as the predicted class instead of
       ``argmax(prob)`` (e.g. after connected-component clean-up); by default the prediction is
       :math:`\hat y = \arg\max_k p_k`, which is what ``AsDiscreted(argmax=True)`` gives;
-    - optionally ``mask_key``: a ``(1, *spatial)`` mask; only voxels where it is non-zero count.
+    - ``mask_key`` (``"image"``): the tensor that selects the voxels, ``(C, *spatial)`` with the spatial shape
+      of ``prob_key`` (``None`` for every voxel, see below).
 
-    Over all voxels :math:`i` (of all cases, and of each case for the per-case table):
+    **Mask.** Voxel :math:`i` counts when :math:`\max_c m_{c,i} > 0` for the tensor :math:`m` under
+    ``mask_key``: with the default ``"image"``, where the input image is positive in at least one channel. The
+    images of :mod:`monai_dwp.data.decathlon` are scaled to ``[0, 1]`` per channel (``ScaleIntensityd``) and
+    cropped by ``CropForegroundd`` with that same rule (then zero-padded by ``DivisiblePadd`` for evaluation), so
+    the background (around the brain inside the crop box, often most of it, and the padding) is exactly 0 and is
+    left out, and the statistics describe the brain only. An explicit mask works under ``mask_key`` too: a
+    boolean ``(1, *spatial)`` tensor (``True`` = counted) or a ``0/1`` one. With intensities that can be
+    negative (e.g. z-scored by ``NormalizeIntensityd``) the image is no mask: pass a boolean mask instead (a
+    warning is logged when the image under ``mask_key`` has negative values). ``mask_key=None`` counts every
+    voxel of the box (the behaviour before the mask existed). A case with no voxel in its mask gives ``nan``
+    values and adds nothing to the overall histograms.
+
+    Over the masked voxels :math:`i` (:math:`N` of them, of all cases pooled for the overall values, and of each
+    case for the per-case table):
 
     **Top-label reliability.** Confidence :math:`\hat p_i = p_{i, \hat y_i}`, correctness
     :math:`c_i = 1[\hat y_i = y_i]`, ``n_bins`` equal-width bins over :math:`[0, 1]` (``top_label_range=
     "unit"``, as Guo et al. 2017 and MONAI) or over :math:`[1/K, 1]` (``"chance"``, where the confidence of an
     argmax lies; with ``K = 2`` and the unit range, the lower half of the bins stays empty). Bins are
     :math:`[l, u)`, the last one closed. With :math:`n_b`, :math:`\text{conf}_b`, :math:`\text{acc}_b` the
-    count, mean confidence and accuracy of bin :math:`b` and :math:`N` voxels:
-    :math:`\text{ECE} = \sum_b \frac{n_b}{N} |\text{acc}_b - \text{conf}_b|`.
+    count, mean confidence and accuracy of bin :math:`b` over the :math:`N` masked voxels:
+    :math:`\text{ECE} = \sum_b \frac{n_b}{N} |\text{acc}_b - \text{conf}_b|
+    = \frac{1}{N} \sum_b |\sum_{i \in b} c_i - \sum_{i \in b} \hat p_i|` (:func:`binned_calibration_error`).
 
     **Foreground reliability** (informative for a small lesion class, whose voxels are a tiny share of the
     top-label bins): :math:`p_{i, f}` of class ``f = foreground_channel`` against the frequency of
-    :math:`y_i = f`, bins over :math:`[0, 1]`; its ECE is ``fg_ece``. For ``K = 2`` and ``n_bins`` it equals
-    MONAI's ``CalibrationErrorMetric(num_bins=n_bins, include_background=False)`` of that case, and the
+    :math:`y_i = f`, bins over :math:`[0, 1]`; its ECE is ``fg_ece``
+    :math:`= \sum_b \frac{n_b}{N} |\text{freq}_b - \bar p_{f,b}|` over the same masked voxels. For ``K = 2``,
+    ``n_bins`` and ``mask_key=None`` it equals MONAI's ``CalibrationErrorMetric(num_bins=n_bins,
+    include_background=False)`` of that case (with a mask: of the masked voxels), and the
     top-label ECE with the unit range equals that metric applied to the one-channel pair (confidence,
     correctness), up to voxels that lie exactly on a bin edge (MONAI's edges are ``linspace(0, 1 + eps)`` and
     ``torch.bucketize`` puts an edge value in the lower bin).
@@ -186,12 +205,18 @@ class SegmentationCalibrationHandler:
     correct voxel, 0.5 for an uninformative score (e.g. the all-zero mutual information of a deterministic
     network). It is computed by :func:`histogram_roc_auc` from two ``score_bins``-bin histograms of :math:`u`
     (errors, correct voxels) over :math:`[0, u_{max}]`, :math:`u_{max}` = ``score_max`` or :math:`\log K`
-    (the bound of the entropy and of the mutual information of a softmax; larger values land in the last bin).
+    (the bound of the entropy and of the mutual information of a softmax; larger values land in the last bin),
+    errors and correct voxels being the masked ones.
     ``score_scale="log"`` (default) spaces the bins evenly in :math:`\log u` over
     :math:`[10^{-12}, u_{max}]` (everything below shares the first bin): the AUC only depends on the order of
     the scores, and the entropy and mutual information of confident voxels are tiny (:math:`10^{-9}` ..
     :math:`10^{-3}`) and would all tie in the first linear bin. The AUC is ``nan`` when a set has no error or
     no correct voxel.
+
+    **Aggregates.** The overall ``ece``, ``fg_ece``, ``auc_<key>``, ``voxel_accuracy`` and ``n_voxels`` pool the
+    masked voxels of all cases (one set of histograms summed over the cases, so a large brain weighs more than a
+    small one). ``ece_case_mean`` and ``fg_ece_case_mean`` are the unweighted means of the per-case values over
+    the cases (those with an empty mask, ``nan``, left out; ``nan`` when none is left).
 
     Memory is bounded: a case is processed in chunks of :math:`2^{21}` voxels on its own device and only the
     histograms (``3 * n_bins`` values for each reliability curve, ``2 * score_bins`` per map) are kept.
@@ -199,16 +224,20 @@ class SegmentationCalibrationHandler:
     **Events.** ``EPOCH_STARTED``: reset. ``ITERATION_COMPLETED``: accumulate every case; at the last
     iteration of the epoch (when ``engine.state.epoch_length`` is known) the histograms are summed over DDP
     ranks (``ignite.distributed.all_reduce``; one collective per rank and epoch, so it is safe with unequal
-    numbers of iterations per rank) and the overall values are put into ``engine.state.metrics`` as
-    ``ece``, ``fg_ece`` and ``auc_<key>`` (prefixed by ``metric_prefix``). Because this happens before
+    numbers of iterations per rank; the masked histograms are sums like the unmasked ones) and the overall values
+    are put into ``engine.state.metrics`` as ``ece``, ``fg_ece``, ``auc_<key>``, ``ece_case_mean`` and
+    ``fg_ece_case_mean`` (prefixed by ``metric_prefix``). Because this happens before
     ``EPOCH_COMPLETED``, MONAI's ``StatsHandler`` (which logs the metrics at ``EPOCH_COMPLETED``),
     ``TensorBoardStatsHandler`` and ``CheckpointSaver`` see them whatever the order of the handlers. (When the
     epoch length is unknown or the epoch was cut short, the same happens at ``EPOCH_COMPLETED``; then list
     this handler before ``StatsHandler``.) ``COMPLETED``: rank 0 writes, each atomically, into
     ``output_dir``:
 
-    - ``calibration.csv``: one row per case, ``filename, ece, fg_ece, auc_<key>..., n_voxels``;
-    - ``calibration_summary.csv``: one row, ``n_cases, n_voxels, voxel_accuracy, ece, fg_ece, auc_<key>...``;
+    - ``calibration.csv``: one row per case, ``filename, ece, fg_ece, auc_<key>..., n_voxels``, all over the
+      case's masked voxels (``n_voxels`` is the masked count);
+    - ``calibration_summary.csv``: one row, ``n_cases, n_voxels, voxel_accuracy, ece, fg_ece, auc_<key>...,
+      ece_case_mean, fg_ece_case_mean, mask``: ``n_voxels`` is the number of masked voxels of all cases and
+      ``mask`` the rule (``"image>0"`` for ``mask_key="image"``, ``"none"`` for ``mask_key=None``);
     - ``reliability.csv``: ``curve, bin, lower, upper, count, mean_confidence, accuracy`` per bin, for the
       ``top_label`` curve and the ``foreground`` curve (whose "confidence" is :math:`p_f` and "accuracy" the
       frequency of class f); ``nan`` for empty bins;
@@ -223,7 +252,8 @@ class SegmentationCalibrationHandler:
         label_key: key of the ground truth.
         uncertainty_keys: keys of the uncertainty maps, each scored by its AUC for the misclassified voxels.
         pred_key: key of a one-hot prediction to use instead of ``argmax(prob)``; ``None`` for the argmax.
-        mask_key: key of a ``(1, *spatial)`` mask restricting the voxels; ``None`` for all voxels.
+        mask_key: key of the ``(C, *spatial)`` tensor whose voxels ``> 0`` in any channel are counted: the input
+            image by default (the brain), or a boolean ``(1, *spatial)`` mask; ``None`` for every voxel.
         filename_key: key of the batch item whose ``.meta["filename_or_obj"]`` names the case.
         n_bins: number of reliability bins, at least 2.
         top_label_range: ``"unit"`` (bins over ``[0, 1]``) or ``"chance"`` (over ``[1/K, 1]``).
@@ -235,8 +265,9 @@ class SegmentationCalibrationHandler:
         log_summary: log the overall values with the engine's logger (rank 0).
 
     Raises:
-        ValueError: on bad arguments; at run time, on missing keys, shape mismatches or values that are not
-            probabilities.
+        TypeError: when ``mask_key`` is neither a string nor ``None``.
+        ValueError: on bad arguments; at run time, on missing keys (the mask's included), shape mismatches
+            (between the mask and the probabilities included) or values that are not probabilities.
 
     Example (bundle config, ``validate#handlers`` or an evaluator's ``val_handlers``)::
 
@@ -250,7 +281,7 @@ class SegmentationCalibrationHandler:
         label_key: str = "label",
         uncertainty_keys: Sequence[str] | str = ("entropy", "mutual_information"),
         pred_key: str | None = None,
-        mask_key: str | None = None,
+        mask_key: str | None = "image",
         filename_key: str = "image",
         n_bins: int = 15,
         top_label_range: str = "unit",
@@ -273,6 +304,11 @@ class SegmentationCalibrationHandler:
             raise ValueError(f"score_max must be a finite number > {_LOG_SCORE_FLOOR}, got {score_max!r}.")
         if isinstance(foreground_channel, bool) or not isinstance(foreground_channel, int) or foreground_channel < 0:
             raise ValueError(f"foreground_channel must be a non-negative integer, got {foreground_channel!r}.")
+        if mask_key is not None and not isinstance(mask_key, str):
+            raise TypeError(
+                f"mask_key must be a key name (str) or None, got {mask_key!r} ({type(mask_key).__name__}); use "
+                "'image' for the voxels where the input image is > 0, or None for every voxel."
+            )
         keys = (uncertainty_keys,) if isinstance(uncertainty_keys, str) else tuple(uncertainty_keys)
         if len(set(keys)) != len(keys):
             raise ValueError(f"uncertainty_keys must be distinct, got {keys}.")
@@ -292,6 +328,7 @@ class SegmentationCalibrationHandler:
         self.metric_prefix = metric_prefix
         self.log_summary = log_summary
         self.logger = logging.getLogger(__name__)
+        self._warned_negative_mask = False
         self._reset()
 
     # ------------------------------------------------------------------ engine events
@@ -412,7 +449,8 @@ class SegmentationCalibrationHandler:
             name: the case name in ``calibration.csv``; ``None`` for ``case_<n>``.
 
         Returns:
-            The per-case row: ``filename``, ``ece``, ``fg_ece``, ``auc_<key>`` per key, ``n_voxels``.
+            The per-case row: ``filename``, ``ece``, ``fg_ece``, ``auc_<key>`` per key and ``n_voxels``, over the
+            case's masked voxels (``n_voxels`` is their number).
         """
         prob, label = self._check_item(item)
         self._finalized = False
@@ -432,11 +470,7 @@ class SegmentationCalibrationHandler:
                     f"{(1, *spatial)}, got {tuple(pred.shape)}."
                 )
             pred = pred.reshape(pred.shape[0], -1)
-        mask = None
-        if self.mask_key is not None:
-            if self.mask_key not in item:
-                raise ValueError(f"output item has no mask {self.mask_key!r} key (keys: {sorted(map(str, item))}).")
-            mask = self._spatial_map(item, self.mask_key, spatial, "mask").to(device).reshape(-1) != 0
+        mask = None if self.mask_key is None else self._mask(item, prob_shape=(num_classes, *spatial)).to(device)
         maps = {
             key: self._spatial_map(item, key, spatial, "uncertainty map").to(device).reshape(-1)
             for key in self.uncertainty_keys
@@ -476,9 +510,46 @@ class SegmentationCalibrationHandler:
         row: dict[str, Any] = {"filename": name if name is not None else f"case_{self._case_counter}"}
         row.update(case.values())
         row["n_voxels"] = case.n_voxels
+        if mask is not None and case.n_voxels == 0:
+            self.logger.warning(
+                f"calibration: case {row['filename']!r} has no voxel inside the mask ({self._mask_rule()}); its "
+                "values are nan and it adds nothing to the overall values."
+            )
         self._rows.append(row)
         self._case_counter += 1
         return row
+
+    def _mask_rule(self) -> str:
+        """The mask rule as written in ``calibration_summary.csv``: ``"<mask_key>>0"`` or ``"none"``."""
+        return "none" if self.mask_key is None else f"{self.mask_key}>0"
+
+    def _mask(self, item: Mapping[Hashable, Any], prob_shape: tuple[int, ...]) -> torch.Tensor:
+        """The flat boolean mask of a case: voxels where ``item[mask_key]`` is ``> 0`` in any channel."""
+        key = self.mask_key
+        if key not in item or item[key] is None:
+            raise ValueError(
+                f"output item has no mask key mask_key={key!r} (keys: {sorted(map(str, item))}); keep the input "
+                "image in the evaluator's output (SupervisedEvaluator puts it under 'image'), give mask_key the "
+                "key of a boolean (1, *spatial) mask, or pass mask_key=None to count every voxel of the box."
+            )
+        value = _plain(item[key], key)
+        spatial = tuple(prob_shape[1:])
+        if value.ndim != len(prob_shape) or tuple(value.shape[1:]) != spatial:
+            raise ValueError(
+                f"mask_key={key!r}: the item's {key!r} has shape {tuple(value.shape)} but {self.prob_key!r} has "
+                f"shape {tuple(prob_shape)}; the mask must be (C, *spatial) with the spatial shape {spatial} of "
+                f"{self.prob_key!r}: keep {key!r} on the grid of the prediction (no Invertd or resampling of only "
+                "one of them in the postprocessing), or pass mask_key=None to count every voxel."
+            )
+        if value.dtype == torch.bool:
+            return value.any(0).reshape(-1)
+        if not self._warned_negative_mask and value.numel() and float(value.min()) < 0:
+            self._warned_negative_mask = True
+            self.logger.warning(
+                f"calibration: mask_key={key!r} has negative values (min {float(value.min()):.4g}); only voxels > 0 "
+                "are counted. With z-scored intensities pass a boolean brain mask as mask_key instead."
+            )
+        return (value > 0).any(0).reshape(-1)
 
     def _reliability(self, value: torch.Tensor, target: torch.Tensor, low: float) -> torch.Tensor:
         """``(3, n_bins)`` count, sum of ``value`` and sum of ``target`` per bin of ``value`` over ``[low, 1]``."""
@@ -526,6 +597,10 @@ class SegmentationCalibrationHandler:
             "voxel_accuracy": float(result.top[2].sum()) / n_voxels if n_voxels else float("nan"),
         }
         summary.update(values)
+        case_means = {f"{key}_case_mean": _nanmean([row.get(key, float("nan")) for row in self.case_rows])
+                      for key in ("ece", "fg_ece")}
+        summary.update(case_means)
+        values.update(case_means)
         self.summary = summary
         self._finalized = True
         if engine is not None:
@@ -535,7 +610,8 @@ class SegmentationCalibrationHandler:
                 engine.state.metrics[self.metric_prefix + key] = value
         if self.log_summary and idist.get_rank() == 0:
             text = ", ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in summary.items())
-            (engine.logger if engine is not None else self.logger).info(f"calibration: {text}")
+            where = "all voxels" if self.mask_key is None else f"voxels with {self._mask_rule()}"
+            (engine.logger if engine is not None else self.logger).info(f"calibration over {where}: {text}")
         return summary
 
     def compute(self) -> dict[str, float | int]:
@@ -581,10 +657,14 @@ class SegmentationCalibrationHandler:
             self._finalize(None)
         auc_cols = [f"auc_{key}" for key in self.uncertainty_keys]
         case_cols = ["filename", "ece", "fg_ece", *auc_cols, "n_voxels"]
-        summary_cols = ["n_cases", "n_voxels", "voxel_accuracy", "ece", "fg_ece", *auc_cols]
+        summary_cols = [
+            "n_cases", "n_voxels", "voxel_accuracy", "ece", "fg_ece", *auc_cols, "ece_case_mean", "fg_ece_case_mean",
+            "mask",
+        ]
         rel_cols = ["curve", "bin", "lower", "upper", "count", "mean_confidence", "accuracy"]
         _write_csv(os.path.join(output_dir, "calibration.csv"), case_cols, self.case_rows)
-        _write_csv(os.path.join(output_dir, "calibration_summary.csv"), summary_cols, [self.summary])
+        summary_row = {**self.summary, "mask": self._mask_rule()}
+        _write_csv(os.path.join(output_dir, "calibration_summary.csv"), summary_cols, [summary_row])
         table = self.reliability_table()
         _write_csv(os.path.join(output_dir, "reliability.csv"), rel_cols, table)
         _atomic_write(os.path.join(output_dir, "reliability.png"), "wb", lambda f: self._plot(table, f))
@@ -628,7 +708,8 @@ class SegmentationCalibrationHandler:
         ax.set_title(
             f"ECE {self.summary.get('ece', float('nan')):.4f}, foreground ECE "
             f"{self.summary.get('fg_ece', float('nan')):.4f}\n"
-            f"{self.summary.get('n_cases', 0)} cases, {self.summary.get('n_voxels', 0)} voxels",
+            f"{self.summary.get('n_cases', 0)} cases, {self.summary.get('n_voxels', 0)} voxels"
+            + ("" if self.mask_key is None else f" with {self._mask_rule()}"),
             fontsize=10,
         )
         ax_count.set_yscale("log")
@@ -648,6 +729,12 @@ def _plain(value: Any, key: str) -> torch.Tensor:
     if isinstance(value, MetaTensor):
         value = value.as_tensor()
     return torch.as_tensor(value).detach()
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    """Mean of the non-``nan`` values; ``nan`` when there is none."""
+    kept = [float(v) for v in values if not math.isnan(float(v))]
+    return sum(kept) / len(kept) if kept else float("nan")
 
 
 def _format(value: Any) -> Any:

@@ -52,10 +52,14 @@ class DeepWeightPrior(nn.Module):
     :math:`w` and one of :math:`z` per draw, so the estimate is differentiable in the posterior's ``loc`` and
     ``log_scale``. The bound is summed over the kernels of every covered layer.
 
-    **Groups and scales.** Layers are mapped to groups (``layer_groups``, one VAE per group). Group ``g``'s VAE
-    models kernels on the normalised scale :math:`u = w / s_g`; the density on the raw scale carries the
-    Jacobian, :math:`\log p(w) = \log p_\text{vae}(w / s_g) - d \log s_g`, hence the :math:`+ d \log s_g` in
-    the cross-entropy term.
+    **Groups and scales.** Layers are mapped to groups (``layer_groups``, one VAE per group). The VAE of layer
+    :math:`l`'s group models its kernels on the normalised scale :math:`u = w / s_l`, with :math:`s_l` the
+    layer's own scale (``layer_scales``, the RMS of its source kernels) or, without ``layer_scales``, the group's
+    :math:`s_g`; the density on the raw scale carries the Jacobian,
+    :math:`\log p(w) = \log p_\text{vae}(w / s_l) - d \log s_l`, hence the :math:`+ d \log s_l` per kernel in
+    the cross-entropy term. Per-layer scales matter: layers of one group differ in weight scale by up to 4× (the
+    image-facing ``init_conv`` against the wide inner layers), and one shared scale would make the VAE model
+    those layers' kernels as too large or too small.
 
     **Cost.** Each VAE is evaluated once per step on all (or ``max_kernels``) kernels of its group, as one
     batch. With ``max_kernels`` set, a uniform subsample of ``m`` of a group's ``K`` kernels (without
@@ -79,6 +83,8 @@ class DeepWeightPrior(nn.Module):
         fallback_prior: the prior of uncovered Bayesian layers; a module ``f(network) -> Tensor`` with a
             ``kl_layers(layers) -> Tensor`` method, like :class:`GaussianPrior`.
         strict: raise for uncovered Bayesian layers instead of using the fallback.
+        layer_scales: ``{layer: s_l}`` for every layer of ``layer_groups`` (as
+            :class:`~monai_dwp.data.KernelDataset` computes them); ``None`` uses the group scales.
 
     Example::
 
@@ -96,6 +102,7 @@ class DeepWeightPrior(nn.Module):
         train_encoder: bool = False,
         fallback_prior: nn.Module | None = None,
         strict: bool = False,
+        layer_scales: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
         vaes = list(vaes)
@@ -117,8 +124,20 @@ class DeepWeightPrior(nn.Module):
             isinstance(max_kernels, bool) or not isinstance(max_kernels, int) or max_kernels < 1
         ):
             raise ValueError(f"max_kernels must be None or a positive int, got {max_kernels!r}.")
+        if layer_scales is not None:
+            layer_scales = {str(n): float(v) for n, v in dict(layer_scales).items()}
+            missing = sorted(set(layer_groups) - set(layer_scales))
+            if missing:
+                raise ValueError(
+                    f"layer_scales must give a scale for every layer of layer_groups; missing {missing[:5]}; "
+                    "pass layer_scales=None to use the per-group scales."
+                )
+            bad_scales = {n: v for n, v in layer_scales.items() if not (math.isfinite(v) and v > 0)}
+            if bad_scales:
+                raise ValueError(f"every layer scale must be a finite float > 0, got {bad_scales}.")
         self.vaes = nn.ModuleList(vaes)
         self.register_buffer("scales", torch.tensor(scales, dtype=torch.float32))
+        self.layer_scales: dict[str, float] | None = layer_scales
         self.layer_groups = dict(layer_groups)
         self.num_samples = num_samples
         self.max_kernels = max_kernels
@@ -188,30 +207,38 @@ class DeepWeightPrior(nn.Module):
         return covered, uncovered
 
     # ------------------------------------------------------------------ the bound
-    def cross_entropy_term(self, group: int, loc: Tensor, log_scale: Tensor) -> Tensor:
+    def cross_entropy_term(self, group: int, loc: Tensor, log_scale: Tensor, scale: Tensor | None = None) -> Tensor:
         r"""Sum over kernels of :math:`\mathbb{E}_{q(w)}[\mathrm{KL}(r(z|w)\|p(z)) - \mathbb{E}_{r(z|w)}\log p(w|z)]`.
 
         Args:
             group: the VAE to use.
             loc: posterior locations of ``K`` kernels, ``(K, *kernel_size)`` on the raw scale.
             log_scale: posterior log-scales, same shape.
+            scale: the normalising scale of each kernel, ``(K,)``; default the group's scale for all.
 
         Returns:
             A scalar: the Monte Carlo estimate (``num_samples`` draws of ``w``, one ``z`` each) summed over kernels.
         """
         vae = self.vaes[group]
-        scale = self.scales[group]
         n, k = self.num_samples, loc.shape[0]
         d = loc[0].numel()
+        if scale is None:
+            scale = self.scales[group].expand(k)
+        scale = scale.to(loc).reshape(k, *([1] * (loc.ndim - 1)))
         eps = torch.randn((n, *loc.shape), device=loc.device, dtype=loc.dtype)
-        w = (loc + log_scale.exp() * eps).reshape(n * k, 1, *loc.shape[1:])
-        u = w / scale
+        u = ((loc + log_scale.exp() * eps) / scale).reshape(n * k, 1, *loc.shape[1:])
         z_loc, z_log_scale = vae.encode(u)
         z = z_loc + z_log_scale.exp() * torch.randn_like(z_loc)
         recon_loc, recon_log_scale = vae.decode(z)
         kl_z = standard_normal_kl(z_loc, z_log_scale).sum()
         nll = -gaussian_log_prob(u, recon_loc, recon_log_scale).sum()
-        return (kl_z + nll) / n + k * d * scale.log()
+        return (kl_z + nll) / n + d * scale.log().sum()
+
+    def scale_of(self, layer: str) -> Tensor:
+        """The normalising scale :math:`s_l` of a covered layer (its own, or its group's), a 0-d tensor."""
+        if self.layer_scales is not None:
+            return self.scales.new_tensor(self.layer_scales[layer])
+        return self.scales[self.layer_groups[layer]]
 
     def forward(self, network: nn.Module) -> Tensor:
         """Upper bound of KL(q || p) summed over all Bayesian layers of ``network`` (a scalar tensor)."""
@@ -226,15 +253,18 @@ class DeepWeightPrior(nn.Module):
         for group, names in groups.items():
             loc = torch.cat([covered[n].kernels[0] for n in names])
             log_scale = torch.cat([covered[n].kernels[1] for n in names])
+            scale = torch.cat(
+                [self.scale_of(n).to(loc).expand(covered[n].kernels[0].shape[0]) for n in names]
+            )
             neg_entropy = -gaussian_entropy(log_scale).sum()
             num_kernels = loc.shape[0]
             if self.max_kernels is not None and num_kernels > self.max_kernels:
                 index = torch.randperm(num_kernels, device=loc.device)[: self.max_kernels]
-                cross = self.cross_entropy_term(group, loc[index], log_scale[index]) * (
+                cross = self.cross_entropy_term(group, loc[index], log_scale[index], scale[index]) * (
                     num_kernels / self.max_kernels
                 )
             else:
-                cross = self.cross_entropy_term(group, loc, log_scale)
+                cross = self.cross_entropy_term(group, loc, log_scale, scale)
             term = neg_entropy + cross
             total = term if total is None else total + term
         if uncovered:
@@ -250,7 +280,7 @@ class DeepWeightPrior(nn.Module):
     @torch.no_grad()
     def initialize(self, network: nn.Module, generator: torch.Generator | None = None) -> list[str]:
         r"""Set the covered kernels of ``network`` to VAE samples: :math:`z \sim \mathcal{N}(0, I)`,
-        :math:`w = s_g \cdot \text{decoder mean}(z)`.
+        :math:`w = s_l \cdot \text{decoder mean}(z)` with :math:`s_l` the layer's scale (see :meth:`scale_of`).
 
         A covered layer may be a :class:`BayesianConv` (its ``loc`` is set; ``log_scale`` is left alone) or an
         ordinary ``nn.ConvNd`` of the same name (its ``weight`` is set: the deterministic ``dwp_init``
@@ -280,6 +310,7 @@ class DeepWeightPrior(nn.Module):
                     f"found weight {tuple(target.shape)}."
                 )
             samples = self.sample_kernels(target.shape[0] * target.shape[1], group, generator=generator)
+            samples = samples / self.scales[group] * self.scale_of(name)
             target.copy_(samples.reshape(target.shape).to(target))
             done.append(name)
         return done
@@ -312,6 +343,7 @@ class DeepWeightPrior(nn.Module):
             "vae_state_dicts": [{k: t.detach().cpu() for k, t in v.state_dict().items()} for v in self.vaes],
             "scales": self.scales.cpu().tolist(),
             "layer_groups": dict(self.layer_groups),
+            "layer_scales": None if self.layer_scales is None else dict(self.layer_scales),
             "extra": dict(extra or {}),
         }
         tmp = path.with_name(path.name + ".tmp")
@@ -350,6 +382,7 @@ class DeepWeightPrior(nn.Module):
             except RuntimeError as err:
                 raise ValueError(f"{str(path)!r}: VAE {i} weights do not fit its config {config}: {err}") from err
             vaes.append(vae.to(map_location))
+        kwargs.setdefault("layer_scales", payload.get("layer_scales"))
         prior = cls(vaes, payload["scales"], payload["layer_groups"], **kwargs)
         prior.extra = payload.get("extra", {})
         return prior.to(map_location)

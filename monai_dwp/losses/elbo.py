@@ -1,47 +1,81 @@
-r"""The doubly stochastic ELBO of a Bayesian network, as a per-case loss for MONAI/Ignite trainers."""
+r"""The doubly stochastic ELBO of a Bayesian segmentation network, per voxel, for MONAI/Ignite trainers."""
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
-from monai.losses import DiceCELoss
+import torch.nn.functional as F
+from monai.losses import DiceLoss
 from torch import Tensor, nn
 
 __all__ = ["ELBOLoss"]
 
+logger = logging.getLogger(__name__)
+
+
+def _check_positive(name: str, value: object, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}.")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}.")
+    return float(value)
+
 
 class ELBOLoss(nn.Module):
-    r"""Negative ELBO per training case: ``data_loss(input, target) + kl_weight * prior(network) / dataset_size``.
+    r"""Negative ELBO per voxel: ``NLL + aux_weight · aux + temperature · KL / (N · V̄)``.
 
-    With ``N`` training cases and a minibatch of ``M``, the doubly stochastic ELBO (Atanov et al., 2019,
-    appendix A) is :math:`\mathcal{L} = \tfrac{N}{M}\sum_{i=1}^M \log p(y_i \mid x_i, w) - \mathrm{KL}(q(w)\|p(w))`;
-    dividing by :math:`-N` gives the per-case loss minimised here, with the data term a batch mean (any MONAI
-    loss, e.g. Dice + cross-entropy as in Kuzina et al., 2019, where the data term is ``0.01 CE + 0.99 Dice``).
+    With ``N`` training volumes of ``V_i`` voxels each, the ELBO of a voxel-wise categorical likelihood is
+    (Atanov et al., 2019; Kuzina et al., 2019, appendix A)
 
-    ``N`` is the number of training *cases* the data loss averages over per epoch: volumes, or patches when
-    every step sees patches and you count patches per epoch. Under DDP pass the global ``N``, not the
-    per-rank share: each rank's data term is already a mean.
+    .. math::
+        \mathcal{L} = \sum_{i=1}^{N} \sum_{v=1}^{V_i} \log p(y_{iv} \mid x_i, w) - \mathrm{KL}(q(w) \,\|\, p(w)).
+
+    A minibatch of patches estimates the data sum by the mean voxel cross-entropy times :math:`N \bar V`
+    (:math:`\bar V` the mean number of voxels of a preprocessed training volume), so dividing by
+    :math:`-N \bar V` gives the loss minimised here, an unbiased estimate of the per-voxel negative ELBO:
+
+    .. math::
+        \ell = \underbrace{\overline{\mathrm{CE}}}_{\text{NLL per voxel}}
+        + \beta \, \frac{\mathrm{KL}(q \,\|\, p)}{N \bar V}
+        \;\; [+\; \lambda \cdot \text{aux}].
+
+    Only the cross-entropy is a likelihood. ``aux_loss`` (default MONAI's soft Dice) is an auxiliary term
+    that sharpens small-structure segmentation, as the paper's Dice term does; it is not part of the ELBO, and
+    ``aux_weight=0`` gives the ELBO alone. :math:`\beta` (``temperature``) is 1 for the true ELBO; any other
+    value is a tempered posterior and must be chosen on validation data.
+
+    :math:`\bar V` is the number of voxels of a whole training volume, not of a patch: with the patch size
+    instead, the KL is over-weighted by :math:`\bar V / V_\text{patch}` (about 5× for 32³ patches of the 3 mm
+    phantoms). Compute it from the training data (:func:`monai_dwp.data.mean_voxels`); when ``voxels_per_case``
+    is ``None`` the voxels of the first target seen are used, and logged, which is right only for whole-volume
+    training. Under DDP pass the global ``N``; each rank's terms are already means.
 
     The call signature is a MONAI loss's, ``loss(y_pred, y)``, so it drops into ``SupervisedTrainer``; the
-    network is held by reference (not registered as a submodule, so this loss's state dict and parameters do not
-    duplicate it). The last data and KL terms are kept, detached, in :attr:`last_terms` for logging.
+    network is held by reference (not a submodule). The last terms are kept, detached, in :attr:`last_terms`:
+    ``nll``, ``aux``, ``data`` (``nll + aux_weight·aux``), and for Bayesian networks ``kl`` and ``kl_scaled``
+    (``temperature · KL / (N·V̄)``).
 
     Args:
         network: the Bayesian network being trained (its un-wrapped module under DDP).
         prior: ``prior(network) -> KL`` such as :class:`~monai_dwp.losses.GaussianPrior` or
             :class:`~monai_dwp.losses.DeepWeightPrior`; ``None`` drops the KL term (maximum likelihood, for the
-            deterministic baselines, which then log the same ``last_terms`` as the Bayesian methods).
-        dataset_size: ``N``, the number of training cases (> 0).
-        data_loss: the data term; default ``DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.99,
-            lambda_ce=0.01)``.
-        kl_weight: multiplier of the KL term (1 is the ELBO; < 1 tempers it, e.g. for KL annealing).
+            deterministic baselines, which then log the same data terms as the Bayesian methods).
+        dataset_size: ``N``, the number of training volumes (> 0).
+        voxels_per_case: :math:`\bar V`, the mean number of voxels of a preprocessed training volume; ``None``
+            takes the voxels of the first target seen.
+        temperature: :math:`\beta \ge 0`, the weight of the KL term (1: the ELBO).
+        aux_loss: the auxiliary term ``aux_loss(logits, labels)``; default ``DiceLoss(to_onehot_y=True,
+            softmax=True)``; ``None`` for none.
+        aux_weight: :math:`\lambda \ge 0`.
 
     Example::
 
-        loss = ELBOLoss(net, GaussianPrior(scale=0.1), dataset_size=10)
-        value = loss(net(x), y)
-        loss.last_terms  # {"data": ..., "kl": ..., "kl_scaled": ...}
+        # 10 training volumes of 64×80×64 voxels after preprocessing
+        loss = ELBOLoss(net, GaussianPrior(scale=0.1), dataset_size=10, voxels_per_case=64 * 80 * 64)
+        value = loss(net(x), y)   # x (B, 1, *spatial), y (B, 1, *spatial) class indices
+        loss.last_terms           # {"nll": ..., "aux": ..., "data": ..., "kl": ..., "kl_scaled": ...}
     """
 
     def __init__(
@@ -49,8 +83,10 @@ class ELBOLoss(nn.Module):
         network: nn.Module,
         prior: nn.Module | None,
         dataset_size: int,
-        data_loss: nn.Module | None = None,
-        kl_weight: float = 1.0,
+        voxels_per_case: float | None = None,
+        temperature: float = 1.0,
+        aux_loss: nn.Module | None | str = "dice",
+        aux_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if not isinstance(network, nn.Module):
@@ -59,37 +95,74 @@ class ELBOLoss(nn.Module):
             raise TypeError(f"prior must be callable prior(network) -> Tensor, got {type(prior).__name__}.")
         if isinstance(dataset_size, bool) or not isinstance(dataset_size, int) or dataset_size < 1:
             raise ValueError(
-                f"dataset_size must be the number of training cases, a positive int, got {dataset_size!r}."
+                f"dataset_size must be the number of training volumes, a positive int, got {dataset_size!r}."
             )
-        if not (math.isfinite(kl_weight) and kl_weight >= 0):
-            raise ValueError(f"kl_weight must be a finite float >= 0, got {kl_weight!r}.")
+        self.voxels_per_case = None if voxels_per_case is None else _check_positive("voxels_per_case", voxels_per_case)
+        self.temperature = _check_positive("temperature", temperature, allow_zero=True)
+        self.aux_weight = _check_positive("aux_weight", aux_weight, allow_zero=True)
+        if isinstance(aux_loss, str):
+            if aux_loss != "dice":
+                raise ValueError(f"aux_loss must be a loss module, None or 'dice', got {aux_loss!r}.")
+            aux_loss = DiceLoss(to_onehot_y=True, softmax=True)
+        if aux_loss is not None and not callable(aux_loss):
+            raise TypeError(f"aux_loss must be callable aux_loss(input, target) or None, got {type(aux_loss).__name__}.")
         object.__setattr__(self, "network", network)  # a reference, not a submodule
         self.prior = prior
         self.dataset_size = dataset_size
-        self.kl_weight = float(kl_weight)
-        self.data_loss = (
-            data_loss
-            if data_loss is not None
-            else DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.99, lambda_ce=0.01)
-        )
+        self.aux_loss = aux_loss
         self.last_terms: dict[str, Tensor] = {}
 
+    @property
+    def kl_weight(self) -> float:
+        """The factor of the KL in the per-voxel loss, ``temperature / (N · V̄)`` (``nan`` before V̄ is known)."""
+        if self.voxels_per_case is None:
+            return float("nan")
+        return self.temperature / (self.dataset_size * self.voxels_per_case)
+
+    @staticmethod
+    def nll(input: Tensor, target: Tensor) -> Tensor:  # noqa: A002
+        """Mean voxel cross-entropy of logits ``(B, C, *spatial)`` against class indices ``(B, 1, *spatial)``
+        (or ``(B, *spatial)``) or one-hot labels ``(B, C, *spatial)``."""
+        if target.shape == input.shape and input.shape[1] > 1:
+            target = target.argmax(1)
+        elif target.ndim == input.ndim:
+            if target.shape[1] != 1:
+                raise ValueError(
+                    f"target must be class indices (B, 1, *spatial) or one-hot {tuple(input.shape)}, got "
+                    f"{tuple(target.shape)}."
+                )
+            target = target[:, 0]
+        return F.cross_entropy(input.float(), target.long())
+
     def forward(self, input: Tensor, target: Tensor) -> Tensor:  # noqa: A002 (MONAI loss signature)
-        """The per-case negative ELBO (a scalar).
+        """The per-voxel negative ELBO plus the auxiliary term (a scalar).
 
         Args:
-            input: network output, e.g. logits ``(B, C, *spatial)``.
-            target: ground truth accepted by ``data_loss``, e.g. labels ``(B, 1, *spatial)``.
+            input: logits ``(B, C, *spatial)``.
+            target: class indices ``(B, 1, *spatial)`` (or one-hot ``(B, C, *spatial)``).
         """
-        data = self.data_loss(input, target)
+        nll = self.nll(input, target)
+        aux = self.aux_loss(input, target) if self.aux_loss is not None and self.aux_weight > 0 else nll.new_zeros(())
+        data = nll + self.aux_weight * aux
+        terms = {"nll": nll.detach(), "aux": aux.detach(), "data": data.detach()}
         if self.prior is None:
-            self.last_terms = {"data": data.detach()}
+            self.last_terms = terms
             return data
+        if self.voxels_per_case is None:
+            self.voxels_per_case = float(math.prod(target.shape[2:]))
+            logger.info(
+                "ELBOLoss: voxels_per_case not given; using the %d voxels of the first target. Pass the mean "
+                "voxels of a whole training volume (monai_dwp.data.mean_voxels) when training on patches.",
+                int(self.voxels_per_case),
+            )
         kl = self.prior(self.network)
-        kl_scaled = self.kl_weight * kl / self.dataset_size
-        with torch.no_grad():
-            self.last_terms = {"data": data.detach(), "kl": kl.detach(), "kl_scaled": kl_scaled.detach()}
+        kl_scaled = kl * self.kl_weight
+        terms.update(kl=kl.detach(), kl_scaled=kl_scaled.detach())
+        self.last_terms = terms
         return data + kl_scaled.to(data.dtype)
 
     def extra_repr(self) -> str:
-        return f"dataset_size={self.dataset_size}, kl_weight={self.kl_weight}"
+        return (
+            f"dataset_size={self.dataset_size}, voxels_per_case={self.voxels_per_case}, "
+            f"temperature={self.temperature}, aux_weight={self.aux_weight}"
+        )

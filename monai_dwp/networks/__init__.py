@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from .layers import STOCHASTIC_MODES, BayesianConv, StochasticMode
-from .utils import bayesian_modules, convert_to_bayesian, resample_weights, stochastic_mode
+from .layers import STOCHASTIC_MODES, BayesianConv, StochasticMode, hold_weights
+from .utils import (
+    DEFAULT_SCALE_RATIO,
+    bayesian_modules,
+    convert_to_bayesian,
+    init_relative_scale,
+    resample_weights,
+    stochastic_mode,
+)
 from .nets import DWPUNet, KernelVAE, KernelVAEGroup, KernelVAEOutput  # noqa: E402 (nets use utils)
 
 __all__ = [
@@ -18,4 +25,7 @@ __all__ = [
     "convert_to_bayesian",
     "resample_weights",
     "stochastic_mode",
+    "hold_weights",
+    "init_relative_scale",
+    "DEFAULT_SCALE_RATIO",
 ]

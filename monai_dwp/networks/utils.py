@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from typing import Callable
 
@@ -11,7 +12,17 @@ from torch import nn
 
 from monai_dwp.networks.layers.bayesian_conv import STOCHASTIC_MODES, BayesianConv, StochasticMode
 
-__all__ = ["bayesian_modules", "stochastic_mode", "resample_weights", "convert_to_bayesian"]
+__all__ = [
+    "bayesian_modules",
+    "stochastic_mode",
+    "resample_weights",
+    "convert_to_bayesian",
+    "init_relative_scale",
+    "DEFAULT_SCALE_RATIO",
+]
+
+DEFAULT_SCALE_RATIO: float = 0.1
+"""Default posterior scale of a Bayesian layer relative to the RMS of its weights (see :func:`init_relative_scale`)."""
 
 
 def bayesian_modules(net: nn.Module) -> dict[str, BayesianConv]:
@@ -81,6 +92,34 @@ def resample_weights(net: nn.Module, generator: torch.Generator | None = None) -
     return len(layers)
 
 
+@torch.no_grad()
+def init_relative_scale(net: nn.Module, ratio: float = DEFAULT_SCALE_RATIO) -> dict[str, float]:
+    r"""Set every posterior scale relative to its layer's weights: :math:`\sigma_l = r \cdot \mathrm{RMS}(\text{loc}_l)`.
+
+    A constant initial ``log_scale`` ignores fan-in: the same :math:`\sigma` is tiny for ``init_conv`` (weights of
+    RMS ≈ 0.1) and as large as the weights themselves in the widest layers. Relative to each layer's own weight
+    scale, every layer starts with the same signal-to-noise ratio :math:`|\text{loc}| / \sigma \approx 1/r`,
+    whatever the initialisation (PyTorch's, the source network's or DWP samples). Call it again after the
+    locations change (e.g. after DWP initialisation).
+
+    Args:
+        net: a network with :class:`BayesianConv` layers.
+        ratio: :math:`r > 0`.
+
+    Returns:
+        ``{layer name: sigma}`` as set.
+    """
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (ratio > 0 and ratio < float("inf")):
+        raise ValueError(f"ratio must be a finite float > 0, got {ratio!r}; e.g. {DEFAULT_SCALE_RATIO}.")
+    scales = {}
+    for name, layer in bayesian_modules(net).items():
+        rms = float(layer.loc.detach().square().mean().sqrt())
+        sigma = ratio * rms if rms > 0 else ratio
+        layer.log_scale.fill_(math.log(sigma))
+        scales[name] = sigma
+    return scales
+
+
 def _kernel_filter(kernel_size: int | Sequence[int] | None) -> Callable[[nn.modules.conv._ConvNd], bool]:
     if kernel_size is None:
         return lambda conv: True
@@ -99,9 +138,10 @@ def convert_to_bayesian(
     kernel_size: int | Sequence[int] | None = None,
     layer_filter: Callable[[str, nn.Module], bool] | None = None,
     inplace: bool = False,
-    init_log_scale: float = -5.0,
+    init_log_scale: float | None = None,
     copy_weights: bool = True,
     mode: StochasticMode = "local",
+    init_scale_ratio: float = DEFAULT_SCALE_RATIO,
 ) -> nn.Module:
     """Replace the :mod:`torch.nn` convolutions of a network by :class:`BayesianConv` layers.
 
@@ -117,9 +157,12 @@ def convert_to_bayesian(
         layer_filter: optional ``(qualified_name, conv) -> bool``; a convolution is converted only if it passes
             both filters.
         inplace: modify ``net`` itself; otherwise convert a deep copy and leave ``net`` untouched.
-        init_log_scale: initial posterior ``log_scale`` of the new layers.
+        init_log_scale: initial posterior ``log_scale`` of the new layers, one value for all; ``None`` (default)
+            sets each layer's scale relative to its weights, ``init_scale_ratio × RMS(loc)`` (see
+            :func:`init_relative_scale`).
         copy_weights: initialise ``loc`` (and ``bias``) from the original weights.
         mode: stochastic mode of the new layers.
+        init_scale_ratio: the ratio used when ``init_log_scale`` is ``None``.
 
     Returns:
         The converted network (``net`` itself when ``inplace``).
@@ -150,5 +193,8 @@ def convert_to_bayesian(
         parent_name, _, child = name.rpartition(".")
         parent = target.get_submodule(parent_name) if parent_name else target
         conv = getattr(parent, child)
-        setattr(parent, child, BayesianConv.from_conv(conv, init_log_scale, copy_weights, mode))
+        layer = BayesianConv.from_conv(conv, -5.0 if init_log_scale is None else init_log_scale, copy_weights, mode)
+        if init_log_scale is None:
+            init_relative_scale(layer, init_scale_ratio)
+        setattr(parent, child, layer)
     return target

@@ -69,10 +69,17 @@ class TestPretrainAndPrior(unittest.TestCase):
     def test_prior_checkpoint_and_picture(self):
         prior = DeepWeightPrior.load(ROOT / "prior" / "dwp_prior.pt")
         self.assertEqual(len(prior.vaes), 7)
-        self.assertEqual(len(prior.layer_groups), 19)  # every 3x3x3 layer of DWPUNet
+        self.assertEqual(len(prior.layer_groups), 25)  # every 3x3x3 layer of the appendix-B DWPUNet
+        self.assertEqual(set(prior.layer_scales), set(prior.layer_groups))  # one scale per layer
         self.assertEqual(len(prior.extra["source_ckpts"]), 2)
         self.assertIn("val_elbo_group6", prior.extra["val_elbo_per_group"])
+        self.assertEqual([row["group"] for row in prior.extra["prior_report"]], list(range(7)))
         self.assertGreater((ROOT / "prior" / "kernels.png").stat().st_size, 10_000)
+        # the held-out report against the Gaussian baselines
+        report = (ROOT / "prior" / "prior_report.md").read_text()
+        self.assertIn("full-cov Gaussian", report)
+        self.assertEqual(report.count("\n| "), 7 + 1)  # header and one row per group (the separator starts "|-")
+        self.assertGreater((ROOT / "prior" / "prior_report.png").stat().st_size, 10_000)
 
     def test_resume_continues_at_the_next_epoch(self):
         out_dir = ROOT / "resume"

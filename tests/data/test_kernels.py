@@ -37,8 +37,10 @@ class TestCollectKernels(unittest.TestCase):
         bayes = convert_to_bayesian(net)
         torch.testing.assert_close(collect_kernels(bayes)["1"], net[1].weight.detach().flatten(0, 1))
 
-    def test_dwpunet_has_19_layers(self):
-        self.assertEqual(len(collect_kernels(DWPUNet())), 19)
+    def test_dwpunet_has_25_layers_of_33808_kernels(self):
+        kernels = collect_kernels(DWPUNet())
+        self.assertEqual(len(kernels), 25)
+        self.assertEqual(sum(k.shape[0] for k in kernels.values()), 33_808)
 
     def test_errors(self):
         with self.assertRaisesRegex(FileNotFoundError, r"source checkpoint 'nope.pt' does not exist; .*dwp_pretrain"):
@@ -75,9 +77,26 @@ class TestFilterAndGroup(unittest.TestCase):
 
 
 class TestKernelDataset(unittest.TestCase):
+    def test_normalised_to_unit_rms_per_layer(self):
+        kernels = {"a": torch.randn(10, 3, 3, 3) * 0.05, "b": torch.randn(6, 3, 3, 3) * 0.2, "c": torch.randn(4, 3, 3, 3)}
+        kernels["empty"] = torch.empty(0, 3, 3, 3)
+        ds = KernelDataset(kernels, {"a": 0, "b": 0, "c": 1, "empty": 1})
+        self.assertEqual(len(ds), 20)
+        for name in ("a", "b", "c"):
+            self.assertAlmostEqual(ds.layer_scales[name], kernels[name].square().mean().sqrt().item(), places=6)
+        a = ds.kernels[:10, 0]
+        b = ds.kernels[10:16, 0]
+        self.assertAlmostEqual(a.square().mean().sqrt().item(), 1.0, places=5)
+        self.assertAlmostEqual(b.square().mean().sqrt().item(), 1.0, places=5)
+        torch.testing.assert_close(ds[11]["image"][0] * ds.layer_scales["b"], kernels["b"][1])
+        self.assertEqual(ds.layer_scales["empty"], ds.scales[1])  # every kernel filtered: the group's scale
+        with self.assertRaisesRegex(ValueError, "scale_by must be 'layer' or 'group', got 'kernel'"):
+            KernelDataset(kernels, {"a": 0}, scale_by="kernel")
+
     def test_normalised_to_unit_rms_per_group(self):
         kernels = {"a": torch.randn(10, 3, 3, 3) * 0.05, "b": torch.randn(6, 3, 3, 3) * 0.2, "c": torch.randn(4, 3, 3, 3)}
-        ds = KernelDataset(kernels, {"a": 0, "b": 0, "c": 1})
+        ds = KernelDataset(kernels, {"a": 0, "b": 0, "c": 1}, scale_by="group")
+        self.assertEqual(ds.layer_scales, {"a": ds.scales[0], "b": ds.scales[0], "c": ds.scales[1]})
         self.assertEqual(len(ds), 20)
         self.assertEqual(ds.num_groups, 2)
         item = ds[0]

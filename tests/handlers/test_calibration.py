@@ -39,7 +39,7 @@ class TestCalibrationError(unittest.TestCase):
     def test_hand_example(self):
         # voxels: p_fg = .9 .9 .2 .6, label = 1 0 0 0; 2 bins [0, .5), [.5, 1]
         item = _binary_item(torch.tensor([0.9, 0.9, 0.2, 0.6]), torch.tensor([1.0, 0, 0, 0]))
-        handler = SegmentationCalibrationHandler(n_bins=2, log_summary=False)
+        handler = SegmentationCalibrationHandler(n_bins=2, mask_key=None, log_summary=False)
         row = handler.update(item, name="a")
         # top label: confidences .9 .9 .8 .6 (all in bin 1), correct 1 0 1 0 -> |2 - 3.2| / 4
         self.assertAlmostEqual(row["ece"], 0.3, places=6)
@@ -66,12 +66,12 @@ class TestCalibrationError(unittest.TestCase):
         logits = 3 * torch.randn(200_000, generator=g)
         true_p = torch.sigmoid(logits)
         label = torch.bernoulli(true_p, generator=g)
-        calibrated = SegmentationCalibrationHandler(log_summary=False)
+        calibrated = SegmentationCalibrationHandler(mask_key=None, log_summary=False)
         calibrated.update(_binary_item(true_p, label))
         values = calibrated.compute()
         self.assertLess(values["ece"], 0.01)
         self.assertLess(values["fg_ece"], 0.01)
-        over = SegmentationCalibrationHandler(log_summary=False)
+        over = SegmentationCalibrationHandler(mask_key=None, log_summary=False)
         over.update(_binary_item(torch.sigmoid(4 * logits), label))
         values = over.compute()
         self.assertGreater(values["ece"], 0.05)
@@ -79,8 +79,8 @@ class TestCalibrationError(unittest.TestCase):
 
     def test_agrees_with_monai_calibration_error(self):
         g = torch.Generator().manual_seed(1)
-        handler = SegmentationCalibrationHandler(uncertainty_keys=(), log_summary=False)
-        handler_k3 = SegmentationCalibrationHandler(uncertainty_keys=(), log_summary=False)
+        handler = SegmentationCalibrationHandler(uncertainty_keys=(), mask_key=None, log_summary=False)
+        handler_k3 = SegmentationCalibrationHandler(uncertainty_keys=(), mask_key=None, log_summary=False)
         fg_metric = CalibrationErrorMetric(num_bins=15, include_background=False, metric_reduction="none")
         top_metric = CalibrationErrorMetric(num_bins=15, metric_reduction="none")
         all_conf, all_correct = [], []
@@ -111,7 +111,7 @@ class TestCalibrationError(unittest.TestCase):
 
     def test_chance_range(self):
         item = _binary_item(torch.tensor([0.9, 0.9, 0.2, 0.6]), torch.tensor([1.0, 0, 0, 0]))
-        handler = SegmentationCalibrationHandler(n_bins=2, top_label_range="chance", log_summary=False)
+        handler = SegmentationCalibrationHandler(n_bins=2, top_label_range="chance", mask_key=None, log_summary=False)
         row = handler.update(item)
         # bins [.5, .75): {.6} -> |0 - .6|; [.75, 1]: {.9, .9, .8} -> |2 - 2.6| ; (0.6 + 0.6) / 4
         self.assertAlmostEqual(row["ece"], 0.3, places=6)
@@ -126,9 +126,177 @@ class TestCalibrationError(unittest.TestCase):
         self.assertAlmostEqual(row["ece"], abs(1 - 1.8) / 2, places=6)
         # a prediction that says background everywhere: confidence = p_background = .1 .1 .8 .4
         item["pred"] = torch.tensor([[1, 1, 1, 1], [0, 0, 0, 0]])
-        row = SegmentationCalibrationHandler(n_bins=2, pred_key="pred", log_summary=False).update(item)
+        row = SegmentationCalibrationHandler(n_bins=2, pred_key="pred", mask_key=None, log_summary=False).update(item)
         # bin 0: {.1, .1, .4} correct 0 1 1 -> |2 - .6|; bin 1: {.8} correct 1 -> |1 - .8|
         self.assertAlmostEqual(row["ece"], (1.4 + 0.2) / 4, places=6)
+
+
+def _hand_ece(value: torch.Tensor, target: torch.Tensor, n_bins: int = 15) -> float:
+    """ECE = sum_b (n_b / n) |acc_b - conf_b| with equal-width bins over [0, 1], written out with torch."""
+    value, target = value.double().flatten(), target.double().flatten()
+    idx = (value * n_bins).floor().clamp(0, n_bins - 1).long()
+    total = sum(
+        float((idx == b).sum()) * abs(float(target[idx == b].mean()) - float(value[idx == b].mean()))
+        for b in range(n_bins)
+        if (idx == b).any()
+    )
+    return total / value.numel()
+
+
+def _masked_case(seed: int, shape=(6, 7, 8)) -> dict:
+    """A 2-class case with an image whose border and a few random voxels are 0 (background), 2 channels."""
+    g = torch.Generator().manual_seed(seed)
+    prob = (4 * torch.randn(2, *shape, generator=g)).softmax(0)  # entropies spread over decades: few bin ties
+    label = torch.nn.functional.one_hot(torch.randint(0, 2, shape, generator=g), 2).movedim(-1, 0).float()
+    image = torch.rand(2, *shape, generator=g)
+    image[:, 0], image[:, :, -1] = 0.0, 0.0  # zero padding of the crop box
+    image[0, 2:4, 2:4, 2:4] = 0.0  # inside the brain, only the first channel is 0: still in the mask
+    image[:, 3, 4, 1:3] = 0.0  # a hole: both channels 0
+    # informative but noisy, within [0, log 2] (larger values would tie in the last histogram bin)
+    entropy = (_entropy(prob) * (0.5 + torch.rand(1, *shape, generator=g))).clamp(max=math.log(2))
+    return {"prob": prob, "label": label, "image": image, "entropy": entropy}
+
+
+class TestMask(unittest.TestCase):
+    def test_perfect_inside_wrong_outside(self):
+        """(a) a prediction perfect inside the brain and confidently wrong in the padding: masked ECE 0."""
+        label = torch.zeros(8, 8, 8)
+        label[3:5, 3:5, 3:5] = 1.0
+        image = torch.zeros(1, 8, 8, 8)
+        image[0, 2:6, 2:6, 2:6] = 0.7  # the brain: a cube inside the crop box
+        fg_prob = label.clone()  # certain and right inside ...
+        fg_prob[image[0] == 0] = 0.95  # ... certain and wrong (label 0) outside
+        item = _binary_item(fg_prob, label)
+        item["image"] = image
+        masked = SegmentationCalibrationHandler(log_summary=False)
+        row = masked.update(item)
+        self.assertEqual(row["n_voxels"], 4 * 4 * 4)
+        self.assertAlmostEqual(row["ece"], 0.0, places=12)
+        self.assertAlmostEqual(row["fg_ece"], 0.0, places=12)
+        self.assertAlmostEqual(masked.compute()["voxel_accuracy"], 1.0)
+        whole = SegmentationCalibrationHandler(mask_key=None, log_summary=False).update(item)
+        self.assertEqual(whole["n_voxels"], 8 * 8 * 8)
+        outside = 8 * 8 * 8 - 4 * 4 * 4
+        self.assertAlmostEqual(whole["ece"], 0.95 * outside / (8 * 8 * 8), places=6)
+        self.assertGreater(whole["fg_ece"], 0.5)
+
+    def test_masked_equals_unmasked_on_the_masked_voxels(self):
+        """(b) the masked values are those of the masked voxels alone, computed by hand with torch."""
+        item = _masked_case(5)
+        keep = (item["image"] > 0).any(0)
+        self.assertTrue(bool((item["image"][0] == 0)[keep].any()))  # a voxel kept by its second channel
+        self.assertTrue(0 < int(keep.sum()) < keep.numel())
+        row = SegmentationCalibrationHandler(uncertainty_keys="entropy", log_summary=False).update(item)
+        prob, label, entropy = item["prob"][:, keep], item["label"][:, keep], item["entropy"][:, keep]
+        conf, pred = prob.max(0)
+        correct = (pred == label.argmax(0)).float()
+        self.assertEqual(row["n_voxels"], int(keep.sum()))
+        self.assertAlmostEqual(row["ece"], _hand_ece(conf, correct), places=9)
+        self.assertAlmostEqual(row["fg_ece"], _hand_ece(prob[1], label[1]), places=9)
+        self.assertAlmostEqual(row["auc_entropy"], compute_roc_auc(entropy.flatten(), 1 - correct), delta=1e-3)
+        # identical to the whole-box handler given only the masked voxels (as a flat (K, n) case)
+        subset = {"prob": prob, "label": label, "entropy": entropy}
+        unmasked = SegmentationCalibrationHandler(uncertainty_keys="entropy", mask_key=None, log_summary=False)
+        ref = unmasked.update(subset)
+        for key in ("ece", "fg_ece", "auc_entropy", "n_voxels"):
+            self.assertAlmostEqual(row[key], ref[key], places=12, msg=key)
+        # an explicit boolean (1, *spatial) mask and a 0/1 float one select the same voxels
+        for mask in (keep[None], keep[None].float()):
+            explicit = SegmentationCalibrationHandler(uncertainty_keys="entropy", mask_key="brain", log_summary=False)
+            other = explicit.update({**item, "image": torch.zeros_like(item["image"]), "brain": mask})
+            for key in ("ece", "fg_ece", "auc_entropy", "n_voxels"):
+                self.assertAlmostEqual(other[key], row[key], places=12, msg=key)
+
+    def test_per_case_rows_and_pooled_summary(self):
+        """(c) per-case rows carry the masked values; the overall values pool the masked voxels of all cases."""
+        cases = [_masked_case(6), _masked_case(7, shape=(5, 6, 4))]
+        empty = _masked_case(8)
+        empty["image"] = torch.zeros_like(empty["image"])  # a case without any brain voxel
+        with tempfile.TemporaryDirectory() as tmp:
+            handler = SegmentationCalibrationHandler(output_dir=tmp, uncertainty_keys="entropy", log_summary=False)
+            for i, c in enumerate(cases):
+                handler.update(c, name=f"c{i}")
+            with self.assertLogs("monai_dwp.handlers.calibration", "WARNING") as logs:
+                handler.update(empty, name="empty")
+            self.assertIn("'empty' has no voxel inside the mask (image>0)", logs.output[0])
+            summary = handler.compute()
+            handler.write(tmp)
+            rows = _read_csv(os.path.join(tmp, "calibration.csv"))
+            written = _read_csv(os.path.join(tmp, "calibration_summary.csv"))[0]
+        self.assertEqual(list(rows[0]), ["filename", "ece", "fg_ece", "auc_entropy", "n_voxels"])
+        all_conf, all_correct, all_fg, all_fg_y = [], [], [], []
+        for row, c in zip(rows, cases):
+            keep = (c["image"] > 0).any(0)
+            prob, label = c["prob"][:, keep], c["label"][:, keep]
+            conf, pred = prob.max(0)
+            correct = (pred == label.argmax(0)).float()
+            self.assertEqual(int(row["n_voxels"]), int(keep.sum()))
+            self.assertAlmostEqual(float(row["ece"]), _hand_ece(conf, correct), places=8)
+            self.assertAlmostEqual(float(row["fg_ece"]), _hand_ece(prob[1], label[1]), places=8)
+            self.assertAlmostEqual(
+                float(row["auc_entropy"]), compute_roc_auc(c["entropy"][:, keep].flatten(), 1 - correct), delta=1e-3
+            )
+            all_conf.append(conf)
+            all_correct.append(correct)
+            all_fg.append(prob[1])
+            all_fg_y.append(label[1])
+        self.assertEqual(rows[2]["filename"], "empty")
+        self.assertEqual((rows[2]["ece"], rows[2]["fg_ece"], rows[2]["n_voxels"]), ("nan", "nan", "0"))
+        # pooled over the masked voxels of all cases, not the mean of the cases
+        self.assertEqual(summary["n_voxels"], sum(int(r["n_voxels"]) for r in rows))
+        self.assertAlmostEqual(summary["ece"], _hand_ece(torch.cat(all_conf), torch.cat(all_correct)), places=9)
+        self.assertAlmostEqual(summary["fg_ece"], _hand_ece(torch.cat(all_fg), torch.cat(all_fg_y)), places=9)
+        case_ece = [float(r["ece"]) for r in rows[:2]]
+        self.assertAlmostEqual(summary["ece_case_mean"], sum(case_ece) / 2, places=9)  # the empty case left out
+        self.assertNotAlmostEqual(summary["ece_case_mean"], summary["ece"], places=6)
+        self.assertEqual(written["mask"], "image>0")
+        self.assertAlmostEqual(float(written["fg_ece_case_mean"]), summary["fg_ece_case_mean"], places=8)
+        self.assertEqual(int(written["n_voxels"]), summary["n_voxels"])
+
+    def test_bad_mask(self):
+        """(d) a mask on another grid, a missing mask key and a bad mask_key type say what to do."""
+        item = _masked_case(9)
+        handler = SegmentationCalibrationHandler(log_summary=False)
+        with self.assertRaisesRegex(
+            ValueError,
+            r"mask_key='image': the item's 'image' has shape \(2, 6, 7, 9\) but 'prob' has shape \(2, 6, 7, 8\);"
+            r".*spatial shape \(6, 7, 8\).*or pass mask_key=None",
+        ):
+            handler.update({**item, "image": torch.ones(2, 6, 7, 9)})
+        with self.assertRaisesRegex(ValueError, r"'image' has shape \(6, 7, 8\) but 'prob' has shape \(2, 6, 7, 8\)"):
+            handler.update({**item, "image": torch.ones(6, 7, 8)})  # no channel dimension
+        del item["image"]
+        with self.assertRaisesRegex(ValueError, r"no mask key mask_key='image' \(keys: \['entropy', 'label', 'prob'\]\)"
+                                                r".*mask_key=None"):
+            handler.update(item)
+        with self.assertRaisesRegex(TypeError, r"mask_key must be a key name \(str\) or None, got 3 \(int\)"):
+            SegmentationCalibrationHandler(mask_key=3)
+
+    def test_negative_image_warns(self):
+        item = _masked_case(10)
+        item["image"] = item["image"] - 0.5  # z-scored-like intensities: "> 0" is no brain mask
+        handler = SegmentationCalibrationHandler(log_summary=False)
+        with self.assertLogs("monai_dwp.handlers.calibration", "WARNING") as logs:
+            handler.update(item)
+        self.assertIn("mask_key='image' has negative values", logs.output[0])
+
+    def test_mask_key_none_is_the_old_behaviour(self):
+        """(e) mask_key=None counts every voxel of the box, whatever the image holds."""
+        item = _binary_item(torch.tensor([0.9, 0.9, 0.2, 0.6]), torch.tensor([1.0, 0, 0, 0]))
+        item["image"] = torch.tensor([[0.0, 0.3, 0.0, 0.0]])
+        handler = SegmentationCalibrationHandler(n_bins=2, mask_key=None, log_summary=False)
+        row = handler.update(item, name="a")
+        # the numbers of test_hand_example (every voxel)
+        self.assertEqual(row["n_voxels"], 4)
+        self.assertAlmostEqual(row["ece"], 0.3, places=6)
+        self.assertAlmostEqual(row["fg_ece"], 0.4, places=6)
+        with tempfile.TemporaryDirectory() as tmp:
+            handler.write(tmp)
+            self.assertEqual(_read_csv(os.path.join(tmp, "calibration_summary.csv"))[0]["mask"], "none")
+        # the default keeps the one voxel with image > 0: confidence .9 (p_fg), wrong
+        row = SegmentationCalibrationHandler(n_bins=2, log_summary=False).update(item)
+        self.assertEqual(row["n_voxels"], 1)
+        self.assertAlmostEqual(row["ece"], 0.9, places=6)
 
 
 class TestUncertaintyAUC(unittest.TestCase):
@@ -149,7 +317,7 @@ class TestUncertaintyAUC(unittest.TestCase):
     def test_perfect_and_random_scores(self):
         g, fg_p, label, error = self._errors(50_000, 2)
         noise = torch.rand(50_000, generator=g) * math.log(2)
-        handler = SegmentationCalibrationHandler(uncertainty_keys=("oracle", "noise"), log_summary=False)
+        handler = SegmentationCalibrationHandler(uncertainty_keys=("oracle", "noise"), mask_key=None, log_summary=False)
         row = handler.update(_binary_item(fg_p, label, oracle=0.5 * error, noise=noise))
         self.assertAlmostEqual(row["auc_oracle"], 1.0, places=9)
         self.assertAlmostEqual(row["auc_noise"], 0.5, delta=0.02)
@@ -160,7 +328,9 @@ class TestUncertaintyAUC(unittest.TestCase):
             prob = torch.stack([1 - fg_p, fg_p])
             entropy = _entropy(prob)[0] * (0.5 + torch.rand(20_000, generator=g))  # informative but noisy
             item = _binary_item(fg_p, label, entropy=entropy.clamp(max=math.log(2)))
-            handler = SegmentationCalibrationHandler(uncertainty_keys="entropy", score_scale=scale, log_summary=False)
+            handler = SegmentationCalibrationHandler(
+                uncertainty_keys="entropy", score_scale=scale, mask_key=None, log_summary=False
+            )
             row = handler.update(item)
             exact = compute_roc_auc(item["entropy"].flatten(), error)
             self.assertGreater(exact, 0.6)
@@ -168,14 +338,14 @@ class TestUncertaintyAUC(unittest.TestCase):
 
     def test_all_zero_mutual_information_is_uninformative(self):
         _, fg_p, label, _ = self._errors(1000, 4)
-        row = SegmentationCalibrationHandler(log_summary=False).update(
+        row = SegmentationCalibrationHandler(mask_key=None, log_summary=False).update(
             _binary_item(fg_p, label, mutual_information=torch.zeros(1000))
         )
         self.assertAlmostEqual(row["auc_mutual_information"], 0.5)
         self.assertTrue(math.isnan(row["auc_entropy"]))  # missing map: skipped
 
     def test_no_errors_gives_nan(self):
-        row = SegmentationCalibrationHandler(log_summary=False).update(
+        row = SegmentationCalibrationHandler(mask_key=None, log_summary=False).update(
             _binary_item(torch.tensor([0.9, 0.1]), torch.tensor([1.0, 0]), entropy=torch.tensor([0.3, 0.3]))
         )
         self.assertTrue(math.isnan(row["auc_entropy"]))
@@ -197,7 +367,7 @@ class TestBadInput(unittest.TestCase):
             SegmentationCalibrationHandler(uncertainty_keys=("entropy", "entropy"))
 
     def test_items(self):
-        handler = SegmentationCalibrationHandler(log_summary=False)
+        handler = SegmentationCalibrationHandler(mask_key=None, log_summary=False)
         good = _binary_item(torch.tensor([0.9, 0.2]), torch.tensor([1.0, 0]))
         with self.assertRaisesRegex(ValueError, "no 'prob' key.*CopyItemsd\\(keys='pred', names='prob'\\)"):
             handler.update({"label": good["label"]})
@@ -230,6 +400,7 @@ class TestInEvaluator(unittest.TestCase):
             label = (image > 0.3).float()
             meta = {"filename_or_obj": f"/data/case_{i}.nii.gz"}
             data.append({"image": MetaTensor(image, meta=meta), "label": MetaTensor(label, meta=dict(meta))})
+        self.data = data
         net = torch.nn.Conv3d(1, 2, kernel_size=3, padding=1)
         post = Compose(
             [
@@ -280,15 +451,24 @@ class TestInEvaluator(unittest.TestCase):
             self.assertEqual(
                 list(rows[0]), ["filename", "ece", "fg_ece", "auc_entropy", "auc_mutual_information", "n_voxels"]
             )
-            self.assertEqual(rows[0]["n_voxels"], str(8 * 8 * 6))
+            # default mask_key="image": only the voxels where the input image is > 0 count
+            in_mask = [int((d["image"] > 0).sum()) for d in self.data]
+            self.assertTrue(0 < in_mask[0] < 8 * 8 * 6)
+            self.assertEqual([r["n_voxels"] for r in rows], [str(n) for n in in_mask])
             self.assertEqual(rows[0]["auc_mutual_information"], "nan")
             summary = _read_csv(os.path.join(out, "calibration_summary.csv"))
             self.assertEqual(len(summary), 1)
             self.assertEqual(summary[0]["n_cases"], "2")
+            self.assertEqual(summary[0]["n_voxels"], str(sum(in_mask)))
+            self.assertEqual(summary[0]["mask"], "image>0")
+            self.assertAlmostEqual(
+                float(summary[0]["ece_case_mean"]), sum(float(r["ece"]) for r in rows) / 2, places=8
+            )
+            self.assertAlmostEqual(metrics["ece_case_mean"], float(summary[0]["ece_case_mean"]), places=8)
             self.assertAlmostEqual(float(summary[0]["ece"]), metrics["ece"], places=8)
             reliability = _read_csv(os.path.join(out, "reliability.csv"))
             self.assertEqual(len(reliability), 30)
-            self.assertEqual(sum(int(r["count"]) for r in reliability if r["curve"] == "top_label"), 2 * 8 * 8 * 6)
+            self.assertEqual(sum(int(r["count"]) for r in reliability if r["curve"] == "top_label"), sum(in_mask))
             with open(os.path.join(out, "reliability.png"), "rb") as f:
                 self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
             from matplotlib.image import imread
@@ -308,6 +488,7 @@ class TestInEvaluator(unittest.TestCase):
         from ignite.engine import Engine
 
         item = _binary_item(torch.tensor([0.9, 0.9, 0.2, 0.6]), torch.tensor([1.0, 0, 0, 0]))
+        item["image"] = torch.tensor([[0.5, 0.1, 1.0, 0.3]])  # every voxel inside the brain mask
         engine = Engine(lambda e, batch: batch)
         SegmentationCalibrationHandler(n_bins=2, log_summary=False).attach(engine)
         engine.run(iter([[item], [item]]), max_epochs=1)
@@ -330,7 +511,8 @@ def _ddp_worker(local_rank: int, out_dir: str) -> None:
         fg_prob, fg_label = torch.rand(50, generator=g), (torch.rand(50, generator=g) > 0.6).float()
         cases.append(_binary_item(fg_prob, fg_label, entropy=torch.rand(50, generator=g) * 0.6))
     for i, c in enumerate(cases):
-        c["image"] = MetaTensor(torch.zeros(1, 50), meta={"filename_or_obj": f"c{i}"})
+        image = (torch.rand(1, 50, generator=g) - 0.3).clamp_min(0)  # ~30 % background voxels (image == 0)
+        c["image"] = MetaTensor(image, meta={"filename_or_obj": f"c{i}"})
     # decollated batches of one case each, as a SupervisedEvaluator leaves them; unequal iterations per rank
     mine = [[cases[0]], [cases[1]]] if rank == 0 else [[cases[2]]]
     engine = Engine(lambda e, batch: batch)
@@ -346,9 +528,11 @@ def _ddp_worker(local_rank: int, out_dir: str) -> None:
 def _serial_values(cases: list[dict]) -> dict:
     """The values of all cases in one process (from the local histograms, no collective)."""
     handler = SegmentationCalibrationHandler(log_summary=False)
-    for c in cases:
-        handler.update(c)
-    return handler._total.values()
+    rows = [handler.update(c) for c in cases]
+    values = handler._total.values()
+    values["ece_case_mean"] = sum(r["ece"] for r in rows) / len(rows)
+    values["n_voxels"] = handler._total.n_voxels
+    return values
 
 
 def _free_port() -> int:
@@ -371,11 +555,14 @@ class TestDistributed(unittest.TestCase):
             serial = torch.load(os.path.join(tmp, "serial.pt"))
             for rank in (0, 1):
                 result = torch.load(os.path.join(tmp, f"rank{rank}.pt"), weights_only=False)
-                for key in ("ece", "fg_ece", "auc_entropy"):
+                for key in ("ece", "fg_ece", "auc_entropy", "ece_case_mean"):
                     self.assertAlmostEqual(result["metrics"][key], serial[key], places=9)
                 self.assertEqual(sorted(r["filename"] for r in result["rows"]), ["c0", "c1", "c2"])
             rows = _read_csv(os.path.join(tmp, "calibration.csv"))
             self.assertEqual(sorted(r["filename"] for r in rows), ["c0", "c1", "c2"])
+            summary = _read_csv(os.path.join(tmp, "calibration_summary.csv"))[0]
+            self.assertEqual(int(summary["n_voxels"]), serial["n_voxels"])
+            self.assertLess(serial["n_voxels"], 3 * 50)  # the background was left out
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import inspect
 import math
 import unittest
+from unittest import mock
 
 import torch
 from ignite.engine import Events
@@ -12,11 +14,13 @@ from monai.engines import SupervisedEvaluator
 from monai.handlers import MeanDice, from_engine
 from monai.inferers import SlidingWindowInferer
 from monai.transforms import AsDiscreted, Compose
+from monai.utils import BlendMode
 from parameterized import parameterized
 from torch import nn
 
 from monai_dwp.inferers import FlattenMCOutputd, MCInferer
 from monai_dwp.networks import BayesianConv, bayesian_modules, convert_to_bayesian, resample_weights, stochastic_mode
+from monai_dwp.networks.layers.bayesian_conv import hold_weights
 
 
 def _bayes_net(out_channels: int = 2) -> nn.Module:
@@ -95,10 +99,19 @@ class TestWeightSharing(unittest.TestCase):
         # on an input of ones, a 1x1x1 convolution's output is a pure function of its weights
         return nn.Sequential(BayesianConv(3, 1, 2, kernel_size=1, init_log_scale=0.0)).eval()
 
-    def test_sample_is_spatially_constant(self):
+    @parameterized.expand(
+        [
+            ("batch1_constant", 1, "constant", 0.5),
+            ("batch4_constant", 4, "constant", 0.5),
+            ("batch4_gaussian", 4, "gaussian", 0.25),
+            ("all_windows_gaussian", 27, "gaussian", 0.5),
+        ]
+    )
+    def test_sample_is_spatially_constant(self, _, sw_batch_size, mode, overlap):
+        # 16³ input, 8³ windows, overlap 0.25 or 0.5: 3 windows per dimension, 27 in all
         net = self._constant_net()
         x = torch.ones(1, 1, 16, 16, 16)
-        inferer = MCInferer(num_samples=1, roi_size=8, overlap=0.5)  # global RNG (seeded above)
+        inferer = MCInferer(num_samples=3, roi_size=8, overlap=overlap, mode=mode, sw_batch_size=sw_batch_size)
         with torch.no_grad():
             pred = inferer(x, net)
         torch.testing.assert_close(pred, pred[..., :1, :1, :1].expand_as(pred), atol=1e-6, rtol=0)
@@ -132,6 +145,152 @@ class TestWeightSharing(unittest.TestCase):
                     self.assertTrue(torch.equal(e, calls[0]), f"{name}: sample {t} changed weights between windows")
             for t in range(1, num_samples):
                 self.assertFalse(torch.equal(samples[t][0], samples[t - 1][0]), f"{name}: samples {t - 1}, {t} equal")
+
+    def test_weight_formed_once_per_sample(self):
+        net = _bayes_net()
+        layers = bayesian_modules(net)
+        held: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+        for name, layer in layers.items():
+            layer.register_forward_hook(lambda m, i, o, n=name: held[n].append(m.held_weight))
+        formed = [0]
+        original = BayesianConv._form_weight
+
+        def counting(layer: BayesianConv, eps: torch.Tensor) -> torch.Tensor:
+            formed[0] += 1
+            return original(layer, eps)
+
+        num_samples, calls_per_sample = 3, 7  # 27 windows in batches of 4
+        with torch.no_grad(), mock.patch.object(BayesianConv, "_form_weight", counting):
+            MCInferer(num_samples=num_samples, roi_size=8, sw_batch_size=4, seed=0)(torch.randn(1, 1, 16, 16, 16), net)
+        self.assertEqual(formed[0], num_samples * len(layers))  # once per layer and sample, not per window
+        for name, weights in held.items():
+            self.assertEqual(len(weights), num_samples * calls_per_sample, name)
+            for t in range(num_samples):
+                calls = weights[t * calls_per_sample : (t + 1) * calls_per_sample]
+                self.assertIsNotNone(calls[0], name)
+                for w in calls[1:]:
+                    self.assertIs(w, calls[0], f"{name}: sample {t} formed its weight again")
+            self.assertIsNot(weights[0], weights[calls_per_sample], name)
+        self.assertTrue(all(layer.held_weight is None for layer in layers.values()))  # released afterwards
+
+    def test_released_after_a_failing_window(self):
+        net = _bayes_net()
+        calls = [0]
+
+        def fail_on_third(module: nn.Module, args: tuple) -> None:
+            calls[0] += 1
+            if calls[0] == 3:
+                raise RuntimeError("window failure")
+
+        net.register_forward_pre_hook(fail_on_third)
+        with self.assertRaisesRegex(RuntimeError, "window failure"), torch.no_grad():
+            MCInferer(num_samples=2, roi_size=8, sw_batch_size=1)(torch.randn(1, 1, 16, 16, 16), net)
+        for layer in bayesian_modules(net).values():
+            self.assertIsNone(layer.held_weight)
+            self.assertEqual(layer._hold_depth, 0)
+
+
+class _InstanceNormNet(nn.Module):
+    """Bayesian conv - InstanceNorm - ReLU - Bayesian conv: per-window statistics, as in the paper's U-Net."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        net = nn.Sequential(
+            nn.Conv3d(1, 4, 3, padding=1), nn.InstanceNorm3d(4), nn.ReLU(), nn.Conv3d(4, 3, 3, padding=1)
+        )
+        self.net = convert_to_bayesian(net, init_log_scale=-1.5).eval()
+        self.batch_sizes: list[int] = []
+        self.window_shapes: set[tuple[int, ...]] = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batch_sizes.append(x.shape[0])
+        self.window_shapes.add(tuple(x.shape[1:]))
+        return self.net(x)
+
+
+class TestSlidingWindow(unittest.TestCase):
+    """Windows of the training patch size, batched, with MONAI's SlidingWindowInferer doing the windowing."""
+
+    x = torch.randn(1, 1, 16, 12, 16, generator=torch.Generator().manual_seed(5))
+
+    @parameterized.expand([("mean", True), ("sampled", False)])
+    def test_sw_batch_size_does_not_change_the_result(self, _, mean_only):
+        net = _InstanceNormNet()
+        outs = []
+        for sw_batch_size in (1, 4, 100):
+            inferer = MCInferer(
+                num_samples=3, roi_size=8, overlap=0.5, sw_batch_size=sw_batch_size, mean_only=mean_only,
+                return_uncertainty=True, seed=0,
+            )
+            with torch.no_grad():
+                outs.append(inferer(self.x, net))
+        for out in outs[1:]:
+            for key in outs[0]:
+                torch.testing.assert_close(out[key], outs[0][key], rtol=1e-5, atol=1e-5, msg=key)
+        if not mean_only:
+            self.assertGreater(float(outs[0]["mutual_information"].max()), 1e-3)  # really sampled
+
+    @parameterized.expand([("overlap0", 0.0, 8), ("overlap025", 0.25, 18), ("overlap05", 0.5, 18)])
+    def test_windows_have_the_roi_size_and_are_batched(self, _, overlap, windows):
+        # 16 x 12 x 16 in 8³ windows: 2 x 2 x 2 without overlap; 3 x 2 x 3 at 0.25 (step 6) and 0.5 (step 4)
+        net = _InstanceNormNet()
+        with torch.no_grad():
+            MCInferer(num_samples=2, roi_size=(8, 8, 8), overlap=overlap, sw_batch_size=4, seed=0)(self.x, net)
+        self.assertEqual(net.window_shapes, {(1, 8, 8, 8)})
+        self.assertEqual(sum(net.batch_sizes), 2 * windows)
+        self.assertEqual(max(net.batch_sizes), 4)
+        self.assertEqual(len(net.batch_sizes), 2 * math.ceil(windows / 4))
+
+    def test_default_sw_batch_size_is_4(self):
+        self.assertEqual(inspect.signature(MCInferer).parameters["sw_batch_size"].default, 4)
+        self.assertEqual(MCInferer(roi_size=32).sliding_window.sw_batch_size, 4)
+        net = _InstanceNormNet()
+        with torch.no_grad():
+            MCInferer(num_samples=1, roi_size=8, overlap=0.25, seed=0)(self.x, net)
+        self.assertEqual(net.batch_sizes, [4] * 4 + [2])  # 3 x 2 x 3 = 18 windows
+
+    @parameterized.expand([("constant", "constant", 0.25), ("gaussian", "gaussian", 0.5)])
+    def test_overlap_and_mode_reach_monai(self, _, mode, overlap):
+        inferer = MCInferer(num_samples=2, roi_size=8, overlap=overlap, mode=mode, mean_only=True)
+        self.assertIsInstance(inferer.sliding_window, SlidingWindowInferer)
+        self.assertEqual(inferer.sliding_window.overlap, overlap)
+        self.assertEqual(inferer.sliding_window.mode, BlendMode(mode))
+        net = _InstanceNormNet()
+        with torch.no_grad():
+            pred = inferer(self.x, net)
+            with stochastic_mode(net, "mean"):
+                logits = SlidingWindowInferer(roi_size=8, overlap=overlap, mode=mode, sw_batch_size=4)(self.x, net)
+        torch.testing.assert_close(pred, torch.softmax(logits, dim=1))
+
+    def test_gaussian_differs_from_constant(self):
+        net = _InstanceNormNet()
+        with torch.no_grad():
+            a, b = (MCInferer(num_samples=2, roi_size=8, overlap=0.5, mode=m, seed=0)(self.x, net) for m in BlendMode)
+        self.assertGreater(float((a - b).abs().max()), 1e-4)
+
+    def test_whole_volume_without_roi_size(self):
+        net = _InstanceNormNet()
+        inferer = MCInferer(num_samples=3, roi_size=None, sw_batch_size=4, return_uncertainty=True, seed=0)
+        self.assertIsNone(inferer.sliding_window)
+        with torch.no_grad():
+            out = inferer(self.x, net)
+        self.assertEqual(net.batch_sizes, [1, 1, 1])  # one call per sample
+        self.assertEqual(net.window_shapes, {(1, 16, 12, 16)})  # the whole volume
+        self.assertEqual(tuple(out["pred"].shape), (1, 3, 16, 12, 16))
+        # whole-volume instance norm differs from windowed
+        with torch.no_grad():
+            windowed = MCInferer(num_samples=3, roi_size=8, seed=0)(self.x, net)
+        self.assertGreater(float((windowed - out["pred"]).abs().max()), 1e-3)
+
+    def test_inference_mode(self):
+        net = _InstanceNormNet()
+        inferer = MCInferer(num_samples=2, roi_size=8, seed=0)
+        with torch.no_grad():
+            ref = inferer(self.x, net)
+        with torch.inference_mode():
+            out = inferer(self.x, net)
+        torch.testing.assert_close(out, ref, rtol=0, atol=0)
 
 
 class TestOutputs(unittest.TestCase):
@@ -324,6 +483,15 @@ class TestBadArguments(unittest.TestCase):
             ({"activation": "relu"}, ValueError, r"activation must be one of \('softmax', 'sigmoid'\), got 'relu'"),
             ({"uncertainty_keys": ["variance"]}, ValueError, r"subset of .* got unknown \['variance'\]"),
             ({"seed": "a"}, TypeError, r"seed must be None or an int, got 'a'"),
+            ({"roi_size": 8, "sw_batch_size": 0}, ValueError, r"sw_batch_size must be >= 1, got 0; e.g. sw_b"),
+            ({"roi_size": 8, "sw_batch_size": 2.0}, TypeError, r"sw_batch_size must be an int >= 1, got 2.0 \(float\)"),
+            ({"roi_size": 8, "overlap": 1.0}, ValueError, r"overlap must be >= 0 and < 1, got 1.0; e.g. overlap=0.25"),
+            ({"roi_size": 8, "overlap": (0.5, -0.1, 0.0)}, ValueError, r"overlap must be >= 0 and < 1, got \(0.5"),
+            ({"roi_size": 8, "overlap": "half"}, TypeError, r"overlap must be a float in \[0, 1\) .* got 'half'"),
+            ({"roi_size": 8, "mode": "linear"}, ValueError, r"mode must be one of \('constant', 'gaussian'.*'linear'"),
+            ({"roi_size": "32"}, TypeError, r"roi_size must be None, an int or a sequence of ints, got '32'; pass"),
+            ({"roi_size": (32, 32.5, 32)}, TypeError, r"roi_size must be .* got \(32, 32.5, 32\)"),
+            ({"roi_size": ()}, ValueError, r"roi_size must have one entry per spatial dimension, got \(\)"),
         ]
     )
     def test_constructor(self, kwargs, error, pattern):
@@ -343,6 +511,8 @@ class TestBadArguments(unittest.TestCase):
             inferer(torch.zeros(1, 1, 8, 8, 8), lambda x: x)
         with self.assertRaisesRegex(ValueError, r"roi_size=\(8, 8\) has 2 entries .* 3 spatial dims"):
             MCInferer(roi_size=(8, 8))(torch.zeros(1, 1, 8, 8, 8), net)
+        with self.assertRaisesRegex(ValueError, r"overlap=\(0.5, 0.5\) has 2 entries .* 3 spatial dims"):
+            MCInferer(roi_size=8, overlap=(0.5, 0.5))(torch.zeros(1, 1, 8, 8, 8), net)
         with self.assertRaisesRegex(ValueError, r"single channel .* use activation='sigmoid'"):
             inferer(torch.zeros(1, 1, 8, 8, 8), _bayes_net(1))
 

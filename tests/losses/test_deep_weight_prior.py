@@ -106,6 +106,33 @@ class TestDeepWeightPriorBound(unittest.TestCase):
         b = unit(normalised_net) - GaussianPrior(scale=1e6).layer_kl(normalised_net[3])
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
 
+    def test_per_layer_scales_and_their_jacobian(self):
+        """With layer_scales, each layer is normalised by its own s_l: a layer scaled by c with s_l scaled by c
+        changes the bound by exactly the entropy and Jacobian terms, which cancel: the KL is invariant."""
+        net, scaled = _net(), _net()
+        with torch.no_grad():
+            scaled[2].loc.mul_(4.0)
+            scaled[2].log_scale.add_(math.log(4.0))
+        a_prior = DeepWeightPrior([_vae(0)], [0.25], {"0": 0, "2": 0}, layer_scales={"0": 0.25, "2": 0.5})
+        b_prior = DeepWeightPrior([_vae(0)], [0.25], {"0": 0, "2": 0}, layer_scales={"0": 0.25, "2": 2.0})
+        torch.manual_seed(3)
+        a = a_prior(net)
+        torch.manual_seed(3)
+        b = b_prior(scaled)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-2)
+        # the per-layer scale is what the cross-entropy term divides by: s_l = 0.5 for layer "2"
+        loc, ls = net[2].kernels
+        group_prior = DeepWeightPrior([_vae(0)], [0.5], {"2": 0})
+        torch.manual_seed(4)
+        direct = a_prior.cross_entropy_term(0, loc, ls, torch.full((loc.shape[0],), 0.5))
+        torch.manual_seed(4)
+        via_group = group_prior.cross_entropy_term(0, loc, ls)
+        torch.testing.assert_close(direct, via_group)
+        with self.assertRaisesRegex(ValueError, r"layer_scales must give a scale for every layer .* missing \['2'\]"):
+            DeepWeightPrior([_vae(0)], [0.25], {"0": 0, "2": 0}, layer_scales={"0": 0.25})
+        with self.assertRaisesRegex(ValueError, r"every layer scale must be a finite float > 0, got \{'0': 0.0\}"):
+            DeepWeightPrior([_vae(0)], [0.25], {"0": 0}, layer_scales={"0": 0.0})
+
     def test_gradients_reach_posterior_not_decoder(self):
         net = _net()
         prior = _prior(train_encoder=True)
@@ -195,6 +222,16 @@ class TestCheckpointAndInit(unittest.TestCase):
                 DeepWeightPrior.load(Path(tmp) / "other.pt")
         with self.assertRaisesRegex(FileNotFoundError, r"missing.pt' does not exist; fit it with .*dwp_prior"):
             DeepWeightPrior.load("missing.pt")
+
+    def test_round_trip_keeps_layer_scales_and_init_uses_them(self):
+        prior = _prior(layer_scales={"0": 0.05, "2": 0.7})
+        with tempfile.TemporaryDirectory() as tmp:
+            loaded = DeepWeightPrior.load(prior.save(Path(tmp) / "dwp.pt"))
+        self.assertEqual(loaded.layer_scales, {"0": 0.05, "2": 0.7})
+        net = _net()
+        loaded.initialize(net, generator=torch.Generator().manual_seed(0))
+        expected = prior.vaes[0].sample(2, generator=torch.Generator().manual_seed(0)) * 0.05
+        torch.testing.assert_close(net[0].loc, expected.reshape(net[0].loc.shape))
 
     def test_dwp_initialize_bayesian_and_deterministic(self):
         prior = _prior()

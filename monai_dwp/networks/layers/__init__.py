@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .bayesian_conv import STOCHASTIC_MODES, BayesianConv, StochasticMode
+from .bayesian_conv import STOCHASTIC_MODES, BayesianConv, StochasticMode, hold_weights
 
-__all__ = ["BayesianConv", "StochasticMode", "STOCHASTIC_MODES"]
+__all__ = ["BayesianConv", "StochasticMode", "STOCHASTIC_MODES", "hold_weights"]

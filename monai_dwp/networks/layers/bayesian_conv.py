@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Callable, Literal
+from collections.abc import Iterable, Sequence
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["BayesianConv", "StochasticMode", "STOCHASTIC_MODES"]
+__all__ = ["BayesianConv", "StochasticMode", "STOCHASTIC_MODES", "hold_weights"]
 
 StochasticMode = Literal["mean", "local", "sampled"]
 STOCHASTIC_MODES: tuple[str, ...] = ("mean", "local", "sampled")
@@ -58,6 +58,9 @@ class BayesianConv(nn.Module):
       :math:`\varepsilon` held until :meth:`resample` is called, so that every call (e.g. every sliding window
       of a volume) sees the same weights. The draw is differentiable in ``loc`` and ``log_scale``; resampling
       once per training step gives an unbiased ELBO gradient at the cost of one convolution instead of two.
+      Every call forms :math:`W` afresh from the current ``loc``, ``log_scale`` and :math:`\varepsilon` (one
+      elementwise operation, negligible next to the convolution), so it can never be stale; to form it once for
+      many calls (every window of a volume), run them inside :class:`hold_weights`.
 
     Shapes follow :mod:`torch.nn.functional`: ``loc`` and ``log_scale`` are
     ``(out_channels, in_channels // groups, *kernel_size)`` for a convolution and
@@ -158,9 +161,11 @@ class BayesianConv(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         # epsilon of the held weight draw ("sampled" mode); not part of the state dict
         self.register_buffer("_epsilon", None, persistent=False)
-        # (epsilon, its version, loc version, log_scale version, weight): holds epsilon itself, so an identity check
-        # cannot be fooled by a new tensor that reuses a freed one's id
-        self._weight_cache: tuple[Tensor, int, int, int, Tensor] | None = None
+        # the weight formed once inside a ``hold_weights`` context (``None`` outside one), the grad/inference mode
+        # it was formed under, and how many ``hold_weights`` contexts hold this layer now
+        self._held_weight: Tensor | None = None
+        self._held_key: tuple[bool, bool] | None = None
+        self._hold_depth = 0
         self.mode = mode
         self.reset_parameters()
 
@@ -174,6 +179,7 @@ class BayesianConv(nn.Module):
             bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
             nn.init.uniform_(self.bias, -bound, bound)
         self._epsilon = None
+        self._drop_held_weight()
 
     @property
     def mode(self) -> str:
@@ -205,6 +211,7 @@ class BayesianConv(nn.Module):
         self._epsilon = torch.randn(
             self.loc.shape, generator=generator, device=self.loc.device, dtype=self.loc.dtype
         )
+        self._drop_held_weight()
 
     @property
     def epsilon(self) -> Tensor | None:
@@ -217,26 +224,58 @@ class BayesianConv(nn.Module):
         if value is not None and tuple(value.shape) != tuple(self.loc.shape):
             raise ValueError(f"epsilon must have the weight's shape {tuple(self.loc.shape)}, got {tuple(value.shape)}.")
         self._epsilon = value
+        self._drop_held_weight()
 
     def sample_weight(self) -> Tensor:
-        """The held weight draw ``loc + scale * epsilon`` (drawn first if none is held); differentiable.
+        """The held weight draw ``loc + scale * epsilon`` (``epsilon`` drawn first if none is held); differentiable.
 
-        Without gradient tracking (inference) the weight is computed once per draw and reused by later calls, e.g.
-        by every sliding window of a volume, until :meth:`resample` or a change of ``loc``/``log_scale``.
+        Formed afresh from the current parameters on every call, so an edit of ``loc``/``log_scale`` (also one
+        through ``.data`` that no version counter sees) is always in effect, also under
+        :func:`torch.inference_mode`. Inside a :class:`hold_weights` context the weight is formed once, on the
+        first call, and that tensor is returned by every later call until :meth:`resample`, a new ``epsilon``,
+        a change of grad/inference mode, or the end of the context.
+
+        Returns:
+            The weight, shaped like ``loc``.
         """
         eps = self._epsilon
         if eps is None or eps.shape != self.loc.shape or eps.device != self.loc.device:
             self.resample()
             eps = self._epsilon
-        if torch.is_grad_enabled():
-            self._weight_cache = None
-            return self.loc + self.scale * eps.to(self.loc.dtype)
-        cache = self._weight_cache
-        versions = (eps._version, self.loc._version, self.log_scale._version)
-        if cache is None or cache[0] is not eps or cache[1:4] != versions:
-            cache = (eps, *versions, self.loc + self.scale * eps.to(self.loc.dtype))
-            self._weight_cache = cache
-        return cache[4]
+        if eps.is_inference() and not torch.is_inference_mode_enabled():
+            # drawn under inference mode: a normal copy (same values), which autograd may save for backward
+            eps = self._epsilon = eps.clone()
+        if self._hold_depth == 0:
+            return self._form_weight(eps)
+        key = (torch.is_grad_enabled(), torch.is_inference_mode_enabled())
+        if self._held_weight is None or self._held_key != key:
+            self._held_weight, self._held_key = self._form_weight(eps), key
+        return self._held_weight
+
+    def _form_weight(self, eps: Tensor) -> Tensor:
+        """``loc + scale * eps``, shaped like ``loc``."""
+        return self.loc + self.scale * eps.to(self.loc.dtype)
+
+    @property
+    def held_weight(self) -> Tensor | None:
+        """The weight formed inside the current :class:`hold_weights` context (``None`` outside one or before
+        the first ``"sampled"`` call in it)."""
+        return self._held_weight
+
+    def _drop_held_weight(self) -> None:
+        self._held_weight = None
+        self._held_key = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a copy (deepcopy, pickle) is not inside the original's hold_weights context: it holds nothing
+        state = super().__getstate__()
+        state.update(_held_weight=None, _held_key=None, _hold_depth=0)
+        return state
+
+    def _apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> BayesianConv:
+        # ``.to()``, ``.cuda()``, ``.half()``... replace the parameters: a held weight would be of the old ones
+        self._drop_held_weight()
+        return super()._apply(fn, *args, **kwargs)
 
     # ------------------------------------------------------------------ forward
     def _apply_conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -355,3 +394,67 @@ class BayesianConv(nn.Module):
         if self.bias is None:
             s += ", bias=False"
         return s + f", mode={self._mode!r}"
+
+
+class hold_weights:  # noqa: N801 (a context manager used like torch.no_grad)
+    r"""Form each :class:`BayesianConv`'s sampled weight once and reuse it, for the duration of a ``with`` block.
+
+    Outside this context, every ``"sampled"`` forward forms :math:`W = \text{loc} + \text{scale} \odot
+    \varepsilon` anew. Inside it, each layer forms :math:`W` on its first ``"sampled"`` call and returns that
+    same tensor to every later call (e.g. every sliding window, and every window batch, of one Monte Carlo
+    sample), until :meth:`BayesianConv.resample` or a new ``epsilon`` (which form it anew on the next call). On
+    exit, also by an exception, the held weights are released. Contexts nest: a layer's weight is released
+    when the outermost context holding it exits.
+
+    Contract: ``loc`` and ``log_scale`` must not be changed inside the context (an optimiser step, an edit
+    through ``.data``); the held weight would not see the change. Changing the grad or inference mode inside
+    the context is fine: the weight is formed anew for the new mode. With gradients enabled every forward
+    inside the context shares one weight tensor and its graph, so take one ``backward`` of all of them (or
+    pass ``retain_graph=True``).
+
+    Example::
+
+        with torch.no_grad(), stochastic_mode(net, "sampled"), hold_weights(net):
+            out = SlidingWindowInferer(roi_size=32, sw_batch_size=4)(image, net)  # one W per layer
+
+    Args:
+        net: a module (its :class:`BayesianConv` submodules, itself included, are held) or an iterable of
+            :class:`BayesianConv` layers.
+
+    Raises:
+        TypeError: when ``net`` is neither a module nor an iterable of :class:`BayesianConv`.
+    """
+
+    def __init__(self, net: nn.Module | Iterable[BayesianConv]) -> None:
+        if isinstance(net, nn.Module):
+            layers = [m for m in net.modules() if isinstance(m, BayesianConv)]
+        elif isinstance(net, Iterable) and not isinstance(net, (str, bytes, Tensor)):
+            layers = list(net)
+            wrong = [type(m).__name__ for m in layers if not isinstance(m, BayesianConv)]
+            if wrong:
+                raise TypeError(
+                    f"net must be a torch.nn.Module or an iterable of BayesianConv layers, got an iterable holding "
+                    f"{sorted(set(wrong))}; pass the network itself or bayesian_modules(net).values()."
+                )
+        else:
+            raise TypeError(
+                f"net must be a torch.nn.Module or an iterable of BayesianConv layers, got {type(net).__name__}; "
+                "pass the network itself."
+            )
+        self._layers: list[BayesianConv] = list({id(m): m for m in layers}.values())
+
+    @property
+    def layers(self) -> list[BayesianConv]:
+        """The held layers."""
+        return list(self._layers)
+
+    def __enter__(self) -> hold_weights:
+        for layer in self._layers:
+            layer._hold_depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for layer in self._layers:
+            layer._hold_depth = max(layer._hold_depth - 1, 0)
+            if layer._hold_depth == 0:
+                layer._drop_held_weight()

@@ -10,7 +10,7 @@ from monai.networks.layers.factories import Conv, Dropout
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from torch import Tensor, nn
 
-from monai_dwp.networks.utils import convert_to_bayesian
+from monai_dwp.networks.utils import DEFAULT_SCALE_RATIO, convert_to_bayesian
 
 __all__ = ["DWPUNet"]
 
@@ -50,7 +50,8 @@ class _ResidualDownBlock(nn.Module):
     """Encoder block ``y = conv2(conv1(x)) + shortcut(x)`` of two pre-activated 3×3×3 units.
 
     When ``strides == 2`` (or the channel count changes) the shortcut is a projection, a pre-activated
-    1×1×1 convolution with the same stride; otherwise it is the identity.
+    convolution with the same stride and a ``projection_kernel_size`` kernel (3 in the paper's appendix B, the
+    ``down`` ``ConvBlock``; 1 in the authors' later code); otherwise it is the identity.
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class _ResidualDownBlock(nn.Module):
         in_channels: int,
         out_channels: int,
         strides: int,
+        projection_kernel_size: int,
         act: str | tuple,
         norm: str | tuple,
         bias: bool,
@@ -67,7 +69,7 @@ class _ResidualDownBlock(nn.Module):
         self.conv1 = _PreActConv(spatial_dims, in_channels, out_channels, 3, strides, act, norm, bias)
         self.conv2 = _PreActConv(spatial_dims, out_channels, out_channels, 3, 1, act, norm, bias)
         self.projection: nn.Module = (
-            _PreActConv(spatial_dims, in_channels, out_channels, 1, strides, act, norm, bias)
+            _PreActConv(spatial_dims, in_channels, out_channels, projection_kernel_size, strides, act, norm, bias)
             if strides != 1 or in_channels != out_channels
             else nn.Identity()
         )
@@ -79,8 +81,9 @@ class _ResidualDownBlock(nn.Module):
 class _ResidualUpBlock(nn.Module):
     """Decoder block: ``u = upsample(projection(x)) + skip``, then ``y = conv2(conv1(u)) + u``.
 
-    The projection is a pre-activated 1×1×1 convolution that maps ``in_channels`` to ``out_channels``; the
-    upsampling is parameter-free (``scale_factor=2``, trilinear in 3D, ``align_corners=True``).
+    The projection is a pre-activated convolution with a ``projection_kernel_size`` kernel (3 in appendix B,
+    the ``ConvBlock`` before ``Upsample``; 1 in the authors' later code) that maps ``in_channels`` to
+    ``out_channels``; the upsampling is parameter-free (``scale_factor=2``, trilinear in 3D, ``align_corners=True``).
     """
 
     def __init__(
@@ -88,12 +91,15 @@ class _ResidualUpBlock(nn.Module):
         spatial_dims: int,
         in_channels: int,
         out_channels: int,
+        projection_kernel_size: int,
         act: str | tuple,
         norm: str | tuple,
         bias: bool,
     ) -> None:
         super().__init__()
-        self.projection = _PreActConv(spatial_dims, in_channels, out_channels, 1, 1, act, norm, bias)
+        self.projection = _PreActConv(
+            spatial_dims, in_channels, out_channels, projection_kernel_size, 1, act, norm, bias
+        )
         self.upsample = nn.Upsample(scale_factor=2, mode=_UPSAMPLE_MODE[spatial_dims], align_corners=True)
         self.conv1 = _PreActConv(spatial_dims, out_channels, out_channels, 3, 1, act, norm, bias)
         self.conv2 = _PreActConv(spatial_dims, out_channels, out_channels, 3, 1, act, norm, bias)
@@ -109,57 +115,59 @@ class DWPUNet(nn.Module):
     The network of appendix B of Kuzina, Egorov & Burnaev, "Bayesian Generative Models for Knowledge Transfer
     in MRI Semantic Segmentation Problems", *Frontiers in Neuroscience* 13:844 (2019), arXiv:2005.12639,
     used there for the source (multiple sclerosis) and target (BraTS 2018) tasks and as the Bayesian network
-    whose 3×3×3 kernels get the Deep Weight Prior (Atanov et al., "The Deep Weight Prior", ICLR 2019).
+    whose 3×3×3 kernels get the Deep Weight Prior (Atanov et al., "The Deep Weight Prior", ICLR 2019). The
+    defaults build that network exactly.
 
-    Every 3×3×3 convolution is a *pre-activation* unit ``InstanceNorm -> ReLU -> Conv`` (no norm/act before
-    ``init_conv``, which sees the image). Encoder blocks are residual, ``y = conv2(conv1(x)) + shortcut(x)``;
-    the blocks that halve the resolution do it with a stride-2 ``conv1`` and a stride-2 pre-activated
-    1×1×1 *projection* shortcut (identity shortcut elsewhere). Decoder blocks project the input with a
-    pre-activated 1×1×1 convolution, upsample it ×2 (trilinear, ``align_corners=True``), **add** the encoder
-    skip (additive skips, no concatenation) and apply a residual pair of 3×3×3 units. The output is a plain
-    1×1×1 convolution (logits; no norm/act before it, as in the paper). All convolutions are bias-free unless
-    ``bias=True``; InstanceNorm has no affine parameters (PyTorch's default), so the parameters are the
-    convolution kernels only. Layer details (pre-activated projections, ``align_corners=True``, no biases)
-    follow the authors' public code where the appendix is terse; that code can also stack three more
-    identity blocks (``down7``-``down9``) at the 1/8 resolution, which the appendix network does not have.
+    Every convolution but ``init_conv`` and ``out`` is a *pre-activation* unit (appendix B's ``ConvBlock``)
+    ``InstanceNorm -> ReLU -> Conv``. Encoder blocks are residual, ``y = conv2(conv1(x)) + shortcut(x)``; the
+    blocks that halve the resolution do it with a stride-2 ``conv1`` and a stride-2 pre-activated *projection*
+    shortcut (appendix B's ``down``), identity shortcut elsewhere. Decoder blocks project the input with a
+    pre-activated convolution (the ``ConvBlock`` before ``Upsample``), upsample it ×2 (trilinear,
+    ``align_corners=True``), **add** the encoder skip (additive skips: appendix B's ``up`` blocks keep the
+    width after upsampling) and apply a residual pair of 3×3×3 units. The output is a plain 1×1×1 convolution
+    (logits). All convolutions are bias-free unless ``bias=True``; InstanceNorm has no affine parameters
+    (PyTorch's default), so the parameters are the convolution kernels only. Where the appendix is terse
+    (residual sums, ``align_corners``, biases) the layers follow the authors' public code.
 
-    With ``channels=(16, 32, 64, 128)`` (the paper's) and a 128³ input, ``in_channels=1``:
+    Defaults (``channels=(16, 32, 32, 64)``, ``projection_kernel_size=3``), a 128³ input, ``in_channels=1``:
 
-    ============  =========  ===========================  ======  ===========
-    block         channels   3×3×3 convs (+ shortcut)     stride  output size
-    ============  =========  ===========================  ======  ===========
-    input         1          --                           --      128³
-    init_conv     1 → 16     1                            1       128³
-    down1         16 → 32    2 (+ 1×1×1 projection)       2       64³
-    down2         32 → 32    2 (identity)                 1       64³
-    down3         32 → 64    2 (+ 1×1×1 projection)       2       32³
-    down4         64 → 64    2 (identity)                 1       32³
-    down5         64 → 128   2 (+ 1×1×1 projection)       2       16³
-    down6         128 → 128  2 (identity)                 1       16³
-    up1           128 → 64   1×1×1 proj, ×2, + down4, 2   ×2 up   32³
-    up2           64 → 32    1×1×1 proj, ×2, + down2, 2   ×2 up   64³
-    up3           32 → 16    1×1×1 proj, ×2, + init, 2    ×2 up   128³
-    dropout       16         optional ``Dropout3d``       --      128³
-    out           16 → 2     1×1×1 convolution            1       128³
-    ============  =========  ===========================  ======  ===========
+    ============  ========  =====================================  ======  ===========
+    block         channels  3×3×3 convolutions                     stride  output size
+    ============  ========  =====================================  ======  ===========
+    init_conv     1 → 16    1                                      1       128³
+    down1         16 → 32   conv1, conv2 + projection (``down``)   2       64³
+    down2         32 → 32   conv1, conv2 (identity shortcut)       1       64³
+    down3         32 → 32   conv1, conv2 + projection (``down``)   2       32³
+    down4         32 → 32   conv1, conv2 (identity shortcut)       1       32³
+    down5         32 → 64   conv1, conv2 + projection (``down``)   2       16³
+    down6         64 → 64   conv1, conv2 (identity shortcut)       1       16³
+    up1           64 → 32   projection, ×2, + down4, conv1, conv2  ×2 up   32³
+    up2           32 → 32   projection, ×2, + down2, conv1, conv2  ×2 up   64³
+    up3           32 → 16   projection, ×2, + init, conv1, conv2   ×2 up   128³
+    dropout       16        optional ``Dropout3d``                 --      128³
+    out           16 → 2    1×1×1 convolution                      1       128³
+    ============  ========  =====================================  ======  ===========
 
-    That is 19 convolutions with 3×3×3 kernels (the ones the Deep Weight Prior covers, and the ones
-    ``bayesian=True`` makes Bayesian), 6 pre-activated 1×1×1 projections and the 1×1×1 output.
-    The total downsampling factor is :attr:`downsample_factor` ``= 8``: every spatial size of the input must be
-    a multiple of 8. Deterministic parameter count for ``in_channels=1, out_channels=2`` and the defaults:
-    **2,344,400** (2,322,864 in the 3×3×3 kernels, 21,504 in the 1×1×1 projections, 32 in the output).
-    With ``bayesian=True`` every 3×3×3 kernel carries a ``loc`` and a ``log_scale``, so the count becomes
-    2,344,400 + 2,322,864 = 4,667,264.
+    That is **25** convolutions with 3×3×3 kernels (the ones the Deep Weight Prior covers and ``bayesian=True``
+    makes Bayesian) holding **33,808** kernels (``in × out`` slices) and the 1×1×1 output. Parameter count for
+    ``in_channels=1, out_channels=2``: **912,848** (912,816 in the 3×3×3 kernels, 32 in the output), 913,746
+    with ``bias=True``; with ``bayesian=True`` every 3×3×3 kernel also carries a ``log_scale``:
+    912,848 + 912,816 = 1,825,664. The total downsampling factor is :attr:`downsample_factor` ``= 8``.
+
+    Other layouts, as options: ``projection_kernel_size=1`` gives the 1×1×1 projections of the authors' later
+    code (19 3×3×3 convolutions), and ``channels=(16, 32, 64, 128)`` the wider widths (with
+    ``projection_kernel_size=1``: 2,344,400 parameters, 86,032 3×3×3 kernels).
 
     Weights use PyTorch's default initialisation (Kaiming-uniform with ``a=sqrt(5)``); with ``bayesian=True``
-    the posterior locations start at those weights and every posterior ``log_scale`` at ``init_log_scale``.
+    the posterior locations start at those weights and the posterior scales as
+    :func:`~monai_dwp.networks.utils.convert_to_bayesian` sets them (``init_log_scale``).
 
     Example::
 
         net = DWPUNet(spatial_dims=3, in_channels=1, out_channels=2)
         logits = net(torch.randn(2, 1, 64, 64, 64))  # (2, 2, 64, 64, 64)
 
-        bnet = DWPUNet(bayesian=True, init_log_scale=-5.0)  # 19 BayesianConv layers, "local" mode
+        bnet = DWPUNet(bayesian=True)  # 25 BayesianConv layers, "local" mode
 
     Args:
         spatial_dims: number of spatial dimensions, 3 (the paper's) or 2 (the same architecture with 3×3
@@ -167,8 +175,10 @@ class DWPUNet(nn.Module):
         in_channels: number of input channels (image modalities).
         out_channels: number of output channels (classes, logits).
         channels: the four feature widths ``(c0, c1, c2, c3)``: ``init_conv`` and ``up3`` have ``c0``,
-            ``down1/2`` and ``up2`` ``c1``, ``down3/4`` and ``up1`` ``c2``, ``down5/6`` ``c3``. The paper
-            uses ``(16, 32, 64, 128)``; the authors' code also has a "short" variant ``(16, 32, 32, 64)``.
+            ``down1/2`` and ``up2`` ``c1``, ``down3/4`` and ``up1`` ``c2``, ``down5/6`` ``c3``. Appendix B:
+            ``(16, 32, 32, 64)``.
+        projection_kernel_size: kernel size of the projection shortcuts of ``down1/3/5`` and of the projection
+            before each upsampling: 3 (appendix B) or 1 (the authors' later code).
         act: activation of the pre-activation units, as MONAI's ``get_act_layer`` takes it (the paper:
             ReLU). Do not make it in-place when ``norm`` is ``None``: the shortcut reads the same input.
         norm: normalisation of the pre-activation units, as MONAI's ``get_norm_layer`` takes it (the
@@ -178,17 +188,21 @@ class DWPUNet(nn.Module):
             that MONAI Label's epistemic (MC dropout) scoring can set it in a bundle's network definition.
         bias: add a bias to every convolution (the paper: no bias anywhere).
         bayesian: replace every 3×3×3 convolution by a :class:`~monai_dwp.networks.layers.BayesianConv`
-            (factorized Gaussian posterior, see :func:`~monai_dwp.networks.utils.convert_to_bayesian`); the
-            1×1×1 projections and the output convolution stay deterministic.
-        init_log_scale: initial posterior ``log_scale`` of the Bayesian kernels; unused when ``bayesian`` is
-            ``False``.
+            (factorized Gaussian posterior, see :func:`~monai_dwp.networks.utils.convert_to_bayesian`); 1×1×1
+            convolutions stay deterministic.
+        init_log_scale: initial posterior ``log_scale`` of the Bayesian kernels, passed to
+            :func:`~monai_dwp.networks.utils.convert_to_bayesian` (a float, or ``None`` for its scale relative
+            to each layer's weights); unused when ``bayesian`` is ``False``.
         bayesian_mode: initial stochastic mode of the Bayesian kernels, ``"local"`` (training), ``"sampled"`` or
             ``"mean"`` (e.g. to export the posterior-mean network with ``ckpt_export --use_trace true``); switch it
             later with :func:`~monai_dwp.networks.stochastic_mode`.
+        init_scale_ratio: with ``init_log_scale=None``, each Bayesian layer's posterior scale starts at this
+            fraction of the RMS of its weights (signal-to-noise ratio ``1 / init_scale_ratio``).
 
     Raises:
         ValueError: on an unsupported ``spatial_dims``, non-positive channel counts, a ``channels`` that is
-            not four positive ints, or a ``dropout`` outside ``[0, 1)``.
+            not four positive ints, a ``projection_kernel_size`` other than 1 or 3, or a ``dropout`` outside
+            ``[0, 1)``.
         TypeError: on a non-numeric ``dropout``.
     """
 
@@ -200,14 +214,16 @@ class DWPUNet(nn.Module):
         spatial_dims: int = 3,
         in_channels: int = 1,
         out_channels: int = 2,
-        channels: Sequence[int] = (16, 32, 64, 128),
+        channels: Sequence[int] = (16, 32, 32, 64),
+        projection_kernel_size: int = 3,
         act: str | tuple = "relu",
         norm: str | tuple = "instance",
         dropout: float | None = None,
         bias: bool = False,
         bayesian: bool = False,
-        init_log_scale: float = -5.0,
+        init_log_scale: float | None = None,
         bayesian_mode: str = "local",
+        init_scale_ratio: float = DEFAULT_SCALE_RATIO,
     ) -> None:
         super().__init__()
         if spatial_dims not in _UPSAMPLE_MODE:
@@ -222,7 +238,12 @@ class DWPUNet(nn.Module):
         if len(widths) != 4 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in widths):
             raise ValueError(
                 f"channels must be four positive ints (c0, c1, c2, c3), got {channels!r}; "
-                "the paper uses (16, 32, 64, 128)."
+                "appendix B of the paper uses (16, 32, 32, 64)."
+            )
+        if projection_kernel_size not in (1, 3) or isinstance(projection_kernel_size, bool):
+            raise ValueError(
+                f"projection_kernel_size must be 3 (appendix B) or 1 (1×1×1 projections), got "
+                f"{projection_kernel_size!r}."
             )
         if dropout is not None:
             if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
@@ -234,9 +255,10 @@ class DWPUNet(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.channels = widths
+        self.projection_kernel_size = int(projection_kernel_size)
         self.bayesian = bool(bayesian)
         c0, c1, c2, c3 = widths
-        args = (act, norm, bias)
+        args = (self.projection_kernel_size, act, norm, bias)
 
         self.init_conv = Conv[Conv.CONV, spatial_dims](in_channels, c0, 3, padding=1, bias=bias)
         self.down1 = _ResidualDownBlock(spatial_dims, c0, c1, 2, *args)
@@ -254,7 +276,14 @@ class DWPUNet(nn.Module):
         self.out = Conv[Conv.CONV, spatial_dims](c0, out_channels, 1, bias=bias)
 
         if self.bayesian:
-            convert_to_bayesian(self, kernel_size=3, init_log_scale=init_log_scale, inplace=True, mode=bayesian_mode)
+            convert_to_bayesian(
+                self,
+                kernel_size=3,
+                init_log_scale=init_log_scale,
+                inplace=True,
+                mode=bayesian_mode,
+                init_scale_ratio=init_scale_ratio,
+            )
 
     def _check_input(self, x: Tensor) -> None:
         if not isinstance(x, torch.Tensor):

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import copy
 import unittest
+from unittest import mock
 
 import torch
 from monai.bundle import ConfigParser
@@ -8,6 +10,7 @@ from parameterized import parameterized
 from torch import nn
 
 from monai_dwp.networks.layers import BayesianConv
+from monai_dwp.networks.layers.bayesian_conv import hold_weights
 
 SHAPE_CASES = [
     # spatial_dims, kwargs, input shape, expected output shape
@@ -91,16 +94,8 @@ class TestBayesianConvShapes(unittest.TestCase):
         conv.resample()
         self.assertFalse(torch.allclose(conv(x), first))
 
-    def test_inference_reuses_the_sampled_weight_until_resampled(self):
-        conv = BayesianConv(2, 2, 2, 3, init_log_scale=-1.0, mode="sampled")
-        with torch.no_grad():
-            w1, w2 = conv.sample_weight(), conv.sample_weight()
-            self.assertIs(w1, w2)  # computed once per draw
-            conv.resample()
-            self.assertFalse(torch.equal(conv.sample_weight(), w1))
-            conv.loc.add_(1.0)  # a changed posterior invalidates the cache
-            torch.testing.assert_close(conv.sample_weight(), conv.loc + conv.scale * conv.epsilon)
-        self.assertTrue(conv.sample_weight().requires_grad)  # with gradients: a fresh differentiable weight
+    def test_epsilon_setter_checks_shape(self):
+        conv = BayesianConv(2, 2, 2, 3, mode="sampled")
         with self.assertRaisesRegex(ValueError, r"epsilon must have the weight's shape \(2, 2, 3, 3\)"):
             conv.epsilon = torch.zeros(3)
 
@@ -139,6 +134,173 @@ class TestBayesianConvShapes(unittest.TestCase):
         conv = parser.get_parsed_content("conv")
         self.assertIsInstance(conv, BayesianConv)
         self.assertEqual(tuple(conv(torch.randn(1, 1, 4, 4, 4)).shape), (1, 2, 4, 4, 4))
+
+
+def _sampled_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        BayesianConv(3, 1, 3, 3, padding=1, init_log_scale=-1.0, mode="sampled"),
+        nn.ReLU(),
+        BayesianConv(3, 3, 2, 3, padding=1, init_log_scale=-1.0, mode="sampled"),
+    )
+
+
+class _CountForms:
+    """Counts ``BayesianConv._form_weight`` calls (one per weight formed) while active."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._original = BayesianConv._form_weight
+
+    def __enter__(self) -> _CountForms:
+        def counting(layer: BayesianConv, eps: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            return self._original(layer, eps)
+
+        self._patch = mock.patch.object(BayesianConv, "_form_weight", counting)
+        self._patch.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._patch.stop()
+
+
+class TestSampledWeight(unittest.TestCase):
+    """``sample_weight`` is never stale; ``hold_weights`` forms it once per context and releases it."""
+
+    def test_inference_mode_equals_no_grad(self):
+        net = _sampled_net()
+        conv = net[0]
+        x = torch.randn(2, 1, 6, 6, 6)
+        with torch.no_grad():
+            w_ref, y_ref = conv.sample_weight(), net(x)
+        with torch.inference_mode():
+            w, y = conv.sample_weight(), net(x)
+            with hold_weights(net):
+                y_held = net(x)
+                self.assertTrue(conv.held_weight.is_inference())
+        torch.testing.assert_close(w, w_ref, rtol=0, atol=0)
+        torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
+        torch.testing.assert_close(y_held, y_ref, rtol=0, atol=0)
+        torch.testing.assert_close(conv.sample_weight(), w_ref, rtol=0, atol=0)  # outside: same draw
+
+    def test_draw_made_under_inference_mode_trains_afterwards(self):
+        conv = BayesianConv(3, 1, 2, 3, padding=1, mode="sampled")
+        with torch.inference_mode():
+            conv.resample()  # epsilon is an inference tensor
+            y_inf = conv(torch.ones(1, 1, 4, 4, 4))
+        x = torch.ones(1, 1, 4, 4, 4)
+        y = conv(x)
+        y.sum().backward()  # autograd may save (a normal copy of) epsilon
+        self.assertGreater(float(conv.log_scale.grad.abs().sum()), 0.0)
+        torch.testing.assert_close(y.detach(), y_inf, rtol=0, atol=0)  # the same draw
+        self.assertFalse(conv.epsilon.is_inference())
+
+    def test_edit_through_data_is_seen(self):
+        net = _sampled_net()
+        conv = net[0]
+        x = torch.randn(1, 1, 5, 5, 5)
+        with torch.no_grad():
+            before = net(x)
+            conv.loc.data.add_(1.0)  # bumps no version counter
+            w = conv.sample_weight()
+            after = net(x)
+        torch.testing.assert_close(w, conv.loc + conv.scale * conv.epsilon, rtol=0, atol=0)
+        self.assertFalse(torch.allclose(after, before))
+        conv.log_scale.data.fill_(-30.0)  # scale ~ 0: the weight is the new loc
+        with torch.no_grad():
+            torch.testing.assert_close(conv.sample_weight(), conv.loc, rtol=0, atol=1e-12)
+
+    def test_formed_once_inside_the_context_and_equal_to_uncached(self):
+        net = _sampled_net()
+        layers = [net[0], net[2]]
+        x = torch.randn(2, 1, 5, 5, 5)
+        with torch.no_grad():
+            expected = net(x)
+            with _CountForms() as count, hold_weights(net):
+                outs = [net(x[i : i + 1]) for i in range(2)] + [net(x)]
+                weights = [[layer.sample_weight() for layer in layers] for _ in range(3)]
+                held = [layer.held_weight for layer in layers]
+            self.assertEqual(count.calls, len(layers))  # once per layer, not once per call
+            for call in weights:
+                for w, h in zip(call, held):
+                    self.assertIs(w, h)
+            torch.testing.assert_close(torch.cat(outs[:2]), expected, rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(outs[2], expected, rtol=0, atol=0)
+            with _CountForms() as count:  # outside: formed on every call
+                net(x)
+                net(x)
+            self.assertEqual(count.calls, 2 * len(layers))
+
+    def test_resample_and_mode_change_inside_the_context(self):
+        conv = BayesianConv(3, 1, 2, 3, init_log_scale=-1.0, mode="sampled")
+        with hold_weights(conv):
+            with torch.no_grad():
+                w1 = conv.sample_weight()
+                conv.resample()
+                w2 = conv.sample_weight()
+                self.assertIsNot(w2, w1)
+                self.assertFalse(torch.equal(w2, w1))
+                torch.testing.assert_close(w2, conv.loc + conv.scale * conv.epsilon, rtol=0, atol=0)
+                conv.epsilon = torch.zeros_like(conv.loc)
+                torch.testing.assert_close(conv.sample_weight(), conv.loc.detach(), rtol=0, atol=0)
+            w_grad = conv.sample_weight()  # grad mode changed: formed anew, differentiable
+            self.assertTrue(w_grad.requires_grad)
+            self.assertIs(conv.sample_weight(), w_grad)
+
+    def test_released_on_exit_and_on_exception(self):
+        net = _sampled_net()
+        layers = [net[0], net[2]]
+        x = torch.randn(1, 1, 4, 4, 4)
+        with torch.no_grad(), hold_weights(net):
+            net(x)
+            self.assertTrue(all(layer.held_weight is not None for layer in layers))
+        self.assertTrue(all(layer.held_weight is None and layer._hold_depth == 0 for layer in layers))
+        with self.assertRaisesRegex(RuntimeError, "boom"), torch.no_grad(), hold_weights(net):
+            net(x)
+            raise RuntimeError("boom")
+        self.assertTrue(all(layer.held_weight is None and layer._hold_depth == 0 for layer in layers))
+        # after release, an edit through .data is seen again
+        with torch.no_grad():
+            net[0].loc.data.zero_()
+            net[0].log_scale.data.fill_(-30.0)
+            torch.testing.assert_close(net[0].sample_weight(), torch.zeros_like(net[0].loc), rtol=0, atol=1e-12)
+
+    def test_nested_contexts_release_at_the_outermost(self):
+        conv = BayesianConv(3, 1, 2, 3, mode="sampled")
+        with torch.no_grad(), hold_weights(conv):
+            w = conv.sample_weight()
+            with hold_weights([conv]):
+                self.assertIs(conv.sample_weight(), w)
+            self.assertIs(conv.held_weight, w)  # the inner exit keeps the outer hold
+        self.assertIsNone(conv.held_weight)
+
+    def test_moving_the_layer_drops_the_held_weight(self):
+        conv = BayesianConv(3, 1, 2, 3, mode="sampled")
+        with torch.no_grad(), hold_weights(conv):
+            w = conv.sample_weight()
+            conv.double()
+            w64 = conv.sample_weight()
+            self.assertEqual(w64.dtype, torch.float64)
+            self.assertIsNot(w64, w)
+
+    def test_a_copy_made_inside_the_context_holds_nothing(self):
+        conv = BayesianConv(3, 1, 2, 3, mode="sampled")
+        with torch.no_grad(), hold_weights(conv):
+            conv.sample_weight()
+            twin = copy.deepcopy(conv)
+        self.assertIsNone(twin.held_weight)
+        self.assertEqual(twin._hold_depth, 0)
+        with torch.no_grad():
+            twin.loc.data.add_(1.0)
+            torch.testing.assert_close(twin.sample_weight(), twin.loc + twin.scale * twin.epsilon, rtol=0, atol=0)
+
+    def test_bad_argument(self):
+        with self.assertRaisesRegex(TypeError, r"net must be a torch.nn.Module or an iterable .* got int"):
+            hold_weights(3)
+        with self.assertRaisesRegex(TypeError, r"iterable holding \['Linear'\]"):
+            hold_weights([BayesianConv(3, 1, 1, 1), nn.Linear(2, 2)])
+        self.assertEqual(hold_weights(nn.Linear(2, 2)).layers, [])  # no Bayesian layer: a no-op
 
 
 class TestLocalVersusSampled(unittest.TestCase):

@@ -45,12 +45,25 @@ class TestDWPUNet(unittest.TestCase):
         with torch.no_grad():
             self.assertEqual(tuple(net(torch.randn(input_shape)).shape), expected_shape)
 
-    def test_parameter_count(self):
+    def test_parameter_count_is_appendix_b(self):
         net = DWPUNet(spatial_dims=3, in_channels=1, out_channels=2)
-        self.assertEqual(sum(p.numel() for p in net.parameters()), 2_344_400)
+        self.assertEqual(sum(p.numel() for p in net.parameters()), 912_848)
         convs3 = [m for m in net.modules() if isinstance(m, nn.Conv3d) and m.kernel_size == (3, 3, 3)]
-        self.assertEqual(len(convs3), 19)
-        self.assertEqual(sum(m.weight.numel() for m in convs3), 2_322_864)
+        self.assertEqual(len(convs3), 25)
+        self.assertEqual(sum(m.weight.shape[0] * m.weight.shape[1] for m in convs3), 33_808)
+        self.assertEqual(sum(m.weight.numel() for m in convs3), 912_816)
+        self.assertEqual(sum(p.numel() for p in DWPUNet(bias=True).parameters()), 913_746)
+        bnet = DWPUNet(bayesian=True)
+        self.assertEqual(sum(p.numel() for p in bnet.parameters()), 912_848 + 912_816)
+        self.assertEqual(sum(isinstance(m, BayesianConv) for m in bnet.modules()), 25)
+
+    def test_other_layouts(self):
+        wide = DWPUNet(channels=(16, 32, 64, 128), projection_kernel_size=1)
+        self.assertEqual(sum(p.numel() for p in wide.parameters()), 2_344_400)
+        convs3 = [m for m in wide.modules() if isinstance(m, nn.Conv3d) and m.kernel_size == (3, 3, 3)]
+        self.assertEqual((len(convs3), sum(m.weight.shape[0] * m.weight.shape[1] for m in convs3)), (19, 86_032))
+        with self.assertRaisesRegex(ValueError, r"projection_kernel_size must be 3 \(appendix B\) or 1 .* got 2"):
+            DWPUNet(projection_kernel_size=2)
 
     def test_architecture(self):
         net = DWPUNet()
@@ -60,8 +73,21 @@ class TestDWPUNet(unittest.TestCase):
         strides = {name: net.get_submodule(f"{name}.conv1.conv").stride[0] for name in ("down1", "down2", "down3")}
         self.assertEqual(strides, {"down1": 2, "down2": 1, "down3": 2})
         self.assertIsInstance(net.down1.projection.conv, nn.Conv3d)
-        self.assertEqual(net.down1.projection.conv.kernel_size, (1, 1, 1))
+        self.assertEqual(net.down1.projection.conv.kernel_size, (3, 3, 3))
+        self.assertEqual(net.down1.projection.conv.stride, (2, 2, 2))
+        self.assertEqual(net.up1.projection.conv.kernel_size, (3, 3, 3))
         self.assertIsInstance(net.down2.projection, nn.Identity)
+        self.assertIsInstance(net.down4.projection, nn.Identity)
+        self.assertIsInstance(net.down6.projection, nn.Identity)
+        # appendix B's widths, block by block (in, out) of conv1 / conv2
+        widths = {
+            name: (net.get_submodule(f"{name}.conv1.conv").in_channels, net.get_submodule(f"{name}.conv2.conv").out_channels)
+            for name in ("down1", "down2", "down3", "down4", "down5", "down6", "up1", "up2", "up3")
+        }
+        self.assertEqual(widths, {"down1": (16, 32), "down2": (32, 32), "down3": (32, 32), "down4": (32, 32),
+                                  "down5": (32, 64), "down6": (64, 64), "up1": (32, 32), "up2": (32, 32),
+                                  "up3": (16, 16)})
+        self.assertEqual((net.up1.projection.conv.in_channels, net.up3.projection.conv.out_channels), (64, 16))
         self.assertIsInstance(net.down1.conv1.norm, nn.InstanceNorm3d)
         self.assertEqual(net.up1.upsample.mode, "trilinear")
         self.assertIsInstance(net.dropout, nn.Identity)
@@ -132,15 +158,23 @@ class TestBayesianDWPUNet(unittest.TestCase):
     def test_conversion(self):
         net = DWPUNet(bayesian=True, init_log_scale=-4.0)
         bayesian = [m for m in net.modules() if isinstance(m, BayesianConv)]
-        self.assertEqual(len(bayesian), 19)
+        self.assertEqual(len(bayesian), 25)
         plain = [m for m in net.modules() if isinstance(m, nn.Conv3d)]
-        self.assertTrue(plain and all(m.kernel_size == (1, 1, 1) for m in plain))
-        self.assertEqual(len(plain), 7)  # six projections and the output
+        self.assertEqual([m.kernel_size for m in plain], [(1, 1, 1)])  # only the output stays deterministic
         self.assertIsInstance(net.init_conv, BayesianConv)
         self.assertIsInstance(net.down1.conv1.conv, BayesianConv)
-        self.assertEqual(sum(p.numel() for p in net.parameters()), 2_344_400 + 2_322_864)
+        self.assertIsInstance(net.down1.projection.conv, BayesianConv)
         log_scale = net.down1.conv1.conv.log_scale
         torch.testing.assert_close(log_scale, torch.full_like(log_scale, -4.0))
+
+    def test_default_scale_is_relative_to_each_layers_weights(self):
+        torch.manual_seed(0)
+        net = DWPUNet(bayesian=True, init_scale_ratio=0.2)
+        for layer in (net.init_conv, net.down6.conv2.conv):
+            rms = float(layer.loc.detach().square().mean().sqrt())
+            torch.testing.assert_close(layer.scale.detach(), torch.full_like(layer.loc, 0.2 * rms))
+        # layers of very different fan-in: the scales differ, the signal-to-noise ratio does not
+        self.assertGreater(float(net.init_conv.scale.detach()[0, 0, 0, 0, 0]), 5 * float(net.down6.conv2.conv.scale.detach()[0, 0, 0, 0, 0]))
 
     def test_shape_and_gradients(self):
         torch.manual_seed(0)
