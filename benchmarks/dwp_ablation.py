@@ -44,7 +44,11 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     "random_init": ("random_init", {}),
     "dwp without DWP init": ("dwp", {"dwp_init": False}),
     "dwp, temperature 0.1": ("dwp", {"kl_temperature": 0.1}),
+    "dwp, log_scale lr 0.01": ("dwp", {"log_scale_lr": 0.01}),
+    "dwp, all kernels": ("dwp", {"max_kernels": None}),
     "gaussian_prior, scale 0.02": ("gaussian_prior", {"prior_scale": 0.02}),
+    "finetune_frozen": ("finetune_frozen", {}),
+    "dwp_init": ("dwp_init", {}),
 }
 METRICS = ("val_mean_dice", "val_iou", "val_hd95", "ece", "fg_ece", "auc_mutual_information")
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -56,7 +60,7 @@ def _slug(name: str) -> str:
 
 def _cli(value: object) -> str:
     if isinstance(value, bool):
-        return "true" if value else "false"
+        return "True" if value else "False"  # fire reads True/False as booleans, "false" as a (truthy) string
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_cli(v) for v in value) + "]"
     return str(value)
@@ -138,7 +142,8 @@ def main() -> None:
     done = {(r["variant"], r["seed"]) for r in csv.DictReader(out.open())} if out.is_file() else set()
     logs = ROOT / args.output_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    jobs = [(s, v) for s in args.seeds for v in args.variants if (v, str(s)) not in done]
+    # variant by variant: an interrupted benchmark leaves complete seed sets for the variants it reached
+    jobs = [(s, v) for v in args.variants for s in args.seeds if (v, str(s)) not in done]
     # parallel runs get one thread each: several PyTorch processes with several OpenMP threads on few cores
     # spin against each other and run many times slower than one after the other
     threads = 1 if args.jobs > 1 else None

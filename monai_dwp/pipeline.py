@@ -77,8 +77,12 @@ class _Runner:
         self.log_dir = output_dir / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
-    def run(self, name: str, cmd: Sequence[str], outputs: Sequence[Path], bar: object | None = None) -> bool:
-        """Run ``cmd`` unless every path in ``outputs`` exists; returns whether it ran."""
+    def run(
+        self, name: str, cmd: Sequence[str], outputs: Sequence[Path], bar: object | None = None,
+        threads: int | None = None,
+    ) -> bool:
+        """Run ``cmd`` unless every path in ``outputs`` exists; returns whether it ran. ``threads`` caps the
+        stage's PyTorch/OpenMP threads (``OMP_NUM_THREADS``)."""
         if not self.force and outputs and all(Path(p).exists() for p in outputs):
             self._say(bar, f"[skip] {name}: outputs exist")
             return False
@@ -90,6 +94,8 @@ class _Runner:
             f.write(printable + "\n\n")
             f.flush()
             env = dict(os.environ, PYTHONWARNINGS="ignore")
+            if threads is not None:
+                env["OMP_NUM_THREADS"] = str(threads)
             proc = subprocess.run([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT, env=env)
         if proc.returncode != 0:
             tail = log.read_text().splitlines()[-15:]
@@ -102,6 +108,20 @@ class _Runner:
             raise PipelineStageError(f"stage {name!r} ran but did not write {missing}; see {log}")
         self._say(bar, f"[done] {name} in {time.perf_counter() - start:.0f} s")
         return True
+
+    def run_parallel(self, stages: Sequence[tuple[str, Sequence[str], Sequence[Path]]], bar: object | None = None) -> None:
+        """Run independent stages ``(name, cmd, outputs)`` at the same time, each with an equal share of the CPU
+        cores as its thread count: several PyTorch processes that each use every core spin against each other
+        and run slower than one after the other, while one thread each keeps every core busy."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        threads = max(1, (os.cpu_count() or 1) // max(1, len(stages)))
+        with ThreadPoolExecutor(max_workers=max(1, len(stages))) as pool:
+            futures = [pool.submit(self.run, name, cmd, outputs, bar, threads) for name, cmd, outputs in stages]
+            for future in futures:
+                future.result()
+                if bar is not None and hasattr(bar, "update"):
+                    bar.update()  # type: ignore[attr-defined]
 
     @staticmethod
     def _say(bar: object | None, text: str) -> None:
@@ -126,7 +146,7 @@ def _cli(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_cli(v) for v in value) + "]"
     if isinstance(value, bool):
-        return "true" if value else "false"
+        return "True" if value else "False"  # fire reads True/False as booleans, "false" as a (truthy) string
     return str(value)
 
 
@@ -178,13 +198,15 @@ def run_pipeline(
                "--num-test", str(test), "--spacing", str(s.spacing), "--output-dir", str(data / disease)]
         runner.run(f"data_{disease}", cmd, [data / disease / "dataset.json"], bar)
         bar.update()
-    # 2. source networks
-    for seed in s.seeds:
-        cmd = runner.bundle("dwp_pretrain", ["train"], dataset_dir=data / "ms", output_dir=runs / "dwp_pretrain",
-                            seed=seed, epochs=s.pretrain_epochs, val_interval=s.pretrain_val_interval,
-                            num_val_cases=s.num_source_test, **common)
-        runner.run(f"pretrain_seed{seed}", cmd, [runs / "dwp_pretrain" / f"seed{seed}" / "model.pt"], bar)
-        bar.update()
+    # 2. source networks, trained side by side
+    runner.run_parallel([
+        (f"pretrain_seed{seed}",
+         runner.bundle("dwp_pretrain", ["train"], dataset_dir=data / "ms", output_dir=runs / "dwp_pretrain",
+                       seed=seed, epochs=s.pretrain_epochs, val_interval=s.pretrain_val_interval,
+                       num_val_cases=s.num_source_test, **common),
+         [runs / "dwp_pretrain" / f"seed{seed}" / "model.pt"])
+        for seed in s.seeds
+    ], bar)
     # 3. prior
     prior_ckpt = runs / "dwp_prior" / "dwp_prior.pt"
     cmd = runner.bundle("dwp_prior", ["train"], source_ckpts=f"{runs}/dwp_pretrain/seed*/model.pt",

@@ -8,8 +8,8 @@ import torch
 
 from monai_dwp.losses import DeepWeightPrior, ELBOLoss, GaussianPrior
 from monai_dwp.networks import DWPUNet, KernelVAE
-from monai_dwp.transfer import (ENCODER_PREFIXES, METHODS, is_bayesian_method, make_loss, make_prior, prepare_network,
-                                trainable_parameters)
+from monai_dwp.transfer import (ENCODER_PREFIXES, METHODS, is_bayesian_method, make_loss, make_prior,
+                                parameter_groups, prepare_network, trainable_parameters)
 
 SMALL = {"channels": (4, 4, 8, 8)}
 
@@ -51,6 +51,19 @@ class TestTransfer(unittest.TestCase):
         self.assertIsInstance(make_prior("gaussian_prior", prior_scale=0.2), GaussianPrior)
         self.assertIsNone(make_prior("finetune"))
         self.assertIsInstance(loss, ELBOLoss)
+
+    def test_parameter_groups(self):
+        net = DWPUNet(bayesian=True, **SMALL)
+        (only,) = parameter_groups(net)
+        self.assertEqual(len(only["params"]), len(list(net.parameters())))
+        rest, scales = parameter_groups(net, log_scale_lr=0.01)
+        self.assertEqual(scales["lr"], 0.01)
+        self.assertEqual({id(p) for p in scales["params"]}, {id(m.log_scale) for m in net.modules() if hasattr(m, "log_scale")})
+        self.assertEqual(len(rest["params"]) + len(scales["params"]), len(list(net.parameters())))
+        opt = torch.optim.Adam(parameter_groups(net, log_scale_lr=0.01), lr=1e-3)
+        self.assertEqual([g["lr"] for g in opt.param_groups], [1e-3, 0.01])
+        with self.assertRaisesRegex(ValueError, "log_scale_lr must be None or a float > 0, got 0"):
+            parameter_groups(net, log_scale_lr=0)
 
     def test_errors_before_training(self):
         with self.assertRaisesRegex(ValueError, "method 'dwp' needs a Bayesian network; build DWPUNet with bayesian=True"):

@@ -13,13 +13,14 @@ import csv
 import logging
 import math
 import os
-import tempfile
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from monai.data import MetaTensor, decollate_batch
 from monai.utils import min_version, optional_import
+
+from monai_dwp.utils.io import atomic_write
 
 idist, _ = optional_import("ignite.distributed", "0.4.11", min_version)
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
@@ -667,7 +668,7 @@ class SegmentationCalibrationHandler:
         _write_csv(os.path.join(output_dir, "calibration_summary.csv"), summary_cols, [summary_row])
         table = self.reliability_table()
         _write_csv(os.path.join(output_dir, "reliability.csv"), rel_cols, table)
-        _atomic_write(os.path.join(output_dir, "reliability.png"), "wb", lambda f: self._plot(table, f))
+        atomic_write(os.path.join(output_dir, "reliability.png"), "wb", lambda f: self._plot(table, f))
 
     def _plot(self, table: list[dict[str, Any]], fileobj: Any) -> None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -750,17 +751,4 @@ def _write_csv(path: str, columns: Sequence[str], rows: Sequence[Mapping[str, An
         for row in rows:
             writer.writerow([_format(row.get(c, float("nan"))) for c in columns])
 
-    _atomic_write(path, "w", write)
-
-
-def _atomic_write(path: str, mode: str, write: Callable[[Any], None]) -> None:
-    """Write through a temporary file in the same folder, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, **({"newline": ""} if "b" not in mode else {})) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, "w", write)

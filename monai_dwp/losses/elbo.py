@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 
-import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss
 from torch import Tensor, nn
@@ -111,6 +110,7 @@ class ELBOLoss(nn.Module):
         self.dataset_size = dataset_size
         self.aux_loss = aux_loss
         self.last_terms: dict[str, Tensor] = {}
+        self._logged = False
 
     @property
     def kl_weight(self) -> float:
@@ -155,6 +155,13 @@ class ELBOLoss(nn.Module):
                 "voxels of a whole training volume (monai_dwp.data.mean_voxels) when training on patches.",
                 int(self.voxels_per_case),
             )
+        if not self._logged:
+            logger.info(
+                "ELBO per voxel: N = %d training volumes, V̄ = %.0f voxels per volume, temperature %g: KL weight "
+                "%.3g; auxiliary Dice weight %g.", self.dataset_size, self.voxels_per_case, self.temperature,
+                self.kl_weight, self.aux_weight,
+            )
+            self._logged = True
         kl = self.prior(self.network)
         kl_scaled = kl * self.kl_weight
         terms.update(kl=kl.detach(), kl_scaled=kl_scaled.detach())

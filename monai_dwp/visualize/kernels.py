@@ -68,9 +68,10 @@ def save_kernel_figure(
         limit = float(real.abs().max())
         for ax, kernels, title in ((axes[g, 0], real, "real"), (axes[g, 1], sampled, "sampled")):
             ax.imshow(_tile(kernels, per_row), cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-            ax.set_title(f"group {g}: {title} (s = {dataset.scales[g]:.3g})", fontsize=9)
+            ax.set_title(f"group {g}: {title} (group RMS {dataset.scales[g]:.3g})", fontsize=9)
             ax.axis("off")
-    fig.suptitle("3×3×3 kernels / s (axial slices side by side): source networks vs the VAE prior", fontsize=11)
+    fig.suptitle("normalised 3×3×3 kernels (each layer divided by its RMS; axial slices side by side): source networks "
+                 "vs decoder means of the VAE prior", fontsize=11)
     fig.tight_layout()
     path = Path(output_file)
     path.parent.mkdir(parents=True, exist_ok=True)

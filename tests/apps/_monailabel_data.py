@@ -18,7 +18,7 @@ METHOD = "gaussian_prior"  # Bayesian, and needs no hand-off from the source/pri
 OOD_ID = "zz_diffuse"  # the out-of-distribution study (see make_data)
 # training: 20 short epochs with a posterior wider than the default at the start (log-scale -4 instead of -5), so that
 # the posterior has learned something and its draws disagree on unfamiliar input
-TRAIN = dict(TINY, epochs=20, num_val_cases=1, num_train_cases=2, init_log_scale=-4.0, method=METHOD)
+TRAIN = dict(TINY, epochs=20, num_val_cases=1, num_train_cases=2, init_scale_ratio=0.2, method=METHOD)
 # served values: what the model was trained with, and few Monte Carlo draws (seconds per study on 1 CPU thread)
 SERVED_OVERRIDES = {"method": METHOD, "spacing": [6.0, 6.0, 6.0], "patch_size": [16, 16, 16], "mc_samples": 4}
 SCORING_MC_SAMPLES = 8  # draws of the one mutual-information call per study

@@ -159,6 +159,10 @@ class TestDistributed(unittest.TestCase):
         folder = ROOT / "ddp" / "dwp_n3_seed0"
         self.assertEqual(sorted(p.name for p in folder.glob("*.pt")), ["checkpoint_epoch=1.pt", "model.pt"])
         self.assertEqual(out.count("Epoch[1] Metrics -- val_mean_dice"), 1)  # rank 0 logs the validation
+        # ranks draw different weight noise and kernel subsets (the same seed on every rank would average nothing)
+        seeds = re.findall(r"rank (\d): weight noise and DWP kernel subsets drawn with seed (\d+)", out)
+        self.assertEqual(sorted(r for r, _ in seeds), ["0", "1"])
+        self.assertEqual(len({s for _, s in seeds}), 2)
 
 
 if __name__ == "__main__":
