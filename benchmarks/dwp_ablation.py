@@ -44,6 +44,7 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     "random_init": ("random_init", {}),
     "dwp without DWP init": ("dwp", {"dwp_init": False}),
     "dwp, temperature 0.1": ("dwp", {"kl_temperature": 0.1}),
+    "dwp, temperature 5 (≈ old KL weight)": ("dwp", {"kl_temperature": 5.0}),
     "dwp, log_scale lr 0.01": ("dwp", {"log_scale_lr": 0.01}),
     "dwp, all kernels": ("dwp", {"max_kernels": None}),
     "gaussian_prior, scale 0.02": ("gaussian_prior", {"prior_scale": 0.02}),
