@@ -46,7 +46,8 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     "dwp, temperature 0.1": ("dwp", {"kl_temperature": 0.1}),
     "dwp, temperature 5 (≈ old KL weight)": ("dwp", {"kl_temperature": 5.0}),
     "dwp, log_scale lr 0.01": ("dwp", {"log_scale_lr": 0.01}),
-    "dwp, all kernels": ("dwp", {"max_kernels": None}),
+    # every group has fewer kernels than this: all kernels every step (a None override is dropped by monai.bundle)
+    "dwp, all kernels": ("dwp", {"max_kernels": 1_000_000}),
     "gaussian_prior, scale 0.02": ("gaussian_prior", {"prior_scale": 0.02}),
     "finetune_frozen": ("finetune_frozen", {}),
     "dwp_init": ("dwp_init", {}),
