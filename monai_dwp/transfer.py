@@ -155,12 +155,12 @@ def prepare_network(
         if method == "dwp_init" or dwp_init:
             names = prior.initialize(network, generator=generator)
             modules = dict(network.named_modules())
+            ratio = {}
             with torch.no_grad():
-                ratio = {
-                    n: float(getattr(modules[n], "loc", getattr(modules[n], "weight", None)).square().mean().sqrt()
-                             / prior.scale_of(n))
-                    for n in names
-                }
+                for n in names:
+                    layer = modules[n]
+                    kernels = layer.loc if hasattr(layer, "loc") else layer.weight  # Bayesian or plain conv
+                    ratio[n] = float(kernels.square().mean().sqrt() / prior.scale_of(n))
             logger.info(
                 "DWP initialisation: RMS of the sampled kernels / RMS of the source kernels per layer (1 = the data's "
                 "scale, near 0 = a collapsed prior): %s", ", ".join(f"{n} {v:.2g}" for n, v in ratio.items()),
