@@ -5,11 +5,20 @@ from __future__ import annotations
 import glob
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from monai_dwp.utils.validation import as_bool, check_float, check_int, check_optional_float
 
 __all__ = [
+    "BundleInputError",
+    "InvalidKeyError",
+    "MissingHandoffError",
+    "KEY_RULES",
+    "check_keys",
+    "checked",
     "PRODUCERS",
     "require_handoff",
     "require_handoffs",
@@ -27,6 +36,133 @@ PRODUCERS: dict[str, str] = {
 """The bundle command that writes each hand-off key's file."""
 
 
+class BundleInputError(Exception):
+    """An expected problem with what a user gave a bundle (a key's value, a missing hand-off file).
+
+    A bundle run from the command line that stops on one prints only ``monai_dwp: <message>`` and exits with
+    status 1 (no traceback: the message names the key, the value and the fix); see :func:`_bundle_excepthook`.
+    """
+
+
+class InvalidKeyError(BundleInputError, ValueError):
+    """A top-level bundle key has a value its rule in :data:`KEY_RULES` rejects."""
+
+
+class MissingHandoffError(BundleInputError, FileNotFoundError):
+    """A file one stage hands to the next (source checkpoint, prior, model) does not exist."""
+
+
+def _bundle_excepthook(kind: type[BaseException], error: BaseException, traceback: Any) -> None:
+    """Print an uncaught :class:`BundleInputError` as one line, also when MONAI's config parser wrapped it
+    ("Failed to evaluate ConfigExpression ..."); hand anything else to the previous hook."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, BundleInputError):
+            print(f"monai_dwp: {cause}", file=sys.stderr)
+            return
+        cause = cause.__cause__ or cause.__context__
+    _previous_excepthook(kind, error, traceback)
+
+
+_previous_excepthook = sys.excepthook
+if getattr(sys.excepthook, "__name__", "") != _bundle_excepthook.__name__:
+    sys.excepthook = _bundle_excepthook
+
+
+def _positive_int(value: Any, name: str) -> int:
+    return check_int(value, name, minimum=1)
+
+
+def _optional_positive_int(value: Any, name: str) -> int | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+        return None
+    return check_int(value, name, minimum=1)
+
+
+def _positive_float(value: Any, name: str) -> float:
+    return check_float(value, name, minimum=0.0, include_minimum=False)
+
+
+def _nonnegative_float(value: Any, name: str) -> float:
+    return check_float(value, name, minimum=0.0)
+
+
+KEY_RULES: dict[str, Callable[[Any, str], Any]] = {
+    # booleans: fire passes `--amp false` as the string 'false'
+    "amp": as_bool,
+    "resume": as_bool,
+    "train_encoder": as_bool,
+    "dwp_init": as_bool,
+    # counts
+    "epochs": _positive_int,
+    "val_interval": _positive_int,
+    "batch_size": _positive_int,
+    "num_samples": _positive_int,
+    "in_channels": _positive_int,
+    "out_channels": lambda v, n: check_int(v, n, minimum=2),
+    "sw_batch_size": _positive_int,
+    "num_val_cases": _positive_int,
+    "num_train_cases": _optional_positive_int,
+    "grad_ratio_interval": _positive_int,
+    "max_kernels": _positive_int,
+    "prior_samples": _positive_int,
+    "mc_samples": _positive_int,
+    "num_kernels": _positive_int,
+    "num_groups": _positive_int,
+    "latent_size": _positive_int,
+    "seed": lambda v, n: check_int(v, n, minimum=0),
+    "num_workers": lambda v, n: check_int(v, n, minimum=0),
+    # real numbers
+    "learning_rate": _positive_float,
+    "log_scale_lr": lambda v, n: check_optional_float(v, n, minimum=0.0, include_minimum=False),
+    "cache_rate": lambda v, n: check_float(v, n, minimum=0.0, maximum=1.0),
+    "sw_overlap": lambda v, n: check_float(v, n, minimum=0.0, maximum=1.0, include_maximum=False),
+    "init_scale_ratio": _positive_float,
+    "kl_temperature": _nonnegative_float,
+    "aux_weight": _nonnegative_float,
+    "prior_scale": _positive_float,
+    "min_norm": _nonnegative_float,
+    "val_fraction": lambda v, n: check_float(v, n, minimum=0.0, maximum=1.0, include_minimum=False,
+                                             include_maximum=False),
+}
+"""How each top-level bundle key is checked (and, for booleans, converted) at start-up by :func:`check_keys`."""
+
+
+def check_keys(**values: Any) -> dict[str, Any]:
+    """Check the top-level keys of a bundle before anything is built; the first ``initialize`` step of every config.
+
+    ``python -m monai.bundle run`` hands command-line overrides over as ``fire`` parses them: numbers become
+    numbers, but ``--amp false`` arrives as the *string* ``'false'`` (truthy) and ``--epochs five`` as a string
+    deep inside a trainer. Each key is checked by its rule in :data:`KEY_RULES`; the configs read booleans through
+    :func:`as_bool`, which accepts ``true/false/True/False/1/0``.
+
+    Args:
+        values: ``key=value`` for every scalar top-level key of the config.
+
+    Returns:
+        The checked (converted) values.
+
+    Raises:
+        InvalidKeyError: (a ``ValueError``) a value breaks its key's rule: ``"--epochs must be an integer, got 'five' (str)."``
+        KeyError: a key without a rule (a config error, not a user error).
+    """
+    checked = {}
+    for key, value in values.items():
+        if key not in KEY_RULES:
+            raise KeyError(f"check_keys: no rule for the bundle key {key!r}; add one to KEY_RULES.")
+        try:
+            checked[key] = KEY_RULES[key](value, f"--{key}")
+        except (TypeError, ValueError) as error:
+            raise InvalidKeyError(f"{error} Fix the override or the config value of {key!r}.") from None
+    return checked
+
+
+def checked(key: str, value: Any) -> Any:
+    """One top-level key checked and converted by its rule in :data:`KEY_RULES`; how the configs read booleans,
+    e.g. ``"amp": "$monai_dwp.bundle_utils.checked('amp', @amp)"`` (``'false'`` → ``False``)."""
+    return check_keys(**{key: value})[key]
+
+
 def require_handoff(path: str | os.PathLike, key: str, command: str | None = None) -> str:
     """Return ``path`` if it is an existing file; otherwise raise an error naming the key and the producing command.
 
@@ -36,11 +172,11 @@ def require_handoff(path: str | os.PathLike, key: str, command: str | None = Non
         command: the command that produces it; default from :data:`PRODUCERS`.
 
     Raises:
-        FileNotFoundError: ``"prior_ckpt file 'runs/...' does not exist; make it with `python -m monai.bundle ...`"``.
+        MissingHandoffError: (a ``FileNotFoundError``) ``"prior_ckpt file 'runs/...' does not exist; make it with `python -m monai.bundle ...`"``.
     """
     if not Path(path).is_file():
         command = command or PRODUCERS.get(key, "the bundle that produces it")
-        raise FileNotFoundError(
+        raise MissingHandoffError(
             f"{key} file {str(path)!r} does not exist; make it first with `{command}` "
             f"(or pass another file with --{key} PATH)."
         )
@@ -57,7 +193,7 @@ def require_handoffs(pattern: str | Sequence[str], key: str = "source_ckpts", co
     files = sorted({f for p in patterns for f in glob.glob(str(p)) if Path(f).is_file()})
     if not files:
         command = command or PRODUCERS.get(key, "the bundle that produces them")
-        raise FileNotFoundError(
+        raise MissingHandoffError(
             f"{key} {patterns!r} matches no file; make them first with `{command}` (several seeds: --seed 0, "
             f"--seed 1, ...), or pass --{key} with the checkpoint paths."
         )
@@ -82,15 +218,15 @@ def resume_handlers(ckpt_dir: str | os.PathLike, load_dict: Mapping[str, Any], r
     continues at the epoch after the last completed one.
 
     Raises:
-        FileNotFoundError: ``resume`` is true but ``ckpt_dir`` has no checkpoint.
+        MissingHandoffError: ``resume`` is true but ``ckpt_dir`` has no checkpoint.
     """
-    if not resume:
+    if not as_bool(resume, "--resume"):
         return []
     from monai.handlers import CheckpointLoader
 
     path = latest_checkpoint(ckpt_dir)
     if path is None:
-        raise FileNotFoundError(
+        raise MissingHandoffError(
             f"--resume true but {str(ckpt_dir)!r} holds no checkpoint_epoch=N.pt to resume from; "
             "run without --resume, or point --ckpt_dir at the interrupted run."
         )

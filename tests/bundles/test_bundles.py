@@ -89,6 +89,10 @@ class TestPretrainAndPrior(unittest.TestCase):
         self.assertIn("Epoch: 2/2", out)
         self.assertNotIn("Epoch: 1/2", out)
         self.assertTrue((out_dir / "seed0" / "checkpoint_epoch=2.pt").is_file())
+        # `--resume false` arrives from the command line as the string 'false' and must not resume
+        out = check(run_bundle("dwp_pretrain", "train", dataset_dir=ROOT / "ms", output_dir=out_dir, resume="false",
+                               **args))
+        self.assertIn("Epoch: 1/2", out)
         shutil.rmtree(out_dir / "seed0")
         proc = run_bundle("dwp_pretrain", "train", dataset_dir=ROOT / "ms", output_dir=out_dir, resume="true", **TINY)
         self.assertNotEqual(proc.returncode, 0)
@@ -114,6 +118,11 @@ class TestFinetune(unittest.TestCase):
         if method in ("dwp", "gaussian_prior"):
             kl = float(re.search(r"loss_kl: ([0-9.e+]+)", out).group(1))
             self.assertGreater(kl, 0.0)
+        self.assertEqual("DWP initialisation:" in out, method in ("dwp", "dwp_init"))
+
+    def test_dwp_init_false_from_the_command_line(self):
+        out = check(_finetune("dwp", output="no_init", dwp_init="false", amp="False", train_encoder="0"))
+        self.assertNotIn("DWP initialisation:", out)  # the string 'false' is not truthy here
 
     def test_sampled_training_mode(self):
         check(_finetune("gaussian_prior", output="sampled", train_mode="sampled"))

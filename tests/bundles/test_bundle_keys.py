@@ -1,0 +1,40 @@
+"""Top-level keys given on the command line are checked before anything is built, through ``monai.bundle run``."""
+
+from __future__ import annotations
+
+import tempfile
+import unittest
+from pathlib import Path
+
+from parameterized import parameterized
+
+from ._utils import run_bundle
+
+
+class TestBundleKeys(unittest.TestCase):
+    @parameterized.expand(
+        [
+            ("dwp_pretrain", "train", {"amp": "maybe"}, r"--amp must be true or false \(true/false/True/False/1/0\), "
+                                                        r"got 'maybe'\. Fix the override or the config value of 'amp'\."),
+            ("dwp_prior", "train", {"resume": "flase"}, r"--resume must be true or false .*got 'flase'"),
+            ("dwp_finetune", "train", {"dwp_init": "no"}, r"--dwp_init must be true or false .*got 'no'"),
+            ("dwp_finetune", "train", {"epochs": "five"}, r"--epochs must be an integer, got 'five' \(str\)"),
+            ("dwp_finetune", "train", {"sw_overlap": 1.0}, r"--sw_overlap must lie in \[0.0, 1.0\), got 1.0"),
+            ("dwp_finetune", "inference", {"mc_samples": 0}, r"--mc_samples must be ≥ 1, got 0"),
+            ("dwp_pretrain", "inference", {"sw_batch_size": -2}, r"--sw_batch_size must be ≥ 1, got -2"),
+            ("dwp_prior", "inference", {"num_kernels": 2.5}, r"--num_kernels must be an integer, got 2.5"),
+        ]
+    )
+    def test_bad_value_is_one_line(self, bundle, config, overrides, pattern):
+        with tempfile.TemporaryDirectory() as tmp:
+            out_dir = Path(tmp) / "out"
+            proc = run_bundle(bundle, config, output_dir=out_dir, dataset_dir=Path(tmp) / "data", **overrides)
+            self.assertEqual(proc.returncode, 1, proc.stderr[-3000:])
+            last = proc.stderr.strip().splitlines()[-1]
+            self.assertRegex(last, r"^monai_dwp: " + pattern)
+            self.assertNotIn("Traceback", proc.stderr)
+            self.assertFalse(out_dir.exists())  # stopped before anything was written
+
+
+if __name__ == "__main__":
+    unittest.main()
