@@ -10,7 +10,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable
 
-from monai_dwp.utils.validation import as_bool, check_float, check_int, check_optional_float
+from monai_dwp.utils.validation import (
+    BundleInputError,
+    InputFileError,
+    InputValueError,
+    as_bool,
+    check_float,
+    check_int,
+    check_optional_float,
+)
 
 __all__ = [
     "BundleInputError",
@@ -19,6 +27,8 @@ __all__ = [
     "KEY_RULES",
     "check_keys",
     "checked",
+    "per_rank_batch_size",
+    "is_secondary_rank",
     "PRODUCERS",
     "require_handoff",
     "require_handoffs",
@@ -36,19 +46,11 @@ PRODUCERS: dict[str, str] = {
 """The bundle command that writes each hand-off key's file."""
 
 
-class BundleInputError(Exception):
-    """An expected problem with what a user gave a bundle (a key's value, a missing hand-off file).
-
-    A bundle run from the command line that stops on one prints only ``monai_dwp: <message>`` and exits with
-    status 1 (no traceback: the message names the key, the value and the fix); see :func:`_bundle_excepthook`.
-    """
-
-
-class InvalidKeyError(BundleInputError, ValueError):
+class InvalidKeyError(InputValueError):
     """A top-level bundle key has a value its rule in :data:`KEY_RULES` rejects."""
 
 
-class MissingHandoffError(BundleInputError, FileNotFoundError):
+class MissingHandoffError(InputFileError):
     """A file one stage hands to the next (source checkpoint, prior, model) does not exist."""
 
 
@@ -163,6 +165,35 @@ def checked(key: str, value: Any) -> Any:
     return check_keys(**{key: value})[key]
 
 
+def is_secondary_rank() -> bool:
+    """Whether this process is a ``torch.distributed`` rank other than 0: the ``_disabled_`` flag of the handlers
+    that write files (TensorBoard), so that only rank 0 writes (a disabled handler is not even built: MONAI's
+    ``TensorBoardStatsHandler`` opens its event file when it is built)."""
+    import torch.distributed as dist
+
+    return bool(dist.is_available() and dist.is_initialized() and dist.get_rank() > 0)
+
+
+def per_rank_batch_size(batch_size: Any) -> int:
+    """The batch each process loads under ``torch.distributed`` so that all of them together see ``batch_size``
+    cases per step, as one process does (the global batch, and so the gradient's scale, does not change with the
+    number of processes).
+
+    Raises:
+        InvalidKeyError: ``batch_size`` is not divisible by the number of processes.
+    """
+    import torch.distributed as dist
+
+    batch_size = checked("batch_size", batch_size)
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if batch_size % world:
+        raise InvalidKeyError(
+            f"--batch_size {batch_size} is the global batch of all {world} processes and must be divisible by "
+            f"{world}; pass --batch_size {max(world, batch_size // world * world)} (or run {batch_size} processes)."
+        )
+    return batch_size // world
+
+
 def require_handoff(path: str | os.PathLike, key: str, command: str | None = None) -> str:
     """Return ``path`` if it is an existing file; otherwise raise an error naming the key and the producing command.
 
@@ -211,17 +242,33 @@ def latest_checkpoint(ckpt_dir: str | os.PathLike, prefix: str = "checkpoint") -
     return best[1] if best else None
 
 
-def resume_handlers(ckpt_dir: str | os.PathLike, load_dict: Mapping[str, Any], resume: bool, map_location: Any = None) -> list:
+def resume_handlers(
+    ckpt_dir: str | os.PathLike,
+    load_dict: Mapping[str, Any],
+    resume: bool | str,
+    map_location: Any = None,
+    saver: Any = None,
+) -> list:
     """``[CheckpointLoader]`` for the latest checkpoint of ``ckpt_dir`` when ``resume``, else ``[]``.
 
     The checkpoint must hold the trainer's state (``load_dict`` with a ``"trainer"`` entry), so training
-    continues at the epoch after the last completed one.
+    continues at the epoch after the last completed one; the bundles load everything of
+    :func:`monai_dwp.handlers.training_state` (random generators and best-metric bookkeeping included).
+
+    Args:
+        ckpt_dir: the run folder.
+        load_dict: the objects to restore, as saved.
+        resume: whether to resume (``true/false`` words accepted, see :func:`checked`).
+        map_location: where to load tensors.
+        saver: the interval ``CheckpointSaver`` of the run: it takes over the ``checkpoint_epoch=N.pt`` files
+            already in ``ckpt_dir``, so it keeps deleting the oldest as before the interruption.
 
     Raises:
         MissingHandoffError: ``resume`` is true but ``ckpt_dir`` has no checkpoint.
     """
     if not as_bool(resume, "--resume"):
         return []
+    from ignite.handlers import Checkpoint
     from monai.handlers import CheckpointLoader
 
     path = latest_checkpoint(ckpt_dir)
@@ -230,6 +277,14 @@ def resume_handlers(ckpt_dir: str | os.PathLike, load_dict: Mapping[str, Any], r
             f"--resume true but {str(ckpt_dir)!r} holds no checkpoint_epoch=N.pt to resume from; "
             "run without --resume, or point --ckpt_dir at the interrupted run."
         )
+    interval = getattr(saver, "_interval_checkpoint", None)
+    if interval is not None:
+        found = []
+        for f in glob.glob(os.path.join(str(ckpt_dir), "checkpoint_epoch=*.pt")):
+            match = re.search(r"checkpoint_epoch=(\d+)\.pt$", f)
+            if match:
+                found.append(Checkpoint.Item(int(match.group(1)), os.path.basename(f)))
+        interval._saved = sorted(found, key=lambda item: item.priority)
     return [CheckpointLoader(load_path=path, load_dict=dict(load_dict), map_location=map_location)]
 
 

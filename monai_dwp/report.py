@@ -8,6 +8,8 @@ import platform
 from collections.abc import Sequence
 from pathlib import Path
 
+from monai_dwp.utils.io import atomic_write
+
 __all__ = ["collect_metrics", "write_eval_summary", "write_report"]
 
 _COLUMNS = (
@@ -63,9 +65,8 @@ def write_eval_summary(eval_dir: str | os.PathLike, title: str = "Evaluation") -
         lines += ["", "Calibration per case: [calibration.csv](calibration.csv)", "",
                   "![reliability diagram](reliability.png)"]
     path = eval_dir / "summary.md"
-    tmp = path.with_name("summary.md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    text = "\n".join(lines) + "\n"
+    atomic_write(path, "w", lambda f: f.write(text))
     return path
 
 
@@ -120,7 +121,6 @@ def write_report(
         lines.append(f"- wall time: {elapsed / 60:.1f} min")
     lines += [f"- logs and the bundle command of every stage: `{out / 'logs'}`", ""]
     path = out / "report.md"
-    tmp = path.with_name("report.md.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, path)
+    text = "\n".join(lines)
+    atomic_write(path, "w", lambda f: f.write(text))
     return path

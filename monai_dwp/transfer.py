@@ -89,7 +89,10 @@ def make_prior(
 
 def _load_source(network: nn.Module, source_ckpt: str | os.PathLike) -> None:
     path = require_handoff(source_ckpt, "source_ckpt")
-    state = load_state_dict(path)
+    try:
+        state = load_state_dict(path)
+    except ValueError as err:
+        raise ValueError(f"source_ckpt {path!r} is not a network checkpoint: {err}") from err
     own = network.state_dict()
     for name, value in state.items():
         if name in own and own[name].shape != value.shape:

@@ -20,6 +20,8 @@ SUBPACKAGES = [
     "monai_dwp.visualize",
     "monai_dwp.transfer",
     "monai_dwp.bundle_utils",
+    "monai_dwp.utils",
+    "monai_dwp.transforms",
 ]
 
 

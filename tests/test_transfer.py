@@ -82,5 +82,55 @@ class TestTransfer(unittest.TestCase):
                 prepare_network(DWPUNet(**SMALL), "finetune", source_ckpt=path)
 
 
+class TestBadHandoffs(unittest.TestCase):
+    """Checkpoints of the wrong kind are refused by prepare_network / make_prior before any training."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.root = Path(tmp.name)
+
+    def test_source_checkpoint_of_another_architecture(self):
+        path = self.root / "vae.pt"
+        torch.save(KernelVAE(latent_size=2, hidden_channels=(4, 8, 16)).state_dict(), path)
+        with self.assertRaisesRegex(ValueError, r"^source_ckpt '.*vae\.pt' does not fit the network: it lacks "
+                                                r"\['init_conv\.weight', .*\]\.\.\.; is it a DWPUNet checkpoint of the "
+                                                r"dwp_pretrain bundle\?$"):
+            prepare_network(DWPUNet(**SMALL), "finetune", source_ckpt=path)
+
+    def test_prior_checkpoint_given_as_source(self):
+        net = DWPUNet(bayesian=True, **SMALL)
+        path = _prior(net).save(self.root / "dwp_prior.pt")
+        pattern = (r"^source_ckpt '.*dwp_prior\.pt' is not a network checkpoint: '.*dwp_prior\.pt' holds no state "
+                   r"dict of tensors, got the keys \['extra', 'format', .*\]; pass a network checkpoint "
+                   r"\(models/model\.pt of a dwp_pretrain run\), not a prior or kernel file\.$")
+        with self.assertRaisesRegex(ValueError, pattern):
+            prepare_network(DWPUNet(**SMALL), "finetune", source_ckpt=path)
+
+    def test_source_checkpoint_that_is_not_a_checkpoint(self):
+        path = self.root / "model.pt"
+        path.write_text("not a checkpoint")
+        with self.assertRaisesRegex(ValueError, r"^source_ckpt '.*model\.pt' is not a network checkpoint: source "
+                                                r"checkpoint '.*model\.pt' is not a readable PyTorch checkpoint, got "
+                                                r"\w+: .*; pass the models/model\.pt of a dwp_pretrain run\.$"):
+            prepare_network(DWPUNet(**SMALL), "finetune_frozen", source_ckpt=path)
+
+    def test_prior_for_another_network(self):
+        other = DWPUNet(bayesian=True, **SMALL)
+        prior = _prior(other)
+        prior.layer_groups["extra.conv"] = 0  # a layer of another network layout
+        pattern = r"^the prior covers layer 'extra\.conv' \(group 0, kernel \(3, 3, 3\)\) but the network has no such"
+        with self.assertRaisesRegex(ValueError, pattern):
+            prepare_network(DWPUNet(bayesian=True, **SMALL), "dwp", prior=prior)
+
+    def test_unknown_method_everywhere(self):
+        for call in (lambda: make_prior("dpw"), lambda: prepare_network(DWPUNet(**SMALL), "dpw"),
+                     lambda: is_bayesian_method("dpw")):
+            with self.assertRaisesRegex(ValueError, r"^method must be one of \('dwp', 'gaussian_prior', "
+                                                    r"'random_init', 'finetune', 'finetune_frozen', 'dwp_init'\), got "
+                                                    r"'dpw'; e\.g\. --method dwp\.$"):
+                call()
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -15,6 +15,7 @@ from .decathlon import (
     train_transforms,
     validate_decathlon,
 )
+from .image_writer import AtomicNibabelWriter
 from .phantoms import (
     MS_PHANTOM_RANGES,
     PHANTOM_DISEASES,
@@ -34,6 +35,7 @@ from .statistics import mean_voxels
 from .kernels import KernelDataset, collect_kernels, filter_kernels, group_layers, load_state_dict
 
 __all__ = [
+    "AtomicNibabelWriter",
     # phantoms
     "MS_PHANTOM_RANGES",
     "PHANTOM_DISEASES",

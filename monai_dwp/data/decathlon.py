@@ -15,6 +15,7 @@ Typical use, before any training starts (nothing is written)::
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -39,6 +40,9 @@ from monai.transforms import (
     Transform,
 )
 
+from monai_dwp.transforms.validation import CheckFinited, CheckNonEmptyd, CheckPatchFitsd
+from monai_dwp.utils.validation import InputFileError, InputValueError, as_bool
+
 __all__ = [
     "ModalitySpec",
     "LabelRule",
@@ -62,8 +66,19 @@ to keep the label values."""
 
 _DIVISOR = 16  # 4 levels of 2x downsampling in the U-Net
 _MAKE_DATA_HINT = (
-    "make one with `python -m monai_dwp make-data --output-dir DIR` or point dataset_dir at a Decathlon folder"
+    "make one with `python -m monai_dwp make-data --disease tumour --output-dir DIR` (`--disease ms` for the "
+    "source task) or pass --dataset_dir with a Decathlon folder"
 )
+
+
+def _make_data_hint(root: Path) -> str:
+    """The exact command that writes the built-in phantoms into ``root`` (the disease guessed from its name)."""
+    disease = "ms" if "ms" in root.name.lower().replace("-", "_").split("_") or root.name.lower() == "ms" else "tumour"
+    size = "--num-cases 30 --num-test 4" if disease == "ms" else "--num-cases 16 --num-test 8"
+    return (
+        f"make it with `python -m monai_dwp make-data --disease {disease} {size} --spacing 3 --output-dir {root}` "
+        "(built-in phantoms), or pass --dataset_dir with a Decathlon folder"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -73,10 +88,10 @@ _MAKE_DATA_HINT = (
 def _json_path(dataset_dir: str | Path) -> Path:
     root = Path(dataset_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset_dir {str(root)!r} is not a directory; {_MAKE_DATA_HINT}.")
+        raise InputFileError(f"dataset_dir {str(root)!r} is not a directory; {_make_data_hint(root)}.")
     path = root / "dataset.json"
     if not path.is_file():
-        raise FileNotFoundError(
+        raise InputFileError(
             f"{path} not found: dataset_dir must contain a Decathlon dataset.json; {_MAKE_DATA_HINT}."
         )
     return path
@@ -84,7 +99,7 @@ def _json_path(dataset_dir: str | Path) -> Path:
 
 def _check_entries(path: Path, section: str, entries: Any, need_label: bool) -> None:
     if not isinstance(entries, list):
-        raise ValueError(
+        raise InputValueError(
             f"{path}: field {section!r} must be a list of cases, got {type(entries).__name__}; "
             f'write it as "{section}": [{{"image": "./imagesTr/x.nii.gz", "label": "./labelsTr/x.nii.gz"}}, ...].'
         )
@@ -93,15 +108,38 @@ def _check_entries(path: Path, section: str, entries: Any, need_label: bool) -> 
             continue  # MSD style test list: plain image paths
         if not isinstance(entry, dict) or "image" not in entry or (need_label and "label" not in entry):
             wanted = '{"image": ..., "label": ...}' if need_label else 'an image path or {"image": ...}'
-            raise ValueError(f"{path}: entry {i} of {section!r} is {entry!r}; each entry must be {wanted}.")
+            raise InputValueError(f"{path}: entry {i} of {section!r} is {entry!r}; each entry must be {wanted}.")
         for key in ("image", "label"):
             value = entry.get(key)
             files = value if isinstance(value, list) else [value]
             if key in entry and not all(isinstance(f, str) and f for f in files):
-                raise ValueError(
+                raise InputValueError(
                     f"{path}: entry {i} of {section!r} has {key}={value!r}; it must be a file path (or a list of "
                     f"paths, one per modality) relative to dataset_dir."
                 )
+
+
+def _case_key(entry: Any) -> tuple[str, ...]:
+    """The normalised image path(s) of an entry, ``./`` prefixes and ``a/../`` removed."""
+    image = entry if isinstance(entry, str) else entry["image"]
+    files = image if isinstance(image, list) else [image]
+    return tuple(os.path.normpath(f) for f in files)
+
+
+def _check_duplicates(path: Path, content: Mapping[str, Any]) -> None:
+    """Raise when two ``training`` entries, or a ``training`` and a ``test`` entry, list the same image."""
+    seen: dict[tuple[str, ...], str] = {}
+    for section in ("training", "test"):
+        for i, entry in enumerate(content.get(section) or []):
+            key = _case_key(entry)
+            where = f"entry {i} of {section!r}"
+            if key in seen:
+                image = entry if isinstance(entry, str) else entry["image"]
+                raise InputValueError(
+                    f"{path}: {where} duplicates {seen[key]}, got the image {image!r} twice; a repeated case is "
+                    "counted twice and can land in both the training and the test split: remove the duplicate entry."
+                )
+            seen[key] = where
 
 
 def read_dataset_json(dataset_dir: str | Path) -> dict[str, Any]:
@@ -119,33 +157,36 @@ def read_dataset_json(dataset_dir: str | Path) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: when the folder or its ``dataset.json`` does not exist.
-        ValueError: when ``dataset.json`` is not valid JSON, lacks a required field, has malformed entries or
-            an empty ``training`` list.
+        ValueError: when ``dataset.json`` is not valid JSON, lacks a required field, has malformed entries, an
+            empty ``training`` list, or lists one image twice (in ``training``, or in ``training`` and ``test``).
     """
     path = _json_path(dataset_dir)
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(
+        raise InputValueError(
             f"{path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
             "fix the file or regenerate it with `python -m monai_dwp make-data`."
         ) from err
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path} is not UTF-8 text ({err}); it must be a Decathlon dataset.json.") from err
+        raise InputValueError(f"{path} is not UTF-8 text ({err}); it must be a Decathlon dataset.json.") from err
     if not isinstance(content, dict):
-        raise ValueError(
+        raise InputValueError(
             f"{path} must hold a JSON object with 'training', 'modality' and 'labels', got {type(content).__name__}."
         )
     if "training" not in content:
-        raise ValueError(
+        raise InputValueError(
             f"{path}: field 'training' is missing; a Decathlon dataset.json lists its cases as "
             '"training": [{"image": "./imagesTr/x.nii.gz", "label": "./labelsTr/x.nii.gz"}, ...].'
         )
     _check_entries(path, "training", content["training"], need_label=True)
     if not content["training"]:
-        raise ValueError(f"{path}: field 'training' is empty, the dataset has no case; add cases or {_MAKE_DATA_HINT}.")
+        raise InputValueError(
+            f"{path}: field 'training' is empty, the dataset has no case; add cases or {_MAKE_DATA_HINT}."
+        )
     if "test" in content:
         _check_entries(path, "test", content["test"], need_label=False)
+    _check_duplicates(path, content)
     _modality_names(content, path)
     _declared_labels(content, path)
     return content
@@ -155,7 +196,7 @@ def _modality_names(content: Mapping[str, Any], path: Path | str = "dataset.json
     """Channel names ordered by channel index from ``modality`` (MSD) or ``channel_names`` (nnU-Net v2)."""
     field = "modality" if "modality" in content else "channel_names" if "channel_names" in content else None
     if field is None:
-        raise ValueError(f'{path}: field \'modality\' is missing; add e.g. "modality": {{"0": "T1", "1": "FLAIR"}}.')
+        raise InputValueError(f'{path}: field \'modality\' is missing; add e.g. "modality": {{"0": "T1", "1": "FLAIR"}}.')
     value = content[field]
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         return list(value)
@@ -163,7 +204,7 @@ def _modality_names(content: Mapping[str, Any], path: Path | str = "dataset.json
         indices = sorted(int(k) for k in value)
         if indices == list(range(len(indices))):
             return [str(value[str(i)] if str(i) in value else value[i]) for i in indices]
-    raise ValueError(
+    raise InputValueError(
         f"{path}: field {field!r} is {value!r}; it must map channel indices 0..C-1 to names, "
         'e.g. {"0": "T1", "1": "FLAIR"}.'
     )
@@ -178,10 +219,10 @@ def _declared_labels(content: Mapping[str, Any], path: Path | str = "dataset.jso
         if all(isinstance(v, int) and not isinstance(v, bool) for v in value.values()):
             return {int(v): str(k) for k, v in value.items()}
     if "labels" not in content:
-        raise ValueError(
+        raise InputValueError(
             f'{path}: field \'labels\' is missing; add e.g. "labels": {{"0": "background", "1": "lesion"}}.'
         )
-    raise ValueError(
+    raise InputValueError(
         f"{path}: field 'labels' is {value!r}; it must map label values to names, "
         'e.g. {"0": "background", "1": "lesion"}.'
     )
@@ -224,20 +265,20 @@ def _resolve_one(item: Any, names: list[str] | None) -> int:
         raise TypeError(f"modality entries must be int or str, got {type(item).__name__} {item!r}.")
     if isinstance(item, str):
         if names is None:
-            raise ValueError(
+            raise InputValueError(
                 f"modality {item!r} is a name: pass dataset_dir (or modality_names) so that it can be resolved "
                 "through dataset.json's 'modality', or give the channel index."
             )
         lowered = [n.lower() for n in names]
         if item.lower() not in lowered:
-            raise ValueError(
+            raise InputValueError(
                 f"modality {item!r} is not in dataset.json's 'modality' {names}; use one of these names or an index."
             )
         return lowered.index(item.lower())
     index = int(item)
     if index < 0 or (names is not None and index >= len(names)):
         valid = f"[0, {len(names) - 1}] ({names})" if names else "[0, C-1]"
-        raise ValueError(f"modality index {index} is out of range; dataset.json's 'modality' allows {valid}.")
+        raise InputValueError(f"modality index {index} is out of range; dataset.json's 'modality' allows {valid}.")
     return index
 
 
@@ -253,7 +294,7 @@ def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) ->
             f"{name} must be an int{' or None' if allow_none else ''}, got {type(value).__name__} {value!r}."
         )
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+        raise InputValueError(f"{name} must be >= {minimum}, got {value}.")
     return int(value)
 
 
@@ -298,7 +339,7 @@ def decathlon_split(
     num_test_cases = _check_int("num_test_cases", num_test_cases, 1, allow_none=True)
     seed = _check_int("seed", seed, 0)
     if not 0.0 < float(test_fraction) < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}.")
+        raise InputValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}.")
     content = read_dataset_json(dataset_dir)
     json_path = Path(dataset_dir) / "dataset.json"
     training = load_decathlon_datalist(json_path, is_segmentation=True, data_list_key="training", base_dir=dataset_dir)
@@ -310,7 +351,7 @@ def decathlon_split(
     order = np.random.default_rng(seed).permutation(len(training)).tolist()
     if labelled_test:
         if num_test_cases is not None and num_test_cases > len(labelled_test):
-            raise ValueError(
+            raise InputValueError(
                 f"num_test_cases={num_test_cases} but {json_path} has only {len(labelled_test)} labelled test cases; "
                 f"use num_test_cases <= {len(labelled_test)} or None."
             )
@@ -319,19 +360,19 @@ def decathlon_split(
     else:
         n_test = num_test_cases if num_test_cases is not None else max(1, round(test_fraction * len(training)))
         if n_test >= len(training):
-            raise ValueError(
+            raise InputValueError(
                 f"{json_path} has {len(training)} training cases and no labelled test cases, so the test split "
                 f"({n_test} cases) would leave nothing to train on; lower num_test_cases or add cases."
             )
         test, pool = [training[i] for i in order[:n_test]], order[n_test:]
     if num_val_cases > len(pool) - 1:
-        raise ValueError(
+        raise InputValueError(
             f"num_val_cases={num_val_cases} leaves no training case: {len(pool)} cases remain after the test split "
             f"of {json_path}; use num_val_cases <= {max(len(pool) - 1, 0)}."
         )
     val, rest = [training[i] for i in pool[:num_val_cases]], pool[num_val_cases:]
     if num_train_cases is not None and num_train_cases > len(rest):
-        raise ValueError(
+        raise InputValueError(
             f"num_train_cases={num_train_cases} is larger than the {len(rest)} cases available in {json_path} "
             f"({len(training)} training, {len(test)} test, {len(val)} validation); use num_train_cases <= {len(rest)} "
             "or generate more cases (make-data --num-cases)."
@@ -352,13 +393,13 @@ def _load_header(path: str, key: str, where: str) -> Any:
     import nibabel as nib
 
     if not Path(path).is_file():
-        raise FileNotFoundError(
+        raise InputFileError(
             f"{key} file {path} listed in {where} does not exist; fix the path in dataset.json or restore the file."
         )
     try:
         return nib.load(path)
     except Exception as err:  # nibabel raises many types for corrupt files
-        raise ValueError(
+        raise InputValueError(
             f"cannot read {key} file {path} listed in {where} as NIfTI ({type(err).__name__}: {_one_line(err)}); "
             "the file is corrupt or not NIfTI: re-export it or regenerate the dataset."
         ) from err
@@ -368,10 +409,46 @@ def _read_data(img: Any, path: str, key: str, where: str) -> np.ndarray:
     try:
         return np.asanyarray(img.dataobj)
     except Exception as err:
-        raise ValueError(
+        raise InputValueError(
             f"cannot read the voxels of {key} file {path} listed in {where} ({type(err).__name__}: {_one_line(err)}); "
             "the file is truncated or corrupt: re-export it or regenerate the dataset."
         ) from err
+
+
+def _voxel_size(img: Any) -> tuple[float, ...]:
+    """Voxel size (mm) along the three spatial axes, from the affine's columns."""
+    affine = np.asarray(img.affine, dtype=np.float64)
+    return tuple(float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+
+
+def _has_foreground(data: np.ndarray, label_rule: LabelRule) -> bool:
+    """Whether ``data`` has a voxel that ``label_rule`` turns into foreground (any non-zero value for ``None``)."""
+    if label_rule is None:
+        return bool(np.any(data != 0))
+    if label_rule == "foreground":
+        return bool(np.any(data > 0))
+    return bool(np.any(np.isin(data, [int(v) for v in label_rule])))
+
+
+def _check_image_data(data: np.ndarray, path: str, where: str) -> None:
+    """Raise for NaN/infinite voxels or a blank (all-zero) channel, naming the file (same checks as the transforms
+    :class:`~monai_dwp.transforms.CheckFinited` and :class:`~monai_dwp.transforms.CheckNonEmptyd`)."""
+    if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
+        num_nan = int(np.isnan(data).sum())
+        num_inf = int(np.isinf(data).sum())
+        raise InputValueError(
+            f"image file {path} listed in {where} has non-finite voxels, got {num_nan} NaN and {num_inf} infinite of "
+            f"{data.size}; replace them (e.g. numpy.nan_to_num) and save the file again, or remove the case."
+        )
+    channels = data.reshape(*data.shape[:3], -1)
+    for c in range(channels.shape[-1]):
+        if not np.any(channels[..., c]):
+            which = f"channel {c} of {channels.shape[-1]}" if channels.shape[-1] > 1 else "every voxel"
+            raise InputValueError(
+                f"image file {path} listed in {where} is blank ({which} is 0), got 0 non-zero voxels of "
+                f"{int(np.prod(data.shape[:3]))}; the file holds no image (a failed export?): export it again or "
+                "remove the case."
+            )
 
 
 def _validate_case(
@@ -381,6 +458,8 @@ def _validate_case(
     declared: Mapping[int, str],
     check_labels: bool,
     check_image_data: bool,
+    require_foreground: bool = False,
+    label_rule: LabelRule = "foreground",
 ) -> None:
     images = case["image"] if isinstance(case["image"], list) else [case["image"]]
     headers = [_load_header(p, "image", where) for p in images]
@@ -389,43 +468,65 @@ def _validate_case(
     spatial = tuple(int(s) for s in first.shape[:3])
     channels = sum(1 if len(h.shape) == 3 else int(np.prod(h.shape[3:])) for h in headers)
     for path, h in zip(images, headers):
+        if len(h.shape) < 3:
+            raise InputValueError(
+                f"image file {path} listed in {where} is not a volume, got shape {h.shape}; the networks segment 3D "
+                "volumes (X, Y, Z) or 4D ones with the modalities last (X, Y, Z, C): stack the 2D slices into a "
+                "volume first."
+            )
         if len(h.shape) not in (3, 4) or tuple(h.shape[:3]) != spatial:
-            raise ValueError(
-                f"image file {path} listed in {where} has shape {h.shape}; expected 3D or 4D (X, Y, Z, C)."
+            raise InputValueError(
+                f"image file {path} listed in {where} has shape {h.shape}; expected 3D or 4D (X, Y, Z, C) on the "
+                f"grid {spatial} of the case's first image: fix or re-export the file."
+            )
+    for path, h, key in [*zip(images, headers, ["image"] * len(images)), (case["label"], label, "label")]:
+        size = _voxel_size(h)
+        if not all(np.isfinite(v) and v > 0 for v in size):
+            raise InputValueError(
+                f"{key} file {path} listed in {where} has a zero or non-finite voxel size, got "
+                f"{tuple(round(v, 4) for v in size)} mm from its affine; fix the header (pixdim / sform, e.g. "
+                "nibabel's img.header.set_zooms) or re-export the file."
             )
     if channels != num_modalities:
-        raise ValueError(
+        raise InputValueError(
             f"image {images[0]} listed in {where} has {channels} channel(s) but dataset.json's 'modality' declares "
             f"{num_modalities}; fix 'modality' or the image (4D files keep modalities on the last axis)."
         )
     lshape = tuple(int(s) for s in label.shape)
     if lshape[:3] != spatial or any(s != 1 for s in lshape[3:]):
-        raise ValueError(
+        raise InputValueError(
             f"image {images[0]} has spatial shape {spatial} but label {case['label']} has shape {lshape} "
             f"({where}); image and label must be on the same grid: resample the label onto the image."
         )
     difference = float(np.abs(np.asarray(first.affine) - np.asarray(label.affine)).max())
     if difference > 1e-3 * max(1.0, float(np.abs(first.affine[:3, :3]).max())) + 1e-3:
-        raise ValueError(
+        raise InputValueError(
             f"image {images[0]} and label {case['label']} ({where}) have different affines (largest difference "
-            f"{difference:.4g} mm):\n{np.round(first.affine, 4)}\nvs\n{np.round(label.affine, 4)}\n"
+            f"{difference:.4g} mm), got {np.round(first.affine, 4).tolist()} vs {np.round(label.affine, 4).tolist()}; "
             "they must be on the same grid: resample the label onto the image or fix its header."
         )
     if check_image_data:
         for path, h in zip(images, headers):
-            _read_data(h, path, "image", where)
+            _check_image_data(_read_data(h, path, "image", where), path, where)
     if check_labels:
         data = _read_data(label, case["label"], "label", where)
         values = np.unique(data)
         if not np.all(np.equal(np.round(values), values)):
-            raise ValueError(
+            raise InputValueError(
                 f"label {case['label']} ({where}) has non-integer values {values[:5]}; labels must be integers."
             )
         extra = sorted(set(int(v) for v in values) - set(declared))
         if extra:
-            raise ValueError(
+            raise InputValueError(
                 f"label {case['label']} ({where}) contains values {extra} that dataset.json's 'labels' does not "
                 f"declare ({sorted(declared)}); fix the label file or declare the values in 'labels'."
+            )
+        if require_foreground and not _has_foreground(data, label_rule):
+            raise InputValueError(
+                f"label {case['label']} ({where}) has no foreground voxel under label_rule={label_rule!r}, got only "
+                f"the values {[int(v) for v in values]}; a training case without foreground gives background patches "
+                "only: fix the label, remove the case from 'training', or pass allow_empty_labels=True if lesion-free "
+                "cases are intended."
             )
 
 
@@ -433,16 +534,16 @@ def _check_label_rule(label_rule: LabelRule, declared: Mapping[int, str] | None)
     if label_rule is None or label_rule == "foreground":
         return
     if isinstance(label_rule, str) or not isinstance(label_rule, Sequence) or not label_rule:
-        raise ValueError(
+        raise InputValueError(
             f"label_rule must be 'foreground', a non-empty list of label values or None, got {label_rule!r}."
         )
     for value in label_rule:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ValueError(
+            raise InputValueError(
                 f"label_rule values must be positive label ints (0 is background), got {value!r} in {list(label_rule)}."
             )
         if declared is not None and int(value) not in declared:
-            raise ValueError(
+            raise InputValueError(
                 f"label_rule value {value} is not declared in dataset.json's 'labels' {dict(declared)}; "
                 "use declared values, e.g. [1, 2, 4] for the BraTS whole tumour."
             )
@@ -458,15 +559,18 @@ def validate_decathlon(
     label_rule: LabelRule = "foreground",
     check_labels: bool = True,
     check_image_data: bool = False,
+    allow_empty_labels: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
     """Checks a Decathlon folder before any training starts and returns its split; writes nothing.
 
     Checks, in order: ``dataset.json`` exists and is well formed (:func:`read_dataset_json`); the modality
     resolves and is in range; the label rule uses declared labels; the counts fit (:func:`decathlon_split`);
-    then for every case of the split: every listed file exists and has a readable NIfTI header; the image has
-    as many channels as ``modality`` declares; image and label have the same spatial shape and affine (headers
-    only); the label values are declared in ``labels`` (reads the label voxels; ``check_labels=False`` skips it).
-    ``check_image_data=True`` also reads every image's voxels (slow on real data) to catch truncated files.
+    then for every case of the split: every listed file exists and has a readable NIfTI header; the image is a
+    volume with as many channels as ``modality`` declares; every file has a positive voxel size; image and label
+    have the same spatial shape and affine (headers only); the label values are declared in ``labels`` and every
+    training label has foreground under ``label_rule`` (reads the label voxels; ``check_labels=False`` skips it).
+    ``check_image_data=True`` also reads every image's voxels (slow on real data) to catch truncated files, NaN or
+    infinite voxels and blank (all-zero) channels.
 
     Args:
         dataset_dir: folder holding ``dataset.json``.
@@ -478,15 +582,20 @@ def validate_decathlon(
         label_rule: see :func:`label_rule_transforms`.
         check_labels: read every label file and check its values.
         check_image_data: read every image file's voxels.
+        allow_empty_labels: accept training cases whose label has no foreground under ``label_rule`` (e.g.
+            lesion-free scans); by default they are an error.
 
     Returns:
         the split ``{"train": [...], "val": [...], "test": [...]}`` of :func:`decathlon_split`.
 
     Raises:
         FileNotFoundError: for a missing folder, ``dataset.json`` or listed file.
-        ValueError: for a malformed ``dataset.json``, corrupt NIfTI, disagreeing shapes or affines, undeclared
-            label values, a modality out of range, counts larger than the dataset, an empty dataset.
+        ValueError: for a malformed ``dataset.json`` (duplicate cases included), corrupt NIfTI, a 2D image, a zero
+            voxel size, disagreeing shapes or affines, undeclared label values, a training label without
+            foreground, a modality out of range, counts larger than the dataset, an empty dataset; with
+            ``check_image_data``, NaN or blank images.
     """
+    allow_empty_labels = as_bool(allow_empty_labels, "allow_empty_labels")
     content = read_dataset_json(dataset_dir)
     json_path = Path(dataset_dir) / "dataset.json"
     names = _modality_names(content, json_path)
@@ -498,7 +607,16 @@ def validate_decathlon(
         for i, case in enumerate(cases):
             first = case["image"] if isinstance(case["image"], str) else case["image"][0]
             where = f"{json_path} ({part} case {i}: {Path(first).name})"
-            _validate_case(case, where, len(names), declared, check_labels, check_image_data)
+            _validate_case(
+                case,
+                where,
+                len(names),
+                declared,
+                check_labels,
+                check_image_data,
+                require_foreground=part == "train" and not allow_empty_labels,
+                label_rule=label_rule,
+            )
     return split
 
 
@@ -522,7 +640,7 @@ class SelectModalityd(MapTransform):
         super().__init__(keys, allow_missing_keys)
         items = [indices] if isinstance(indices, (int, np.integer)) else list(indices)
         if not items or any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) or i < 0 for i in items):
-            raise ValueError(f"indices must be a non-negative int or a non-empty list of them, got {indices!r}.")
+            raise InputValueError(f"indices must be a non-negative int or a non-empty list of them, got {indices!r}.")
         self.indices = [int(i) for i in items]
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -530,7 +648,7 @@ class SelectModalityd(MapTransform):
         for key in self.key_iterator(d):
             num = d[key].shape[0]
             if max(self.indices) >= num:
-                raise ValueError(
+                raise InputValueError(
                     f"{key!r}: modality index {max(self.indices)} is out of range for an image with {num} channel(s) "
                     f"(shape {tuple(d[key].shape)}); choose indices in [0, {num - 1}]."
                 )
@@ -566,7 +684,8 @@ def _as_triple(name: str, value: float | Sequence[float], integer: bool) -> tupl
     kind = int if integer else (int, float, np.number)
     if len(items) != 3 or any(isinstance(v, bool) or not isinstance(v, kind) or v <= 0 for v in items):
         what = "positive int" if integer else "positive number"
-        raise ValueError(f"{name} must be a {what} or 3 of them (X, Y, Z), got {value!r}.")
+        example = "(64, 64, 64) voxels" if integer else "2.0 or (1.0, 1.0, 3.0) mm"
+        raise InputValueError(f"{name} must be a {what} or 3 of them (X, Y, Z), got {value!r}; e.g. {name}={example}.")
     return tuple(int(v) if integer else float(v) for v in items)
 
 
@@ -584,6 +703,7 @@ def _common_transforms(
     chain: list[Transform] = [LoadImaged(keys=keys, image_only=True), EnsureChannelFirstd(keys=keys)]
     if indices is not None:
         chain.append(SelectModalityd(keys="image", indices=indices))
+    chain += [CheckFinited(keys=keys), CheckNonEmptyd(keys="image")]
     if "label" in keys:
         chain += label_rule_transforms(label_rule, keys="label")
     else:
@@ -614,9 +734,11 @@ def train_transforms(
 ) -> Compose:
     """Training chain of the paper: whole-volume preprocessing, then positive/negative patch sampling.
 
-    ``LoadImaged -> EnsureChannelFirstd -> SelectModalityd -> label rule -> Orientationd(RAS) -> Spacingd ->
-    ScaleIntensityd(0..1 per channel, whole volume) -> CropForegroundd -> SpatialPadd(patch_size) ->
-    RandCropByPosNegLabeld`` on keys ``image`` and ``label``. Each input dict gives ``num_samples`` patches of
+    ``LoadImaged -> EnsureChannelFirstd -> SelectModalityd -> CheckFinited -> CheckNonEmptyd -> label rule ->
+    Orientationd(RAS) -> Spacingd -> ScaleIntensityd(0..1 per channel, whole volume) -> CropForegroundd ->
+    CheckPatchFitsd -> SpatialPadd(patch_size) -> RandCropByPosNegLabeld`` on keys ``image`` and ``label``
+    (the checks raise, naming the file, for NaN/infinite voxels, a blank image, or a volume smaller than the patch
+    in every dimension; see :mod:`monai_dwp.transforms`). Each input dict gives ``num_samples`` patches of
     ``(C, *patch_size)``.
 
     Args:
@@ -638,12 +760,13 @@ def train_transforms(
     """
     patch = _as_triple("patch_size", patch_size, integer=True)
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}.")
+        raise InputValueError(f"num_samples must be a positive int, got {num_samples!r}.")
     if pos < 0 or neg < 0 or pos + neg == 0:
-        raise ValueError(f"pos and neg must be >= 0 and not both 0, got pos={pos}, neg={neg}.")
+        raise InputValueError(f"pos and neg must be >= 0 and not both 0, got pos={pos}, neg={neg}.")
     keys = ["image", "label"]
     chain = _common_transforms(keys, modality, dataset_dir, modality_names, label_rule, spacing)
     chain += [
+        CheckPatchFitsd(keys="image", patch_size=patch),
         SpatialPadd(keys=keys, spatial_size=patch),
         RandCropByPosNegLabeld(
             keys=keys,
@@ -670,9 +793,10 @@ def eval_transforms(
 ) -> Compose:
     """Evaluation / inference chain: the training preprocessing on whole volumes, padded for the U-Net.
 
-    ``LoadImaged -> EnsureChannelFirstd -> SelectModalityd -> label rule -> Orientationd(RAS) -> Spacingd ->
-    ScaleIntensityd -> CropForegroundd -> DivisiblePadd(k_divisible)``; every transform except the modality
-    selection and label rule is invertible, so predictions can be mapped back with ``Invertd``.
+    ``LoadImaged -> EnsureChannelFirstd -> SelectModalityd -> CheckFinited -> CheckNonEmptyd -> label rule ->
+    Orientationd(RAS) -> Spacingd -> ScaleIntensityd -> CropForegroundd -> DivisiblePadd(k_divisible)``; every
+    transform except the modality selection, the checks and the label rule is invertible, so predictions can be
+    mapped back with ``Invertd``.
 
     Args:
         modality: see :func:`train_transforms`.
@@ -688,7 +812,7 @@ def eval_transforms(
         ``k_divisible`` (and ``label`` ``(1, X, Y, Z)``).
     """
     if isinstance(k_divisible, bool) or not isinstance(k_divisible, int) or k_divisible < 1:
-        raise ValueError(f"k_divisible must be a positive int, got {k_divisible!r}; use 16 for the 4-level U-Net.")
+        raise InputValueError(f"k_divisible must be a positive int, got {k_divisible!r}; use 16 for the 4-level U-Net.")
     keys = ["image", "label"] if with_label else ["image"]
     chain = _common_transforms(keys, modality, dataset_dir, modality_names, label_rule, spacing)
     chain.append(DivisiblePadd(keys=keys, k=k_divisible))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
+
+from monai_dwp.utils.io import load_checkpoint
 
 __all__ = ["collect_kernels", "filter_kernels", "group_layers", "KernelDataset", "load_state_dict"]
 
@@ -27,19 +28,27 @@ def load_state_dict(source: str | os.PathLike | nn.Module | Mapping[str, Tensor]
     elif isinstance(source, Mapping):
         state = dict(source)
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"source checkpoint {str(path)!r} does not exist; train it with "
-                "`python -m monai.bundle run --config_file bundles/dwp_pretrain/configs/train.json`."
-            )
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(
+            source,
+            "source checkpoint",
+            missing="train it with `python -m monai.bundle run --config_file bundles/dwp_pretrain/configs/train.json`",
+            expected="the models/model.pt of a dwp_pretrain run",
+        )
+    if not isinstance(state, Mapping):
+        raise ValueError(
+            f"{source!r} holds no state dict of tensors, got a {type(state).__name__}; pass a network checkpoint "
+            "(models/model.pt)."
+        )
     for key in ("model", "network", "state_dict"):
         if isinstance(state.get(key), Mapping):
             state = dict(state[key])
             break
     if not state or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{source!r} holds no state dict of tensors; pass a network checkpoint (models/model.pt).")
+        raise ValueError(
+            f"{str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__!r} holds no state "
+            f"dict of tensors, got the keys {sorted(map(str, state))[:5]}; pass a network checkpoint "
+            "(models/model.pt of a dwp_pretrain run), not a prior or kernel file."
+        )
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 

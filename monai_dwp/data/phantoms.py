@@ -24,13 +24,13 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from monai_dwp.utils.io import atomic_path, atomic_write
 
 __all__ = [
     "PHANTOM_DISEASES",
@@ -570,11 +570,6 @@ def _labels(disease: str, lesions: dict[str, np.ndarray], lesion_total: np.ndarr
 # writing
 
 
-def _partial_name(path: Path, suffix: str) -> Path:
-    """A hidden temporary name next to ``path`` (same file system, so the final rename is atomic)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial{suffix}")
-
-
 def _save_nifti_atomic(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
     """Writes ``array`` as NIfTI to a temporary name in the same folder, then renames it to ``path``."""
     import nibabel as nib
@@ -583,23 +578,13 @@ def _save_nifti_atomic(array: np.ndarray, affine: np.ndarray, path: Path) -> Non
     img.header.set_xyzt_units("mm", "sec")
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    tmp = _partial_name(path, ".nii.gz")  # nibabel picks the format from the extension
-    try:
+    with atomic_path(path) as tmp:  # same file name: nibabel picks the format from the extension
         nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _write_json_atomic(content: dict[str, Any], path: Path) -> None:
-    tmp = _partial_name(path, ".json")
-    try:
-        tmp.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    text = json.dumps(content, indent=2) + "\n"
+    atomic_write(path, "w", lambda f: f.write(text))
 
 
 def _write_case(task: tuple[str, str, int, int, float, str]) -> dict[str, Any]:

@@ -6,11 +6,12 @@ this module (or calling it) changes no global matplotlib state (no ``pyplot``, n
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from monai_dwp.utils.io import atomic_path
 
 from .decathlon import _declared_labels, _modality_names, read_dataset_json
 
@@ -168,11 +169,6 @@ def save_data_montage(
 
     out = Path(output_file)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial.png")  # written whole, then renamed
-    try:
+    with atomic_path(out) as tmp:  # written whole, then renamed
         fig.savefig(tmp, format="png", dpi=dpi, facecolor=fig.get_facecolor())
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .mc import MC_ACTIVATIONS, UNCERTAINTY_KEYS, FlattenMCOutputd, MCInferer
+from .output import OutputDirError, check_output_dir
 from .uncertainty import UNCERTAINTY_SUMMARY_KEYS, UncertaintySummaryd
 
 __all__ = [
@@ -12,4 +13,6 @@ __all__ = [
     "UNCERTAINTY_KEYS",
     "UNCERTAINTY_SUMMARY_KEYS",
     "MC_ACTIVATIONS",
+    "OutputDirError",
+    "check_output_dir",
 ]

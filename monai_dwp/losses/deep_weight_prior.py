@@ -17,6 +17,7 @@ from monai_dwp.losses.kl import gaussian_entropy, gaussian_log_prob, standard_no
 from monai_dwp.networks.layers.bayesian_conv import BayesianConv
 from monai_dwp.networks.nets.kernel_vae import KernelVAE
 from monai_dwp.networks.utils import bayesian_modules
+from monai_dwp.utils.io import atomic_write, load_checkpoint
 
 __all__ = ["DeepWeightPrior", "dwp_initialize", "DWP_CHECKPOINT_FORMAT"]
 
@@ -33,6 +34,35 @@ def _vae_config(vae: KernelVAE) -> dict[str, Any]:
 
 def _as_tuple(kernel_size: Any, spatial_dims: int) -> tuple[int, ...]:
     return (int(kernel_size),) * spatial_dims if isinstance(kernel_size, int) else tuple(int(k) for k in kernel_size)
+
+
+def _check_group_layout(path: Path, payload: Mapping[str, Any]) -> None:
+    """Raise when a prior checkpoint's VAEs, scales and layer -> group map describe different group layouts."""
+    refit = "refit the prior with `python -m monai.bundle run --config_file bundles/dwp_prior/configs/train.json`"
+    configs, states = payload.get("vae_configs"), payload.get("vae_state_dicts")
+    scales, groups = payload.get("scales"), payload.get("layer_groups")
+    if not isinstance(configs, list) or not isinstance(states, list) or len(configs) != len(states) or not configs:
+        found = [len(v) if isinstance(v, list) else type(v).__name__ for v in (configs, states)]
+        raise ValueError(
+            f"prior checkpoint {str(path)!r} is incomplete, got {found[0]} VAE config(s) and {found[1]} VAE weight "
+            f"set(s); {refit}."
+        )
+    num_vaes = len(configs)
+    if not isinstance(scales, list) or len(scales) != num_vaes:
+        raise ValueError(
+            f"prior checkpoint {str(path)!r} holds {num_vaes} VAE(s), one per group, but its group scales do not "
+            f"match, got scales={scales!r}; {refit}."
+        )
+    if not isinstance(groups, Mapping) or not groups:
+        raise ValueError(f"prior checkpoint {str(path)!r} has no layer -> group map, got {groups!r}; {refit}.")
+    used = sorted({g for g in groups.values() if isinstance(g, int)})
+    if used != list(range(num_vaes)) or len(used) != len(set(groups.values())):
+        raise ValueError(
+            f"prior checkpoint {str(path)!r} holds {num_vaes} VAE(s), one per group 0..{num_vaes - 1}, but its "
+            f"layer_groups do not use exactly these groups, got groups {sorted(set(map(str, groups.values())))}: "
+            f"its VAEs and its layer -> group map come from different group layouts (num_groups); {refit} (one run "
+            "writes both)."
+        )
 
 
 class DeepWeightPrior(nn.Module):
@@ -346,9 +376,7 @@ class DeepWeightPrior(nn.Module):
             "layer_scales": None if self.layer_scales is None else dict(self.layer_scales),
             "extra": dict(extra or {}),
         }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, "wb", lambda f: torch.save(payload, f))
         return path
 
     @classmethod
@@ -362,18 +390,20 @@ class DeepWeightPrior(nn.Module):
                 ``fallback_prior``, ``strict``).
         """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"prior checkpoint {str(path)!r} does not exist; fit it with "
-                "`python -m monai.bundle run --config_file bundles/dwp_prior/configs/train.json`."
-            )
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = load_checkpoint(
+            path,
+            "prior checkpoint",
+            missing="fit it with `python -m monai.bundle run --config_file bundles/dwp_prior/configs/train.json`",
+            expected="the dwp_prior.pt written by the dwp_prior bundle",
+            map_location=map_location,
+        )
         if not isinstance(payload, dict) or payload.get("format") != DWP_CHECKPOINT_FORMAT:
             found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
             raise ValueError(
                 f"{str(path)!r} is not a DeepWeightPrior checkpoint (format {found!r}, expected "
                 f"{DWP_CHECKPOINT_FORMAT!r}); write it with DeepWeightPrior.save."
             )
+        _check_group_layout(path, payload)
         vaes = []
         for i, (config, state) in enumerate(zip(payload["vae_configs"], payload["vae_state_dicts"])):
             vae = KernelVAE(**config)

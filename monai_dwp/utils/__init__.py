@@ -2,6 +2,26 @@
 
 from __future__ import annotations
 
-from .io import atomic_write
+from .io import atomic_directory, atomic_path, atomic_write
+from .validation import (
+    BundleInputError,
+    InputFileError,
+    InputValueError,
+    as_bool,
+    check_float,
+    check_int,
+    check_optional_float,
+)
 
-__all__ = ["atomic_write"]
+__all__ = [
+    "BundleInputError",
+    "InputFileError",
+    "InputValueError",
+    "atomic_directory",
+    "atomic_path",
+    "atomic_write",
+    "as_bool",
+    "check_float",
+    "check_int",
+    "check_optional_float",
+]

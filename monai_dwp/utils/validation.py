@@ -10,7 +10,34 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["BOOL_WORDS", "as_bool", "check_int", "check_float", "check_optional_float"]
+__all__ = [
+    "BundleInputError",
+    "InputValueError",
+    "InputFileError",
+    "BOOL_WORDS",
+    "as_bool",
+    "check_int",
+    "check_float",
+    "check_optional_float",
+]
+
+
+class BundleInputError(Exception):
+    """An expected problem with what a user gave (a setting, a file, a dataset), with a message that names it, the
+    value found and the fix.
+
+    A bundle run from the command line that stops on one prints only ``monai_dwp: <message>`` and exits with
+    status 1, also when MONAI wrapped it (``Failed to evaluate``, ``applying transform``): no traceback for an
+    expected situation (the hook is installed by :mod:`monai_dwp.bundle_utils`, which every bundle imports).
+    """
+
+
+class InputValueError(BundleInputError, ValueError):
+    """A bad value or file content (a ``ValueError``)."""
+
+
+class InputFileError(BundleInputError, FileNotFoundError):
+    """A missing file or folder (a ``FileNotFoundError``)."""
 
 BOOL_WORDS: dict[str, bool] = {"true": True, "false": False, "1": True, "0": False}
 """Spellings accepted for a boolean given on a command line (case-insensitive): ``python -m monai.bundle run`` passes

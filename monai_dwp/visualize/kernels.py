@@ -11,6 +11,7 @@ import torch
 
 from monai_dwp.data.kernels import KernelDataset
 from monai_dwp.networks.nets.kernel_vae import KernelVAE
+from monai_dwp.utils.io import atomic_path
 
 __all__ = ["save_kernel_figure"]
 
@@ -75,8 +76,7 @@ def save_kernel_figure(
     fig.tight_layout()
     path = Path(output_file)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
-    os.replace(tmp, path)
     return path

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from monai_dwp.utils.io import atomic_path
+
 __all__ = ["save_uncertainty_montage"]
 
 _PANELS = (("image", "image", "gray"), ("label", "ground truth", None), ("pred", "prediction", None),
@@ -83,7 +85,6 @@ def save_uncertainty_montage(
     fig.tight_layout()
     path = Path(output_file)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80)
     return path

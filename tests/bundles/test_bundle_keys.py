@@ -36,5 +36,20 @@ class TestBundleKeys(unittest.TestCase):
             self.assertFalse(out_dir.exists())  # stopped before anything was written
 
 
+    def test_missing_dataset_is_one_line(self):
+        """The used-by command on a fresh clone: no data yet, one line with the command that makes it."""
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp) / "data" / "tumour"
+            proc = run_bundle("dwp_finetune", "train", output_dir=Path(tmp) / "out", dataset_dir=data)
+            self.assertEqual(proc.returncode, 1)
+            self.assertEqual(
+                proc.stderr.strip().splitlines()[-1],
+                f"monai_dwp: dataset_dir '{data}' is not a directory; make it with `python -m monai_dwp make-data "
+                f"--disease tumour --num-cases 16 --num-test 8 --spacing 3 --output-dir {data}` (built-in phantoms), "
+                "or pass --dataset_dir with a Decathlon folder.",
+            )
+            self.assertNotIn("Traceback", proc.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -27,6 +27,11 @@ class TestBundleLayout(unittest.TestCase):
         self.assertTrue((BUNDLES / bundle / "docs" / "README.md").is_file())
         meta = json.loads((BUNDLES / bundle / "configs" / "metadata.json").read_text())
         self.assertTrue(meta["schema"].endswith(SCHEMA.name))  # the shipped copy is the schema the bundle names
+        # evaluation figures come from a committed benchmark file, never a placeholder
+        self.assertTrue(meta["eval_metrics"])
+        self.assertTrue(all(isinstance(v, float) and v != 0.0 for v in meta["eval_metrics"].values()))
+        source = meta["eval_metrics_source"].split(":")[0]
+        self.assertTrue((BUNDLES.parent / source).is_file(), source)
 
     @parameterized.expand([(b,) for b in BUNDLE_NAMES])
     def test_verify_metadata_offline(self, bundle):

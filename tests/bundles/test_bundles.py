@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 import unittest
 from pathlib import Path
 
@@ -15,7 +20,7 @@ from monai_dwp.data.phantoms import make_phantom_dataset
 from monai_dwp.losses import DeepWeightPrior
 from monai_dwp.transfer import METHODS
 
-from ._utils import TINY, check, run_bundle
+from ._utils import REPO, TINY, _args, check, config_files, run_bundle
 
 _TMP: tempfile.TemporaryDirectory | None = None
 ROOT: Path
@@ -80,6 +85,12 @@ class TestPretrainAndPrior(unittest.TestCase):
         self.assertIn("full-cov Gaussian", report)
         self.assertEqual(report.count("\n| "), 7 + 1)  # header and one row per group (the separator starts "|-")
         self.assertGreater((ROOT / "prior" / "prior_report.png").stat().st_size, 10_000)
+
+    def test_prior_inference_samples_kernels(self):
+        check(run_bundle("dwp_prior", "inference", output_dir=ROOT / "prior", num_kernels=5))
+        samples = torch.load(ROOT / "prior" / "prior_samples.pt", weights_only=True)
+        self.assertEqual(sorted(samples), [f"group{g}" for g in range(7)])
+        self.assertEqual(tuple(samples["group0"].shape), (5, 3, 3, 3))
 
     def test_resume_continues_at_the_next_epoch(self):
         out_dir = ROOT / "resume"
@@ -152,6 +163,18 @@ class TestFinetune(unittest.TestCase):
         self.assertRegex(proc.stdout + proc.stderr, pattern)
         self.assertFalse((ROOT / "missing").exists())  # stopped before training wrote anything
 
+    def test_non_finite_source_checkpoint(self):
+        state = torch.load(ROOT / "pretrain" / "seed0" / "model.pt", weights_only=True)
+        name = next(k for k in state if k.endswith("weight") and state[k].ndim == 5 and k.startswith("up"))
+        state[name][0, 0, 0, 0, 0] = float("nan")
+        torch.save(state, ROOT / "nan_source.pt")
+        proc = _finetune("finetune", output="nan", source_ckpt=ROOT / "nan_source.pt")
+        self.assertNotEqual(proc.returncode, 0)
+        layer = name.rsplit(".", 1)[0]
+        self.assertIn(f"before the first training step (iteration 1): non-finite parameters in 1 layer(s): {layer}.",
+                      proc.stdout + proc.stderr)
+        self.assertFalse(list((ROOT / "nan").rglob("*.pt")))  # nothing saved
+
     def test_mismatching_source_checkpoint(self):
         bad = ROOT / "bad_source.pt"
         torch.save({"init_conv.weight": torch.zeros(16, 2, 3, 3, 3)}, bad)
@@ -161,17 +184,140 @@ class TestFinetune(unittest.TestCase):
                                                     r"'init_conv.weight' has shape \(16, 2, 3, 3, 3\)")
 
 
+def _kill_after(marker: Path, bundle: str, **overrides) -> None:
+    """Start ``bundle``'s train.json, SIGKILL it as soon as ``marker`` exists (mid-way through the next epoch)."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_files(bundle, "train"), *_args(overrides)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if not marker.exists():
+        raise AssertionError(f"{marker} never appeared")
+
+
+def _weights(path: Path, key: str | None = "model") -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state[key] if key else state
+
+
+class TestKillAndResume(unittest.TestCase):
+    """A run killed with SIGKILL mid-epoch and resumed with ``--resume true`` ends as the uninterrupted run."""
+
+    def _compare(self, a: Path, b: Path, epochs: int) -> None:
+        last = f"checkpoint_epoch={epochs}.pt"
+        self.assertEqual(sorted(p.name for p in b.glob("checkpoint_epoch=*.pt")),
+                         [f"checkpoint_epoch={epochs - 1}.pt", last])  # two kept: a kill never leaves none
+        wa, wb = _weights(a / last), _weights(b / last)
+        self.assertEqual(wa.keys(), wb.keys())
+        for name in wa:
+            self.assertTrue(torch.equal(wa[name], wb[name]), f"{name} differs after the resume")
+        # best-metric bookkeeping restored: same best value and epoch, same model.pt
+        self.assertEqual(_weights(a / last, "evaluator"), _weights(b / last, "evaluator"))
+        ma, mb = _weights(a / "model.pt", None), _weights(b / "model.pt", None)
+        self.assertTrue(all(torch.equal(ma[k], mb[k]) for k in ma))
+        self.assertFalse(list(b.glob(".*.tmp")))  # no temporary file left by the kill
+
+    def _tensorboard_steps(self, folder: Path) -> list[list[int]]:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        steps = []
+        for events in sorted(folder.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
+            acc = EventAccumulator(str(events))
+            acc.Reload()
+            if "train_loss" in acc.Tags()["scalars"]:
+                steps.append([e.step for e in acc.Scalars("train_loss")])
+        return steps
+
+    def test_finetune(self):
+        common = dict(TINY, dataset_dir=ROOT / "tumour", method="gaussian_prior", num_train_cases=3, epochs=3)
+        check(run_bundle("dwp_finetune", "train", output_dir=ROOT / "uninterrupted", **common))
+        killed = ROOT / "killed" / "gaussian_prior_n3_seed0"
+        _kill_after(killed / "checkpoint_epoch=1.pt", "dwp_finetune", output_dir=ROOT / "killed", **common)
+        out = check(run_bundle("dwp_finetune", "train", output_dir=ROOT / "killed", resume="true", **common))
+        self.assertNotIn("Epoch: 1/3", out)
+        self._compare(ROOT / "uninterrupted" / "gaussian_prior_n3_seed0", killed, epochs=3)
+        # TensorBoard: the resumed run's curve continues at the step it resumed from instead of restarting at 1
+        runs = self._tensorboard_steps(killed / "tensorboard")
+        self.assertGreaterEqual(len(runs), 2)
+        self.assertEqual(runs[0][0], 1)
+        self.assertGreater(runs[-1][0], 1)
+        self.assertEqual(runs[-1][-1], 9)  # 3 epochs x 3 iterations
+
+    def test_prior(self):
+        common = dict(source_ckpts=f"{ROOT}/pretrain/seed*/model.pt", epochs=3, device="cpu",
+                      hidden_channels="[4,8,16]", batch_size=4096)
+        check(run_bundle("dwp_prior", "train", output_dir=ROOT / "prior_a", **common))
+        _kill_after(ROOT / "prior_b" / "checkpoint_epoch=1.pt", "dwp_prior", output_dir=ROOT / "prior_b", **common)
+        check(run_bundle("dwp_prior", "train", output_dir=ROOT / "prior_b", resume="true", **common))
+        self._compare(ROOT / "prior_a", ROOT / "prior_b", epochs=3)
+
+
+class TestDeterminism(unittest.TestCase):
+    """Two runs of each bundle with the same seed on CPU write bit-identical ``model.pt``."""
+
+    def _same(self, a: Path, b: Path) -> None:
+        wa, wb = _weights(a, None), _weights(b, None)
+        self.assertEqual(wa.keys(), wb.keys())
+        for name in wa:
+            self.assertTrue(torch.equal(wa[name], wb[name]), f"{name} differs between two runs with the same seed")
+
+    def test_pretrain(self):
+        for out in ("det_pretrain_a", "det_pretrain_b"):
+            check(run_bundle("dwp_pretrain", "train", dataset_dir=ROOT / "ms", output_dir=ROOT / out, **TINY))
+        self._same(ROOT / "det_pretrain_a" / "seed0" / "model.pt", ROOT / "det_pretrain_b" / "seed0" / "model.pt")
+
+    def test_prior(self):
+        for out in ("det_prior_a", "det_prior_b"):
+            check(run_bundle("dwp_prior", "train", source_ckpts=f"{ROOT}/pretrain/seed*/model.pt", output_dir=ROOT / out,
+                             epochs=1, device="cpu", hidden_channels="[4,8,16]", batch_size=4096))
+        self._same(ROOT / "det_prior_a" / "model.pt", ROOT / "det_prior_b" / "model.pt")
+
+    def test_finetune_dwp(self):
+        for out in ("det_dwp_a", "det_dwp_b"):
+            check(_finetune("dwp", output=out))
+        self._same(ROOT / "det_dwp_a" / "dwp_n3_seed0" / "model.pt", ROOT / "det_dwp_b" / "dwp_n3_seed0" / "model.pt")
+
+
 class TestDistributed(unittest.TestCase):
     def test_two_process_gloo_training(self):
         out = check(_finetune("dwp", output="ddp", configs=("train", "multi_gpu_train"), torchrun=2, device=None,
-                              num_val_cases=2))  # every rank needs a validation case
+                              num_val_cases=2, batch_size=2))  # every rank needs a validation case
         folder = ROOT / "ddp" / "dwp_n3_seed0"
+        # only rank 0 writes files
         self.assertEqual(sorted(p.name for p in folder.glob("*.pt")), ["checkpoint_epoch=1.pt", "model.pt"])
+        events = (folder / "tensorboard").glob("events.out.tfevents.*")
+        writers = {re.search(r"\.(\d+)\.\d+$", p.name).group(1) for p in events}
+        self.assertEqual(len(writers), 1)  # event files name their process id: one process wrote them
         self.assertEqual(out.count("Epoch[1] Metrics -- val_mean_dice"), 1)  # rank 0 logs the validation
         # ranks draw different weight noise and kernel subsets (the same seed on every rank would average nothing)
         seeds = re.findall(r"rank (\d): weight noise and DWP kernel subsets drawn with seed (\d+)", out)
         self.assertEqual(sorted(r for r, _ in seeds), ["0", "1"])
         self.assertEqual(len({s for _, s in seeds}), 2)
+
+    def test_distributed_equals_single(self):
+        """2 gloo ranks and one process: the same global batch and steps, the same ELBO weighting (N is the global
+        number of training cases), and after an epoch the same KL up to the different updates."""
+        kwargs = dict(num_val_cases=2, batch_size=2)
+        single = check(_finetune("gaussian_prior", output="single", **kwargs))
+        ddp = check(_finetune("gaussian_prior", output="ddp_gp", configs=("train", "multi_gpu_train"), torchrun=2,
+                              device=None, **kwargs))
+        weighting = re.compile(r"ELBO per voxel: N = (\d+) training volumes, V̄ = (\d+) voxels per volume, "
+                               r"temperature [0-9.]+: KL weight ([0-9.e-]+)")
+        self.assertEqual(weighting.findall(single), [("3", *weighting.search(single).groups()[1:])])
+        self.assertEqual(set(weighting.findall(ddp)), set(weighting.findall(single)))  # N = 3 on both ranks, not 2
+        # 3 cases, global batch 2: two steps per epoch in one process and on each of the two ranks (batch 1 each)
+        self.assertIn("Epoch: 1/1, Iter: 2/2", single)
+        self.assertIn("Epoch: 1/1, Iter: 2/2", ddp)
+        self.assertNotIn("Iter: 3/", ddp)
+        kl = [float(re.search(r"loss_kl: ([0-9.e+]+)", o).group(1)) for o in (single, ddp)]
+        self.assertAlmostEqual(kl[1] / kl[0], 1.0, delta=0.01)  # same initial weights (rank 0 seed = single seed)
+        proc = _finetune("gaussian_prior", output="ddp_odd", configs=("train", "multi_gpu_train"), torchrun=2,
+                         device=None, num_val_cases=2, batch_size=3)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("--batch_size 3 is the global batch of all 2 processes and must be divisible by 2", proc.stderr)
 
 
 if __name__ == "__main__":

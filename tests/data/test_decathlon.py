@@ -93,6 +93,44 @@ def _shifted_affine(root: Path) -> None:
     _save(root, rel, np.asarray(img.dataobj), affine)
 
 
+def _first_train_label(root: Path) -> str:
+    return decathlon_split(root, num_val_cases=2)["train"][0]["label"]
+
+
+def _empty_train_label(root: Path) -> None:
+    path = Path(_first_train_label(root))
+    _save(root, str(path.relative_to(root)), np.zeros(MSD_SHAPE, np.uint8))
+
+
+def _zero_voxel_size(root: Path) -> None:
+    rel = "imagesTr/case_002.nii.gz"  # a singular sform (no qform): nibabel and MONAI load it as it is
+    img = nib.Nifti1Image(np.asarray(nib.load(root / rel).dataobj), None)
+    img.header.set_sform(np.diag([1.5, 0.0, 2.0, 1.0]), code=1)
+    nib.save(img, root / rel)
+
+
+def _image_values(root: Path, rel: str, value: float) -> None:
+    data = np.asarray(nib.load(root / rel).dataobj).astype(np.float32)
+    if np.isnan(value):
+        data[3, 4, 5] = value
+        data[5, 6, 4] = value
+    else:
+        data[:] = value
+    _save(root, rel, data)
+
+
+def _duplicate_case(root: Path, section: str) -> None:
+    def change(content: dict[str, Any]) -> None:
+        copy = dict(content["training"][1])
+        copy["image"] = copy["image"].removeprefix("./")  # same file, written differently
+        if section == "test":
+            content["test"].append(copy["image"])
+        else:
+            content["training"].append(copy)
+
+    _edit_json(root, change)
+
+
 # (name, how to break the folder, validate_decathlon kwargs, error, message pattern)
 TEST_VALIDATION_ERRORS = [
     (
@@ -100,7 +138,8 @@ TEST_VALIDATION_ERRORS = [
         lambda r: shutil.rmtree(r),
         {},
         FileNotFoundError,
-        r"dataset_dir '.*' is not a directory; make one with",
+        r"dataset_dir '.*' is not a directory; make it with `python -m monai_dwp make-data --disease tumour "
+        r"--num-cases 16 --num-test 8 --spacing 3 --output-dir .*`",
     ),
     (
         "missing_json",
@@ -271,6 +310,61 @@ TEST_VALIDATION_ERRORS = [
         ValueError,
         r"label_rule must be 'foreground', a non-empty list",
     ),
+    (
+        "image_2d",
+        lambda r: _save(r, "imagesTr/case_004.nii.gz", np.ones(MSD_SHAPE[:2], np.float32)),
+        {},
+        ValueError,
+        r"image file .*case_004\.nii\.gz listed in .* is not a volume, got shape \(12, 14\); the networks segment 3D "
+        r"volumes .*stack the 2D slices into a volume first\.$",
+    ),
+    (
+        "zero_voxel_size",
+        _zero_voxel_size,
+        {},
+        ValueError,
+        r"image file .*case_002\.nii\.gz listed in .* has a zero or non-finite voxel size, got \(1\.5, 0\.0, 2\.0\) mm "
+        r"from its affine; fix the header",
+    ),
+    (
+        "duplicate_training_case",
+        lambda r: _duplicate_case(r, "training"),
+        {},
+        ValueError,
+        r"dataset\.json: entry 6 of 'training' duplicates entry 1 of 'training', got the image "
+        r"'imagesTr/case_001\.nii\.gz' twice; .*remove the duplicate entry\.$",
+    ),
+    (
+        "duplicate_training_and_test_case",
+        lambda r: _duplicate_case(r, "test"),
+        {},
+        ValueError,
+        r"entry 2 of 'test' duplicates entry 1 of 'training', got the image 'imagesTr/case_001\.nii\.gz' twice",
+    ),
+    (
+        "empty_training_label",
+        _empty_train_label,
+        {},
+        ValueError,
+        r"label .*labelsTr/case_\d+\.nii\.gz \(.*train case 0: .*\) has no foreground voxel under "
+        r"label_rule='foreground', got only the values \[0\]; .*pass allow_empty_labels=True",
+    ),
+    (
+        "nan_image",
+        lambda r: _image_values(r, "imagesTr/case_003.nii.gz", float("nan")),
+        {"check_image_data": True},
+        ValueError,
+        r"image file .*case_003\.nii\.gz listed in .* has non-finite voxels, got 2 NaN and 0 infinite of 1680; "
+        r"replace them",
+    ),
+    (
+        "blank_image",
+        lambda r: _image_values(r, "imagesTr/case_005.nii.gz", 0.0),
+        {"check_image_data": True},
+        ValueError,
+        r"image file .*case_005\.nii\.gz listed in .* is blank \(every voxel is 0\), got 0 non-zero voxels of 1680; "
+        r"the file holds no image",
+    ),
 ]
 
 
@@ -330,6 +424,18 @@ class TestMSDFolder(unittest.TestCase):
         breaker(root)
         with self.assertRaisesRegex(error, pattern):
             validate_decathlon(root, **{"num_val_cases": 2, **kwargs})
+
+    def test_empty_labels_allowed_on_request_and_outside_training(self):
+        root = self._copy()
+        _empty_train_label(root)
+        split = validate_decathlon(root, num_val_cases=2, allow_empty_labels="true")
+        self.assertEqual(len(split["train"]), 3)
+        root = self._copy()
+        test_label = Path(decathlon_split(root, num_val_cases=2)["test"][0]["label"])
+        _save(root, str(test_label.relative_to(root)), np.zeros(MSD_SHAPE, np.uint8))
+        validate_decathlon(root, num_val_cases=2)  # an empty label is fine in the test split
+        with self.assertRaisesRegex(ValueError, r"allow_empty_labels must be true or false .*got 'maybe'"):
+            validate_decathlon(root, allow_empty_labels="maybe")
 
     def test_eval_chain_on_3d_files(self):
         case = decathlon_split(self.root)["train"][0]
@@ -484,6 +590,10 @@ class TestArguments(unittest.TestCase):
             ({"label_rule": [0, 1]}, r"label_rule values must be positive label ints \(0 is background\), got 0"),
             ({"label_rule": "whole"}, r"label_rule must be 'foreground', a non-empty list"),
             ({"modality": "FLAIR"}, r"modality 'FLAIR' is a name: pass dataset_dir"),
+            ({"patch_size": -32}, r"patch_size must be a positive int or 3 of them \(X, Y, Z\), got -32; e\.g\. "
+                                  r"patch_size=\(64, 64, 64\) voxels\.$"),
+            ({"spacing": 0}, r"spacing must be a positive number or 3 of them \(X, Y, Z\), got 0; e\.g\. spacing=2\.0"),
+            ({"spacing": (2.0, 0.0, 2.0)}, r"spacing must be a positive number .*got \(2\.0, 0\.0, 2\.0\)"),
         ]
     )
     def test_train_transforms_errors(self, kwargs, pattern):

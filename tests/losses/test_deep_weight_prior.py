@@ -255,5 +255,55 @@ class TestCheckpointAndInit(unittest.TestCase):
             dwp_initialize(net, GaussianPrior())
 
 
+class TestCheckpointMismatch(unittest.TestCase):
+    """A prior checkpoint that does not fit: another group layout, another network, not a checkpoint at all."""
+
+    def _saved(self, tmp: str, change=None) -> Path:
+        path = _prior().save(Path(tmp) / "dwp.pt")
+        if change is not None:
+            payload = torch.load(path, weights_only=True)
+            change(payload)
+            torch.save(payload, path)
+        return path
+
+    @parameterized.expand(
+        [
+            ("fewer_groups_than_vaes", lambda p: p.update(layer_groups={"0": 0, "2": 0}),
+             r"dwp\.pt' holds 2 VAE\(s\), one per group 0\.\.1, but its layer_groups do not use exactly these groups, "
+             r"got groups \['0'\]: its VAEs and its layer -> group map come from different group layouts "
+             r"\(num_groups\); refit the prior with `python -m monai\.bundle run --config_file "
+             r"bundles/dwp_prior/configs/train\.json` \(one run writes both\)\.$"),
+            ("group_without_vae", lambda p: p.update(layer_groups={"0": 0, "2": 7}),
+             r"holds 2 VAE\(s\), one per group 0\.\.1, but its layer_groups .* got groups \['0', '7'\]"),
+            ("scales_of_another_layout", lambda p: p.update(scales=[0.2, 0.3, 0.4]),
+             r"holds 2 VAE\(s\), one per group, but its group scales do not match, got scales=\[0\.2, 0\.3, 0\.4\]"),
+            ("vae_weights_missing", lambda p: p["vae_state_dicts"].pop(),
+             r"dwp\.pt' is incomplete, got 2 VAE config\(s\) and 1 VAE weight set\(s\); refit the prior"),
+        ]
+    )
+    def test_other_group_layout(self, _, change, pattern):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self._saved(tmp, change)
+            with self.assertRaisesRegex(ValueError, pattern):
+                DeepWeightPrior.load(path)
+
+    def test_not_a_checkpoint(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "dwp.pt"
+            path.write_bytes(b"\x00 this is not a checkpoint" * 4)
+            with self.assertRaisesRegex(ValueError, r"^prior checkpoint '.*dwp\.pt' is not a readable PyTorch "
+                                                    r"checkpoint, got \w+: .*; pass the dwp_prior\.pt written by the "
+                                                    r"dwp_prior bundle\.$"):
+                DeepWeightPrior.load(path)
+
+    def test_prior_of_another_network(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            prior = DeepWeightPrior.load(self._saved(tmp, lambda p: p.update(layer_groups={"0": 0, "down9.conv": 1})))
+        pattern = (r"^the prior covers layer 'down9\.conv' \(group 1, kernel \(3, 3, 3\)\) but the network has no "
+                   r"such module there, not a BayesianConv; build the network the prior was fitted for")
+        with self.assertRaisesRegex(ValueError, pattern):
+            prior.check_network(_net())
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .checks import check_request_image
 from .packaging import APP_TEMPLATE, SERVED_CKPT_DIR, make_app, package_bundle
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "SERVED_CKPT_DIR",
     "package_bundle",
     "make_app",
+    "check_request_image",
     "require_monailabel",
     "DWPBundleInferTask",
     "MutualInformationScoring",

@@ -11,6 +11,7 @@ from monai.inferers import Inferer
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.tasks.infer.bundle import BundleInferTask
 
+from monai_dwp.apps.monailabel.checks import check_request_image
 from monai_dwp.inferers.mc import FlattenMCOutputd, MCInferer
 from monai_dwp.inferers.uncertainty import UncertaintySummaryd
 
@@ -74,6 +75,19 @@ class DWPBundleInferTask(BundleInferTask):
                     "epistemic scoring (several calls per study) then sees no spread. Leave the seed out of a served "
                     "inference.json.", path, bundle_inferer.seed,
                 )
+
+    def __call__(self, request: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        """The stock inference, after checking that the request's image exists (an unknown study id reaches the
+        task as an empty path).
+
+        Raises:
+            MONAILabelException: ``INVALID_INPUT`` for an image that does not exist, before anything is loaded.
+        """
+        try:
+            check_request_image(request.get("image") if isinstance(request, dict) else None)
+        except FileNotFoundError as err:
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT, str(err)) from err
+        return super().__call__(request, *args, **kwargs)
 
     def _bundle_inferer(self) -> Inferer | None:
         for key in self.const.key_inferer():

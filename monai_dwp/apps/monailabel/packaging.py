@@ -39,6 +39,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from monai_dwp.utils.io import atomic_write
+
 __all__ = ["APP_TEMPLATE", "SERVED_CKPT_DIR", "HANDOFF_DIR", "package_bundle", "make_app"]
 
 APP_TEMPLATE: Path = Path(__file__).resolve().parent / "app"
@@ -275,7 +277,8 @@ def package_bundle(
         if p.is_file() and p.name not in configs:
             shutil.copy2(p, dest / "configs" / p.name)  # metadata.json, logging.conf, ...
     for name, config in configs.items():
-        (dest / "configs" / name).write_text(json.dumps(config, indent=4) + "\n", encoding="utf-8")
+        text = json.dumps(config, indent=4) + "\n"
+        atomic_write(dest / "configs" / name, "w", lambda f, text=text: f.write(text))
     if (bundle_dir / "docs").is_dir():
         shutil.copytree(bundle_dir / "docs", dest / "docs", dirs_exist_ok=True)
     (dest / "models").mkdir(exist_ok=True)

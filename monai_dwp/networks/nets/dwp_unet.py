@@ -291,12 +291,14 @@ class DWPUNet(nn.Module):
         if x.ndim != self.spatial_dims + 2:
             raise ValueError(
                 f"DWPUNet input must be {self.spatial_dims + 2}D (batch, channel, {self.spatial_dims} spatial "
-                f"dims), got shape {tuple(x.shape)}; add the missing batch/channel axis."
+                f"dims), got shape {tuple(x.shape)}; add the missing batch/channel axis, or give {self.spatial_dims}D "
+                f"images (a network for 2D slices is DWPUNet(spatial_dims=2))."
             )
         if x.shape[1] != self.in_channels:
             raise ValueError(
                 f"DWPUNet input has {x.shape[1]} channels (shape {tuple(x.shape)}) but in_channels="
-                f"{self.in_channels}."
+                f"{self.in_channels}; select {self.in_channels} modalit{'y' if self.in_channels == 1 else 'ies'} "
+                f"(e.g. --modality FLAIR) or build the network with in_channels={x.shape[1]}."
             )
         spatial = tuple(x.shape[2:])
         if any(s % self.downsample_factor for s in spatial):

@@ -203,5 +203,22 @@ class TestBayesianDWPUNet(unittest.TestCase):
         self.assertIsInstance(net.init_conv, BayesianConv)
 
 
+class TestBadInputMessages(unittest.TestCase):
+    """The messages of the input checks name the value found and the fix."""
+
+    def test_wrong_channel_count(self):
+        pattern = (r"^DWPUNet input has 2 channels \(shape \(1, 2, 16, 16, 16\)\) but in_channels=1; select 1 "
+                   r"modality \(e\.g\. --modality FLAIR\) or build the network with in_channels=2\.$")
+        with self.assertRaisesRegex(ValueError, pattern):
+            DWPUNet()(torch.zeros(1, 2, 16, 16, 16))
+
+    def test_2d_image_to_the_3d_network(self):
+        pattern = (r"^DWPUNet input must be 5D \(batch, channel, 3 spatial dims\), got shape \(1, 1, 32, 32\); add "
+                   r"the missing batch/channel axis, or give 3D images \(a network for 2D slices is "
+                   r"DWPUNet\(spatial_dims=2\)\)\.$")
+        with self.assertRaisesRegex(ValueError, pattern):
+            DWPUNet()(torch.zeros(1, 1, 32, 32))
+
+
 if __name__ == "__main__":
     unittest.main()
