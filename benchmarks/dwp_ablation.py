@@ -5,13 +5,14 @@ Monte Carlo sliding-window evaluation on the fixed held-out test cases), with th
 and budget; only ``method`` and the named overrides differ. Seeds pair the runs: seed ``s`` of every variant
 shares the training cases and the validation split; it changes the initialisation, patch sampling and noise.
 
-Writes ``<results>/dwp_ablation.csv`` (one row per run, appended as runs finish: an interrupted benchmark resumes
-where it stopped, nothing is redone) and ``dwp_ablation.md``: mean ± sd per variant and the paired difference of
-``dwp`` minus each other variant with its 95 % t-interval over seeds.
+Writes ``<results>/dwp_ablation.csv`` (one row per run with its budget, appended as runs finish: an interrupted
+benchmark resumes where it stopped, nothing is redone) and ``dwp_ablation.md``: mean ± sd per variant and the
+paired difference of ``dwp`` minus each other variant with its 95 % t-interval over seeds, over the runs of the
+requested budget only (epochs, validation interval, Monte Carlo samples); runs of another budget stay in the CSV.
 
 Usage::
 
-    python benchmarks/dwp_ablation.py --seeds 0 1 2 --epochs 60
+    python benchmarks/dwp_ablation.py --seeds 0 1 2 --epochs 40 --mc_samples 5
 """
 
 from __future__ import annotations
@@ -124,9 +125,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--num_train_cases", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--val_interval", type=int, default=5)
-    parser.add_argument("--mc_samples", type=int, default=10)
+    parser.add_argument("--mc_samples", type=int, default=5)
     parser.add_argument("--dataset_dir", default="data/tumour")
     parser.add_argument("--output_dir", default="runs/dwp_ablation")
     parser.add_argument("--source_ckpt", default="runs/dwp_pretrain/seed0/model.pt")
@@ -141,7 +142,14 @@ def main() -> None:
         raise SystemExit(f"--variants {unknown} unknown; choose from {list(VARIANTS)}")
     out = Path(args.results)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = {(r["variant"], r["seed"]) for r in csv.DictReader(out.open())} if out.is_file() else set()
+    budget = {"epochs": str(args.epochs), "val_interval": str(args.val_interval), "mc_samples": str(args.mc_samples)}
+
+    def same_budget(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+        """Only runs of this budget are paired and tabulated (runs of another budget stay in the CSV)."""
+        return [r for r in rows if all(r.get(k) == v for k, v in budget.items())]
+
+    previous = list(csv.DictReader(out.open())) if out.is_file() else []
+    done = {(r["variant"], r["seed"]) for r in same_budget(previous)}
     logs = ROOT / args.output_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     # variant by variant: an interrupted benchmark leaves complete seed sets for the variants it reached
@@ -169,7 +177,8 @@ def main() -> None:
         ckpt = ROOT / run_dir / f"{method}_n{args.num_train_cases}_seed{seed}"
         metrics = collect_metrics(ckpt / "eval")
         row = {"variant": name, "method": method, "seed": seed, "num_train_cases": args.num_train_cases,
-               "epochs": args.epochs, "train_seconds": round(train_s, 1),
+               "epochs": args.epochs, "val_interval": args.val_interval, "mc_samples": args.mc_samples,
+               "train_seconds": round(train_s, 1),
                "total_seconds": round(time.perf_counter() - start, 1), "threads": threads or "default",
                **{m: metrics.get(m, float("nan")) for m in METRICS}}
         with lock:
@@ -179,7 +188,7 @@ def main() -> None:
                 if new:
                     writer.writeheader()
                 writer.writerow(row)
-            write_markdown(list(csv.DictReader(out.open())), out.with_suffix(".md"), _header(args))
+            write_markdown(same_budget(list(csv.DictReader(out.open()))), out.with_suffix(".md"), _header(args))
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool, tqdm(total=len(jobs), desc="runs", unit="run") as bar:
         futures = {pool.submit(one, seed, name): (seed, name) for seed, name in jobs}

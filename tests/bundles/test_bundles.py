@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 from pathlib import Path
 
@@ -184,18 +183,24 @@ class TestFinetune(unittest.TestCase):
                                                     r"'init_conv.weight' has shape \(16, 2, 3, 3, 3\)")
 
 
-def _kill_after(marker: Path, bundle: str, **overrides) -> None:
-    """Start ``bundle``'s train.json, SIGKILL it as soon as ``marker`` exists (mid-way through the next epoch)."""
+def _kill_at(pattern: str, bundle: str, **overrides) -> str:
+    """Start ``bundle``'s train.json and SIGKILL it as soon as a log line matches ``pattern`` (e.g. the first
+    iteration of epoch 2: mid-epoch). Returns the output read until then."""
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_files(bundle, "train"), *_args(overrides)]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if re.search(pattern, line):
+            proc.send_signal(signal.SIGKILL)
+            break
     proc.wait()
-    if not marker.exists():
-        raise AssertionError(f"{marker} never appeared")
+    proc.stdout.close()
+    out = "".join(lines)
+    if proc.returncode != -signal.SIGKILL:
+        raise AssertionError(f"the run ended before a line matched {pattern!r}:\n{out[-3000:]}")
+    return out
 
 
 def _weights(path: Path, key: str | None = "model") -> dict:
@@ -235,7 +240,8 @@ class TestKillAndResume(unittest.TestCase):
         common = dict(TINY, dataset_dir=ROOT / "tumour", method="gaussian_prior", num_train_cases=3, epochs=3)
         check(run_bundle("dwp_finetune", "train", output_dir=ROOT / "uninterrupted", **common))
         killed = ROOT / "killed" / "gaussian_prior_n3_seed0"
-        _kill_after(killed / "checkpoint_epoch=1.pt", "dwp_finetune", output_dir=ROOT / "killed", **common)
+        # killed right after the first of the 3 iterations of epoch 2
+        _kill_at(r"Epoch: 2/3, Iter: 1/3", "dwp_finetune", output_dir=ROOT / "killed", **common)
         out = check(run_bundle("dwp_finetune", "train", output_dir=ROOT / "killed", resume="true", **common))
         self.assertNotIn("Epoch: 1/3", out)
         self._compare(ROOT / "uninterrupted" / "gaussian_prior_n3_seed0", killed, epochs=3)
@@ -250,7 +256,8 @@ class TestKillAndResume(unittest.TestCase):
         common = dict(source_ckpts=f"{ROOT}/pretrain/seed*/model.pt", epochs=3, device="cpu",
                       hidden_channels="[4,8,16]", batch_size=4096)
         check(run_bundle("dwp_prior", "train", output_dir=ROOT / "prior_a", **common))
-        _kill_after(ROOT / "prior_b" / "checkpoint_epoch=1.pt", "dwp_prior", output_dir=ROOT / "prior_b", **common)
+        # the prior's epochs are a few iterations without an iteration log: killed as epoch 2 starts
+        _kill_at(r"SupervisedTrainer - INFO - Epoch\[1\] Complete", "dwp_prior", output_dir=ROOT / "prior_b", **common)
         check(run_bundle("dwp_prior", "train", output_dir=ROOT / "prior_b", resume="true", **common))
         self._compare(ROOT / "prior_a", ROOT / "prior_b", epochs=3)
 
