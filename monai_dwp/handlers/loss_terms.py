@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,8 @@ else:
 
 __all__ = ["LossTermsHandler"]
 
+logger = logging.getLogger(__name__)
+
 
 class LossTermsHandler:
     """Average the ``last_terms`` of a loss over each epoch and publish them in ``engine.state.metrics``.
@@ -23,7 +26,8 @@ class LossTermsHandler:
     Losses such as :class:`~monai_dwp.losses.ELBOLoss` keep their last terms (detached tensors) in a dict
     ``last_terms``; after every iteration this handler updates their running means over the current epoch in
     ``engine.state.metrics[prefix + name]``, so at the end of the epoch MONAI's ``StatsHandler`` and
-    ``TensorBoardStatsHandler`` log the epoch means with the other epoch metrics, whatever the handler order.
+    ``TensorBoardStatsHandler`` log the epoch means with the other epoch metrics, whatever the handler order. The
+    terms of the first iteration of a run are also logged once (``loss terms at iteration 1: ...``).
 
     Args:
         loss: the loss object with a ``last_terms`` mapping.
@@ -39,9 +43,11 @@ class LossTermsHandler:
         self.prefix = prefix
         self._sums: dict[str, float] = {}
         self._count = 0
+        self._first = True
 
     def attach(self, engine: Engine) -> None:
         """Register the handler on ``engine``."""
+        engine.add_event_handler(Events.STARTED, lambda e: setattr(self, "_first", True))
         engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._accumulate)
 
@@ -55,3 +61,7 @@ class LossTermsHandler:
         self._count += 1
         for name, total in self._sums.items():
             engine.state.metrics[self.prefix + name] = total / self._count
+        if self._first:  # the first step of a run, logged once (e.g. to compare a distributed run with one process)
+            self._first = False
+            terms = " ".join(f"{self.prefix}{n}: {v:.6g}" for n, v in self._sums.items())
+            logger.info("loss terms at iteration %d: %s", engine.state.iteration, terms)
