@@ -284,7 +284,7 @@ def resume_handlers(
             match = re.search(r"checkpoint_epoch=(\d+)\.pt$", f)
             if match:
                 found.append(Checkpoint.Item(int(match.group(1)), os.path.basename(f)))
-        interval._saved = sorted(found, key=lambda item: item.priority)
+        interval.load_state_dict({"_saved": sorted(found, key=lambda item: item.priority)})
     return [CheckpointLoader(load_path=path, load_dict=dict(load_dict), map_location=map_location)]
 
 

@@ -155,7 +155,7 @@ class BestMetricState:
         return {
             "best_metric": float(state.best_metric),
             "best_metric_epoch": int(state.best_metric_epoch),
-            "saved": [(float(p), str(f)) for p, f in checkpoint._saved] if checkpoint is not None else [],
+            "saved": checkpoint.state_dict()["_saved"] if checkpoint is not None else [],
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
