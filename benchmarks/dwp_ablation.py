@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(ROOT))
 
+from monai_dwp.bundle_utils import run_name  # noqa: E402
 from monai_dwp.report import collect_metrics  # noqa: E402
 
 # name -> (method, overrides); "dwp" is the reference every other variant is compared with
@@ -130,8 +131,8 @@ def main() -> None:
     parser.add_argument("--mc_samples", type=int, default=5)
     parser.add_argument("--dataset_dir", default="data/tumour")
     parser.add_argument("--output_dir", default="runs/dwp_ablation")
-    parser.add_argument("--source_ckpt", default="runs/dwp_pretrain/seed0/model.pt")
-    parser.add_argument("--prior_ckpt", default="runs/dwp_prior/dwp_prior.pt")
+    parser.add_argument("--source_ckpt", default="bundles/dwp_pretrain/models/seed0/model.pt")
+    parser.add_argument("--prior_ckpt", default="bundles/dwp_prior/models/dwp_prior.pt")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--results", default=str(RESULTS / "dwp_ablation.csv"))
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one PyTorch thread each")
@@ -161,20 +162,19 @@ def main() -> None:
 
     def one(seed: int, name: str) -> None:
         method, overrides = VARIANTS[name]
-        run_dir = f"{args.output_dir}/{_slug(name)}"
+        ckpt = ROOT / args.output_dir / _slug(name) / run_name(method, args.num_train_cases, seed)
         common = {"method": method, "seed": seed, "num_train_cases": args.num_train_cases,
-                  "dataset_dir": args.dataset_dir, "output_dir": run_dir, "source_ckpt": args.source_ckpt,
+                  "dataset_dir": args.dataset_dir, "ckpt_dir": ckpt, "source_ckpt": args.source_ckpt,
                   "prior_ckpt": args.prior_ckpt, "device": args.device, **overrides}
         flags = [x for k, v in common.items() for x in (f"--{k}", _cli(v))]
         base = [sys.executable, "-m", "monai.bundle", "run", "--config_file"]
-        log = logs / f"{_slug(name)}_seed{seed}.log"
+        log = logs / f"{run_name(_slug(name), None, seed)}.log"
         start = time.perf_counter()
         _run(base + ["bundles/dwp_finetune/configs/train.json", "--epochs", str(args.epochs),
                      "--val_interval", str(args.val_interval)] + flags, log, threads)
         train_s = time.perf_counter() - start
         _run(base + ["['bundles/dwp_finetune/configs/train.json','bundles/dwp_finetune/configs/evaluate.json']",
                      "--mc_samples", str(args.mc_samples)] + flags, log, threads)
-        ckpt = ROOT / run_dir / f"{method}_n{args.num_train_cases}_seed{seed}"
         metrics = collect_metrics(ckpt / "eval")
         row = {"variant": name, "method": method, "seed": seed, "num_train_cases": args.num_train_cases,
                "epochs": args.epochs, "val_interval": args.val_interval, "mc_samples": args.mc_samples,

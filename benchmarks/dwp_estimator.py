@@ -16,7 +16,7 @@ Nothing is asserted; the numbers choose the bundle's ``max_kernels`` default.
 
 Usage::
 
-    python benchmarks/dwp_estimator.py --prior_ckpt runs/dwp_prior/dwp_prior.pt
+    python benchmarks/dwp_estimator.py --prior_ckpt bundles/dwp_prior/models/dwp_prior.pt
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prior_ckpt", default="runs/dwp_prior/dwp_prior.pt")
+    parser.add_argument("--prior_ckpt", default="bundles/dwp_prior/models/dwp_prior.pt")
     parser.add_argument("--max_kernels", nargs="+", default=["all", "4096", "2048", "1024"])
     parser.add_argument("--draws", type=int, default=6)
     parser.add_argument("--ref_draws", type=int, default=12)

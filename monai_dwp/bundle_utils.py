@@ -30,20 +30,31 @@ __all__ = [
     "per_rank_batch_size",
     "is_secondary_rank",
     "PRODUCERS",
+    "PREREQUISITES",
+    "bundle_path",
     "require_handoff",
     "require_handoffs",
     "latest_checkpoint",
     "resume_handlers",
     "save_prior",
+    "run_name",
 ]
 
+_PRETRAIN = "python -m monai.bundle run --config_file bundles/dwp_pretrain/configs/train.json"
 PRODUCERS: dict[str, str] = {
-    "source_ckpts": "python -m monai.bundle run --config_file bundles/dwp_pretrain/configs/train.json --seed 0",
-    "source_ckpt": "python -m monai.bundle run --config_file bundles/dwp_pretrain/configs/train.json --seed 0",
+    "source_ckpts": f"{_PRETRAIN} --seed 0",
+    "source_ckpt": f"{_PRETRAIN} --seed 0",
     "prior_ckpt": "python -m monai.bundle run --config_file bundles/dwp_prior/configs/train.json",
     "model": "python -m monai.bundle run --config_file bundles/dwp_finetune/configs/train.json",
 }
-"""The bundle command that writes each hand-off key's file."""
+"""The bundle command that writes each hand-off key's file (run from the repository root)."""
+
+PREREQUISITES: dict[str, str] = {
+    "prior_ckpt": f"which needs the source nets of `{_PRETRAIN} --seed 0` and `--seed 1` first",
+}
+"""What the producing command of a hand-off needs before it can run."""
+
+_WHOLE_CHAIN = "`make demo` makes every hand-off of the default layout at once"
 
 
 class InvalidKeyError(InputValueError):
@@ -194,6 +205,26 @@ def per_rank_batch_size(batch_size: Any) -> int:
     return batch_size // world
 
 
+def bundle_path(bundle_root: str | os.PathLike, relative: str) -> str:
+    """A path given relative to a bundle folder: the configs' defaults for data and hand-offs.
+
+    ``bundle_path("bundles/dwp_finetune", "../dwp_prior/models/dwp_prior.pt")`` is
+    ``"bundles/dwp_prior/models/dwp_prior.pt"``. Symbolic links in ``bundle_root`` are resolved first, so a bundle
+    linked into a MONAI Label app (``<app>/model/dwp_finetune`` → the bundle) still finds its sibling bundles and the
+    data beside them; the result is relative to the working directory when it lies inside it (shorter messages),
+    absolute otherwise.
+
+    Args:
+        bundle_root: the bundle folder (the configs' ``bundle_root``).
+        relative: the path from that folder, e.g. ``"../../data/tumour"``.
+    """
+    path = Path(os.path.normpath(Path(os.path.realpath(bundle_root)) / relative))
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def require_handoff(path: str | os.PathLike, key: str, command: str | None = None) -> str:
     """Return ``path`` if it is an existing file; otherwise raise an error naming the key and the producing command.
 
@@ -207,9 +238,10 @@ def require_handoff(path: str | os.PathLike, key: str, command: str | None = Non
     """
     if not Path(path).is_file():
         command = command or PRODUCERS.get(key, "the bundle that produces it")
+        needs = f", {PREREQUISITES[key]}" if key in PREREQUISITES else ""
         raise MissingHandoffError(
-            f"{key} file {str(path)!r} does not exist; make it first with `{command}` "
-            f"(or pass another file with --{key} PATH)."
+            f"{key} file {str(path)!r} does not exist; make it first with `{command}`{needs} "
+            f"(or pass another file with --{key} PATH; {_WHOLE_CHAIN})."
         )
     return str(path)
 
@@ -226,7 +258,7 @@ def require_handoffs(pattern: str | Sequence[str], key: str = "source_ckpts", co
         command = command or PRODUCERS.get(key, "the bundle that produces them")
         raise MissingHandoffError(
             f"{key} {patterns!r} matches no file; make them first with `{command}` (several seeds: --seed 0, "
-            f"--seed 1, ...), or pass --{key} with the checkpoint paths."
+            f"--seed 1, ...), or pass --{key} with the checkpoint paths ({_WHOLE_CHAIN})."
         )
     return files
 
@@ -296,6 +328,9 @@ def save_prior(
     prior_ckpt: str | os.PathLike,
     output_dir: str | os.PathLike,
     best_model: str | os.PathLike,
+    source_files: Sequence[str] | None = None,
+    min_norm: float | None = None,
+    evaluator: Any | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """The end of the ``dwp_prior`` bundle: best VAEs → prior report → prior checkpoint → kernel figure.
@@ -305,6 +340,19 @@ def save_prior(
     ``.csv``, ``.png`` in ``output_dir``), writes the self-describing :class:`~monai_dwp.losses.DeepWeightPrior`
     checkpoint with the per-layer scales of ``kernel_dataset`` and the report in its ``extra``, and draws real
     kernels next to prior samples (``kernels.png``).
+
+    Args:
+        network: the trained :class:`~monai_dwp.networks.nets.KernelVAEGroup` (its best weights are reloaded).
+        kernel_dataset: the :class:`~monai_dwp.data.KernelDataset` it was fitted to (scales per group and layer).
+        kernel_split: ``(train, held_out)`` subsets of ``kernel_dataset``; the report scores the held-out kernels.
+        layer_groups: layer name → VAE group.
+        prior_ckpt: where the prior checkpoint goes.
+        output_dir: where the report and the kernel figure go.
+        best_model: the best VAE weights (the key-metric checkpoint).
+        source_files: the source checkpoints, recorded in the prior's ``extra``.
+        min_norm: the kernel-norm filter, recorded.
+        evaluator: the validation engine; its best ``val_elbo`` and the per-group values are recorded.
+        extra: anything else to record.
 
     Returns:
         The path of the prior checkpoint.
@@ -325,7 +373,45 @@ def save_prior(
     prior = DeepWeightPrior(
         list(network.vaes), kernel_dataset.scales, layer_groups, layer_scales=kernel_dataset.layer_scales
     )
-    path = prior.save(prior_ckpt, extra={**dict(extra or {}), "prior_report": summary})
+    record: dict[str, Any] = {"num_kernels": len(kernel_dataset)}
+    if source_files is not None:
+        record["source_ckpts"] = list(source_files)
+    if min_norm is not None:
+        record["min_norm"] = min_norm
+    if evaluator is not None:
+        record["val_elbo"] = evaluator.state.best_metric
+        record["val_elbo_per_group"] = {k: v for k, v in evaluator.state.metrics.items() if k.startswith("val_elbo_group")}
+    path = prior.save(prior_ckpt, extra={**record, **dict(extra or {}), "prior_report": summary})
     save_kernel_figure(kernel_dataset, list(network.vaes), str(Path(output_dir) / "kernels.png"))
     print("wrote", path, "and", Path(output_dir) / "kernels.png")
     return path
+
+
+def run_name(method: str | None, num_train_cases: int | None, seed: int) -> str:
+    """The name of a run folder: ``<method>_n<N>_seed<S>``, the one rule of the project's run folders.
+
+    A part that is ``None`` is left out: ``run_name("dwp", 5, 0) == "dwp_n5_seed0"`` (a finetune run),
+    ``run_name(None, None, 1) == "seed1"`` (a source net of ``dwp_pretrain``), ``run_name("dwp", None, 0) ==
+    "dwp_seed0"``.
+
+    Args:
+        method: the target method (e.g. ``"dwp"``, ``"gaussian_prior"``), or ``None``; a non-empty name without
+            path separators.
+        num_train_cases: the number of target training cases ``N`` (>= 1), or ``None``.
+        seed: the run's seed (>= 0).
+
+    Raises:
+        TypeError: a non-int ``num_train_cases`` or ``seed``, a ``method`` that is not a string.
+        ValueError: ``num_train_cases < 1``, ``seed < 0``, an empty ``method`` or one with a path separator.
+    """
+    parts = []
+    if method is not None:
+        if not isinstance(method, str):
+            raise TypeError(f"method must be a string or None, got {method!r} ({type(method).__name__}).")
+        if not method or "/" in method or os.sep in method:
+            raise ValueError(f"method must be a non-empty name without path separators, got {method!r}.")
+        parts.append(method)
+    if num_train_cases is not None:
+        parts.append(f"n{check_int(num_train_cases, 'num_train_cases', minimum=1)}")
+    parts.append(f"seed{check_int(seed, 'seed', minimum=0)}")
+    return "_".join(parts)

@@ -5,6 +5,7 @@ Commands:
                Monte Carlo inference and evaluation, ``report.md`` (the README's main job).
     demo       train a Bayesian DWPUNet with a Gaussian prior on a synthetic volume and print the ELBO terms.
     make-data  write a phantom dataset (``--disease ms|tumour``) in the Decathlon layout.
+    make-datalist  write the ``dataset.json`` of a BraTS 2018–2021 training folder as downloaded.
     show-data  write a PNG montage of a Decathlon dataset.
 """
 
@@ -12,19 +13,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["pipeline", "demo", "make_data", "show_data", "main"]
+__all__ = ["pipeline", "demo", "make_data", "make_datalist", "show_data", "main"]
 
 
 def pipeline(output_dir: str = "outputs/pipeline", quick: bool = False, force: bool = False,
-             device: str | None = None, methods: str | None = None) -> str:
+             device: str | None = None, methods: str | None = None, bundles_dir: str | None = None,
+             data_dir: str | None = None) -> str:
     """Run the whole Deep Weight Prior chain on the built-in phantoms and write ``<output_dir>/report.md``.
 
+    The hand-offs go to the bundles' own ``models/`` and the phantoms to ``data/`` beside ``bundles/``, so every
+    bundle command runs afterwards with no path override.
+
     Args:
-        output_dir: where data, runs, logs and the report go.
+        output_dir: where the logs, the baselines' runs and the report go.
         quick: tiny settings (seconds per stage), for tests.
         force: redo stages whose outputs already exist.
         device: ``"cpu"`` or ``"cuda"``; default CUDA when available.
         methods: comma-separated fine-tuning methods (default all).
+        bundles_dir: the ``bundles/`` folder to train into (default: the repository's).
+        data_dir: where the phantoms go (default: ``data/`` beside ``bundles_dir``).
     """
     import sys
 
@@ -32,7 +39,8 @@ def pipeline(output_dir: str = "outputs/pipeline", quick: bool = False, force: b
 
     selected = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else methods
     try:
-        return str(run_pipeline(output_dir, quick=quick, force=force, device=device, methods=selected))
+        return str(run_pipeline(output_dir, quick=quick, force=force, device=device, methods=selected,
+                                bundles_dir=bundles_dir, data_dir=data_dir))
     except PipelineStageError as err:
         print(f"\n{err}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -120,6 +128,40 @@ def make_data(
     return str(path)
 
 
+def make_datalist(dataset_dir: str, output_file: str | None = None, num_test: int = 0, seed: int = 0,
+                  overwrite: bool = False) -> str:
+    """Write the Decathlon ``dataset.json`` of a BraTS 2018–2021 training folder; print it and the next command.
+
+    Args:
+        dataset_dir: the BraTS folder (case folders directly in it, or under ``HGG/`` and ``LGG/``).
+        output_file: where to write; default ``<dataset_dir>/dataset.json``.
+        num_test: labelled cases moved to ``test`` as the fixed held-out split (``0``: a seeded slice of training).
+        seed: seed of the choice of the test cases.
+        overwrite: replace an existing, different ``dataset.json``.
+
+    Returns:
+        the path of ``dataset.json``.
+    """
+    import shlex
+    import sys
+
+    from monai_dwp.data.brats import write_brats_datalist
+    from monai_dwp.utils.validation import BundleInputError
+
+    try:
+        path = write_brats_datalist(dataset_dir, output_file, num_test=num_test, seed=seed, overwrite=overwrite)
+    except (BundleInputError, FileExistsError) as err:
+        print(f"monai_dwp: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+    folder = shlex.quote(str(path.parent))
+    print(f"wrote {path}")
+    if path.name != "dataset.json":
+        print(f"note: the bundles read dataset.json from --dataset_dir: rename {path.name} to dataset.json first")
+    print("next: python -m monai.bundle run --config_file bundles/dwp_finetune/configs/train.json "
+          f"--dataset_dir {folder} --modality FLAIR --in_channels 1")
+    return str(path)
+
+
 def show_data(dataset_dir: str = "data/tumour", output_file: str | None = None, num_subjects: int = 3,
               seed: int = 0) -> str:
     """Write a PNG montage (three planes, every modality, label overlay) of a Decathlon dataset."""
@@ -136,8 +178,8 @@ def main() -> None:
     import fire
 
     # the commands print what matters themselves; fire should not echo their return values
-    fire.Fire({"pipeline": pipeline, "demo": demo, "make-data": make_data, "show-data": show_data}, name="monai_dwp",
-              serialize=lambda _: None)
+    fire.Fire({"pipeline": pipeline, "demo": demo, "make-data": make_data, "make-datalist": make_datalist,
+               "show-data": show_data}, name="monai_dwp", serialize=lambda _: None)
 
 
 if __name__ == "__main__":

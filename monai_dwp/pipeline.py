@@ -6,6 +6,12 @@ method (``dwp_finetune``) → Monte Carlo inference with uncertainty maps and ev
 cases → ``report.md``. Every stage is a ``python -m monai.bundle run`` command, printed before it runs and logged
 to ``<output_dir>/logs/``; a stage is skipped when its outputs exist (``--force`` redoes everything), and a
 failing stage names the command that reproduces it.
+
+The pipeline writes the bundles' own layout, so that every bundle command runs afterwards with no path override:
+the phantoms go to ``data/ms`` and ``data/tumour`` beside ``bundles/``, the source nets to
+``bundles/dwp_pretrain/models/seed<S>/``, the prior to ``bundles/dwp_prior/models/``, the ``dwp`` model to
+``bundles/dwp_finetune/models/`` (served in place by MONAI Label) and the baselines to
+``<output_dir>/runs/<method>_n<N>_seed0/``. It works from any working directory.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["PipelineSettings", "PipelineStageError", "run_pipeline"]
+__all__ = ["PipelineSettings", "PipelineStageError", "run_pipeline", "default_bundles_dir"]
 
 
 @dataclasses.dataclass
@@ -69,9 +75,26 @@ def _python() -> str:
     return sys.executable
 
 
+def default_bundles_dir() -> Path:
+    """The ``bundles/`` folder of the repository this package runs from.
+
+    Raises:
+        FileNotFoundError: the package is not run from a clone of the repository (installed as a wheel); pass
+            ``bundles_dir``.
+    """
+    bundles = Path(__file__).resolve().parents[1] / "bundles"
+    if not (bundles / "dwp_finetune" / "configs" / "train.json").is_file():
+        raise FileNotFoundError(
+            f"no bundles beside the package ({bundles}); pass bundles_dir (--bundles-dir) with the repository's "
+            "bundles/ folder."
+        )
+    return bundles
+
+
 class _Runner:
-    def __init__(self, output_dir: Path, device: str | None, force: bool) -> None:
+    def __init__(self, output_dir: Path, device: str | None, force: bool, bundles_dir: Path) -> None:
         self.output_dir = output_dir
+        self.bundles_dir = bundles_dir
         self.device = device
         self.force = force
         self.log_dir = output_dir / "logs"
@@ -96,7 +119,8 @@ class _Runner:
             env = dict(os.environ, PYTHONWARNINGS="ignore")
             if threads is not None:
                 env["OMP_NUM_THREADS"] = str(threads)
-            proc = subprocess.run([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.run([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT, env=env,
+                                  cwd=self.bundles_dir.parent)
         if proc.returncode != 0:
             tail = log.read_text().splitlines()[-15:]
             raise PipelineStageError(
@@ -131,9 +155,10 @@ class _Runner:
             print(text, flush=True)
 
     def bundle(self, bundle: str, configs: Sequence[str], **overrides: object) -> list[str]:
-        files = [f"bundles/{bundle}/configs/{c}.json" for c in configs]
+        root = self.bundles_dir / bundle
+        files = [str(root / "configs" / f"{c}.json") for c in configs]
         config = files[0] if len(files) == 1 else "[" + ",".join(f"'{f}'" for f in files) + "]"
-        cmd = [_python(), "-m", "monai.bundle", "run", "--config_file", config]
+        cmd = [_python(), "-m", "monai.bundle", "run", "--config_file", config, "--bundle_root", str(root)]
         if self.device:
             overrides.setdefault("device", self.device)
         for key, value in overrides.items():
@@ -143,8 +168,8 @@ class _Runner:
 
 
 def _cli(value: object) -> str:
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_cli(v) for v in value) + "]"
+    if isinstance(value, (list, tuple)):  # fire reads [1,2] as numbers and ['a','b'] as strings
+        return "[" + ",".join(repr(str(v)) if isinstance(v, (str, os.PathLike)) else _cli(v) for v in value) + "]"
     if isinstance(value, bool):
         return "True" if value else "False"  # fire reads True/False as booleans, "false" as a (truthy) string
     return str(value)
@@ -157,22 +182,29 @@ def run_pipeline(
     device: str | None = None,
     methods: Sequence[str] | None = None,
     settings: PipelineSettings | None = None,
+    bundles_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Run the chain and write ``<output_dir>/report.md``; returns its path.
 
     Args:
-        output_dir: where data, runs, logs and the report go.
+        output_dir: where the logs, the baselines' runs and the report go.
         quick: tiny settings (:meth:`PipelineSettings.quick`), for tests.
         force: redo stages whose outputs exist.
         device: ``"cpu"`` or ``"cuda"``; default CUDA when available.
         methods: the fine-tuning methods (default all of :data:`monai_dwp.transfer.METHODS`).
         settings: explicit sizes (overrides ``quick``).
+        bundles_dir: the ``bundles/`` folder whose ``models/`` receive the hand-offs (default: the repository's,
+            :func:`default_bundles_dir`).
+        data_dir: where the phantoms go (default: ``data/`` beside ``bundles_dir``, the bundles' default
+            ``dataset_dir``).
 
     Raises:
         PipelineStageError: a stage failed; the message holds the command that reproduces it.
     """
     from tqdm import tqdm
 
+    from monai_dwp.bundle_utils import run_name
     from monai_dwp.report import write_report
     from monai_dwp.transfer import METHODS
 
@@ -182,8 +214,10 @@ def run_pipeline(
     if unknown:
         raise ValueError(f"methods {unknown} are not fine-tuning methods; choose from {METHODS}.")
     out = Path(output_dir).resolve()
-    runner = _Runner(out, device, force)
-    data, runs = out / "data", out / "runs"
+    bundles = Path(bundles_dir).resolve() if bundles_dir is not None else default_bundles_dir()
+    data = Path(data_dir).resolve() if data_dir is not None else bundles.parent / "data"
+    runner = _Runner(out, device, force, bundles)
+    models = {name: bundles / name / "models" for name in ("dwp_pretrain", "dwp_prior", "dwp_finetune")}
     patch = [s.patch_size] * 3
     spacing = [s.spacing] * 3
     common = {"spacing": spacing, "patch_size": patch, "batch_size": s.batch_size, "num_samples": s.num_samples}
@@ -201,35 +235,37 @@ def run_pipeline(
     # 2. source networks, trained side by side
     runner.run_parallel([
         (f"pretrain_seed{seed}",
-         runner.bundle("dwp_pretrain", ["train"], dataset_dir=data / "ms", output_dir=runs / "dwp_pretrain",
-                       seed=seed, epochs=s.pretrain_epochs, val_interval=s.pretrain_val_interval,
-                       num_val_cases=s.num_source_test, **common),
-         [runs / "dwp_pretrain" / f"seed{seed}" / "model.pt"])
+         runner.bundle("dwp_pretrain", ["train"], dataset_dir=data / "ms", seed=seed, epochs=s.pretrain_epochs,
+                       val_interval=s.pretrain_val_interval, num_val_cases=s.num_source_test, **common),
+         [models["dwp_pretrain"] / f"seed{seed}" / "model.pt"])
         for seed in s.seeds
     ], bar)
     # 3. prior
-    prior_ckpt = runs / "dwp_prior" / "dwp_prior.pt"
-    cmd = runner.bundle("dwp_prior", ["train"], source_ckpts=f"{runs}/dwp_pretrain/seed*/model.pt",
-                        output_dir=runs / "dwp_prior", epochs=s.prior_epochs, hidden_channels=list(s.vae_hidden))
+    prior_ckpt = models["dwp_prior"] / "dwp_prior.pt"
+    cmd = runner.bundle("dwp_prior", ["train"], source_ckpts=[models["dwp_pretrain"] / f"seed{seed}" / "model.pt"
+                                                             for seed in s.seeds],
+                        epochs=s.prior_epochs, hidden_channels=list(s.vae_hidden))
     runner.run("prior", cmd, [prior_ckpt], bar)
     bar.update()
     # 4.-5. fine-tune every method, then Monte Carlo inference + evaluation on the held-out target cases
-    finetune = {"dataset_dir": data / "tumour", "output_dir": runs / "dwp_finetune",
-                "num_train_cases": s.num_train_cases, "num_val_cases": s.num_val_cases,
-                "source_ckpt": runs / "dwp_pretrain" / f"seed{s.seeds[0]}" / "model.pt", "prior_ckpt": prior_ckpt,
-                "max_kernels": s.max_kernels, **common}
+    finetune = {"dataset_dir": data / "tumour", "num_train_cases": s.num_train_cases,
+                "num_val_cases": s.num_val_cases, "source_ckpt": models["dwp_pretrain"] / f"seed{s.seeds[0]}" / "model.pt",
+                "prior_ckpt": prior_ckpt, "max_kernels": s.max_kernels, **common}
+    ckpt_dirs: dict[str, Path] = {}
     for method in methods:
-        ckpt_dir = runs / "dwp_finetune" / f"{method}_n{s.num_train_cases}_seed0"
+        # the bundle's own method goes to its models/ (served in place); the baselines to runs of their own
+        ckpt_dir = models["dwp_finetune"] if method == "dwp" else out / "runs" / run_name(method, s.num_train_cases, 0)
+        ckpt_dirs[method] = ckpt_dir
         cmd = runner.bundle("dwp_finetune", ["train"], method=method, epochs=s.finetune_epochs,
-                            val_interval=s.finetune_val_interval, **finetune)
+                            val_interval=s.finetune_val_interval, ckpt_dir=ckpt_dir, **finetune)
         runner.run(f"finetune_{method}", cmd, [ckpt_dir / "model.pt"], bar)
         bar.update()
         cmd = runner.bundle("dwp_finetune", ["train", "evaluate"], method=method, mc_samples=s.mc_samples,
-                            **finetune)
+                            ckpt_dir=ckpt_dir, **finetune)
         runner.run(f"evaluate_{method}", cmd, [ckpt_dir / "eval" / "metrics.csv"], bar)
         bar.update()
     # 6. report
-    report = write_report(out, methods, s.num_train_cases, elapsed=time.perf_counter() - started)
+    report = write_report(out, ckpt_dirs, s.num_train_cases, elapsed=time.perf_counter() - started)
     bar.update()
     bar.close()
     print(f"report: {report}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 from monai_dwp.utils.io import atomic_write
@@ -72,13 +72,21 @@ def write_eval_summary(eval_dir: str | os.PathLike, title: str = "Evaluation") -
 
 def write_report(
     output_dir: str | os.PathLike,
-    methods: Sequence[str],
+    ckpt_dirs: Mapping[str, str | os.PathLike],
     num_train_cases: int,
     elapsed: float | None = None,
     montage_method: str = "dwp",
     num_montage_cases: int = 3,
 ) -> Path:
-    """Write ``<output_dir>/report.md`` from the finetune runs under ``<output_dir>/runs/dwp_finetune``.
+    """Write ``<output_dir>/report.md`` from the evaluated finetune runs.
+
+    Args:
+        output_dir: where the report (and its montage) go.
+        ckpt_dirs: each method's run folder (its ``ckpt_dir``, holding ``eval/``), in table order.
+        num_train_cases: the target training set size, for the text.
+        elapsed: the pipeline's wall time in seconds.
+        montage_method: the method whose held-out predictions are shown.
+        num_montage_cases: how many cases the montage shows.
 
     Returns:
         The report's path.
@@ -86,27 +94,28 @@ def write_report(
     from monai_dwp.visualize.uncertainty import save_uncertainty_montage
 
     out = Path(output_dir)
-    runs = out / "runs" / "dwp_finetune"
+    runs = {method: Path(d) for method, d in ckpt_dirs.items()}
     lines = ["# monai_dwp pipeline report", "",
              f"Target: {num_train_cases} training cases of the tumour phantoms, evaluated on the held-out test cases "
              "with Monte Carlo inference (Bayesian methods) or one pass (deterministic methods).", ""]
     header = "| method | " + " | ".join(label for _, label in _COLUMNS) + " |"
     lines += [header, "|" + "---|" * (len(_COLUMNS) + 1)]
-    for method in methods:
-        metrics = collect_metrics(runs / f"{method}_n{num_train_cases}_seed0" / "eval")
+    for method, run in runs.items():
+        metrics = collect_metrics(run / "eval")
         lines.append(f"| `{method}` | " + " | ".join(_fmt(metrics.get(key)) for key, _ in _COLUMNS) + " |")
     lines += ["", "Dice and IoU of the tumour class; HD95 in voxels of the evaluation grid; ECE (top label) and "
               "foreground ECE (tumour class) and the AUCs over the voxels inside the brain mask (input image > 0 in "
               "any channel, not the zero padding of the crop box), pooled over the test cases; AUC: how well "
               "voxel-wise uncertainty ranks misclassified voxels above correct ones (0.5 = no better than "
               "chance).", ""]
-    for method in methods:
-        reliability = runs / f"{method}_n{num_train_cases}_seed0" / "eval" / "reliability.png"
-        if reliability.is_file() and method == montage_method:
-            lines += [f"## Reliability diagram (`{method}`)", "", f"![reliability]({os.path.relpath(reliability, out)})", ""]
-    predictions = runs / f"{montage_method}_n{num_train_cases}_seed0" / "eval" / "predictions"
+    if montage_method in runs:
+        reliability = runs[montage_method] / "eval" / "reliability.png"
+        if reliability.is_file():
+            lines += [f"## Reliability diagram (`{montage_method}`)", "",
+                      f"![reliability]({os.path.relpath(reliability, out)})", ""]
+    predictions = runs[montage_method] / "eval" / "predictions" if montage_method in runs else None
     cases = []
-    for seg in sorted(predictions.glob("*_seg.nii.gz"))[:num_montage_cases]:
+    for seg in sorted(predictions.glob("*_seg.nii.gz"))[:num_montage_cases] if predictions else []:
         stem = seg.name[: -len("_seg.nii.gz")]
         case = {"image": predictions / f"{stem}_image.nii.gz", "label": predictions / f"{stem}_label.nii.gz",
                 "pred": seg, "entropy": predictions / f"{stem}_entropy.nii.gz",

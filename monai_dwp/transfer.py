@@ -27,11 +27,14 @@ from monai_dwp.losses.deep_weight_prior import DeepWeightPrior
 from monai_dwp.losses.elbo import ELBOLoss
 from monai_dwp.losses.gaussian_prior import GaussianPrior
 from monai_dwp.networks.utils import bayesian_modules, init_relative_scale
+from monai_dwp.utils.validation import check_float
 
 __all__ = [
     "METHODS",
     "BAYESIAN_METHODS",
     "ENCODER_PREFIXES",
+    "HANDOFFS",
+    "check_handoffs",
     "is_bayesian_method",
     "make_prior",
     "prepare_network",
@@ -56,6 +59,36 @@ def _check_method(method: str) -> str:
 def is_bayesian_method(method: str) -> bool:
     """Whether ``method`` trains a Bayesian network (``dwp``, ``gaussian_prior``)."""
     return _check_method(method) in BAYESIAN_METHODS
+
+
+HANDOFFS: dict[str, tuple[str, ...]] = {
+    "dwp": ("prior_ckpt",),
+    "dwp_init": ("prior_ckpt",),
+    "gaussian_prior": (),
+    "random_init": (),
+    "finetune": ("source_ckpt",),
+    "finetune_frozen": ("source_ckpt",),
+}
+"""The hand-off files each method needs: the prior checkpoint of ``dwp_prior`` or a source net of ``dwp_pretrain``."""
+
+
+def check_handoffs(method: str, **files: str | os.PathLike | None) -> dict[str, str]:
+    """Check, before anything is built, that the hand-off files ``method`` needs exist (the bundles' second
+    ``initialize`` step, so that a missing file stops with one line naming the key and the command that makes it).
+
+    Args:
+        method: one of :data:`METHODS`.
+        files: the hand-off keys and their files, e.g. ``prior_ckpt=..., source_ckpt=...``; the ones ``method``
+            does not need (:data:`HANDOFFS`) are not checked.
+
+    Returns:
+        the checked files by key.
+
+    Raises:
+        MissingHandoffError: (a ``FileNotFoundError``) a needed file does not exist or was not given.
+    """
+    _check_method(method)
+    return {key: require_handoff(files.get(key) or "", key) for key in HANDOFFS[method]}
 
 
 def make_prior(
@@ -236,8 +269,9 @@ def parameter_groups(
     params = trainable_parameters(network, prior)
     if log_scale_lr is None:
         return [{"params": params}]
-    if isinstance(log_scale_lr, bool) or not isinstance(log_scale_lr, (int, float)) or not log_scale_lr > 0:
-        raise ValueError(f"log_scale_lr must be None or a float > 0, got {log_scale_lr!r}; e.g. --log_scale_lr 0.01.")
+    log_scale_lr = check_float(
+        log_scale_lr, "log_scale_lr", minimum=0.0, include_minimum=False, hint="or None; e.g. --log_scale_lr 0.01"
+    )
     scales = {id(m.log_scale) for m in bayesian_modules(network).values()}
     return [
         {"params": [p for p in params if id(p) not in scales]},

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from monai_dwp.bundle_utils import (
+    bundle_path,
     KEY_RULES,
     BundleInputError,
     InvalidKeyError,
@@ -19,6 +20,7 @@ from monai_dwp.bundle_utils import (
     require_handoff,
     require_handoffs,
     resume_handlers,
+    run_name,
 )
 
 
@@ -94,6 +96,49 @@ class TestCheckKeys(unittest.TestCase):
                               capture_output=True, text=True)
         self.assertIn("Traceback", proc.stderr)  # anything else keeps its traceback
         self.assertTrue(issubclass(InvalidKeyError, BundleInputError))
+
+
+
+class TestBundlePath(unittest.TestCase):
+    def test_relative_to_the_working_directory(self):
+        self.assertEqual(bundle_path("bundles/dwp_finetune", "../dwp_prior/models/dwp_prior.pt"),
+                         "bundles/dwp_prior/models/dwp_prior.pt")
+        self.assertEqual(bundle_path("bundles/dwp_finetune", "../../data/tumour"), "data/tumour")
+
+    def test_linked_bundle_finds_its_siblings(self):
+        """A bundle linked into a MONAI Label app resolves its defaults beside the real bundle, not the link."""
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp).resolve()
+            (root / "repo" / "bundles" / "dwp_finetune").mkdir(parents=True)
+            (root / "app" / "model").mkdir(parents=True)
+            link = root / "app" / "model" / "dwp_finetune"
+            link.symlink_to(root / "repo" / "bundles" / "dwp_finetune", target_is_directory=True)
+            self.assertEqual(bundle_path(link, "../../data/tumour"), str(root / "repo" / "data" / "tumour"))
+
+
+class TestRunName(unittest.TestCase):
+    def test_the_one_rule(self):
+        self.assertEqual(run_name("dwp", 5, 0), "dwp_n5_seed0")
+        self.assertEqual(run_name("gaussian_prior", 10, 2), "gaussian_prior_n10_seed2")
+        self.assertEqual(run_name(None, None, 1), "seed1")  # a dwp_pretrain source net
+        self.assertEqual(run_name("dwp", None, 0), "dwp_seed0")
+        self.assertEqual(run_name(None, 3, 0), "n3_seed0")
+
+    def test_bad_arguments(self):
+        with self.assertRaisesRegex(TypeError, "seed must be an integer, got '0'"):
+            run_name("dwp", 5, "0")
+        with self.assertRaisesRegex(ValueError, "seed must be ≥ 0, got -1"):
+            run_name("dwp", 5, -1)
+        with self.assertRaisesRegex(ValueError, "num_train_cases must be ≥ 1, got 0"):
+            run_name("dwp", 0, 0)
+        with self.assertRaisesRegex(TypeError, "num_train_cases must be an integer, got True"):
+            run_name("dwp", True, 0)
+        with self.assertRaisesRegex(ValueError, "method must be a non-empty name without path separators"):
+            run_name("a/b", 5, 0)
+        with self.assertRaisesRegex(ValueError, "method must be a non-empty name"):
+            run_name("", 5, 0)
+        with self.assertRaisesRegex(TypeError, "method must be a string or None"):
+            run_name(3, 5, 0)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -16,35 +17,91 @@ from monai_dwp.transfer import METHODS
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _copy_bundles(root: Path) -> Path:
+    """A copy of the repository's bundles/ under ``root`` (the pipeline trains into the bundles' models/)."""
+    shutil.copytree(REPO / "bundles", root / "bundles", ignore=shutil.ignore_patterns("models", "eval"))
+    return root / "bundles"
+
+
 class TestPipeline(unittest.TestCase):
     def test_quick_pipeline_writes_the_report_then_skips(self):
         with tempfile.TemporaryDirectory() as tmp:
+            repo, out, elsewhere = Path(tmp) / "repo", Path(tmp) / "out", Path(tmp) / "elsewhere"
+            bundles = _copy_bundles(repo)
+            elsewhere.mkdir()
             env = dict(os.environ, PYTHONWARNINGS="ignore")
-            cmd = [sys.executable, "-m", "monai_dwp", "pipeline", "--quick", "--output-dir", tmp, "--device", "cpu"]
-            proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+            cmd = [sys.executable, "-m", "monai_dwp", "pipeline", "--quick", "--output-dir", str(out), "--device", "cpu",
+                   "--bundles-dir", str(bundles)]
+            # from a working directory that is not the repository's
+            proc = subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=900)
             self.assertEqual(proc.returncode, 0, proc.stdout[-3000:] + proc.stderr[-3000:])
-            report = (Path(tmp) / "report.md").read_text()
+            report = (out / "report.md").read_text()
             for method in METHODS:
                 self.assertRegex(report, rf"\| `{method}` \| [0-9.]+ \| [0-9.]+ \|")
             self.assertIn("![montage](montage.png)", report)
-            self.assertGreater((Path(tmp) / "montage.png").stat().st_size, 10_000)
+            self.assertGreater((out / "montage.png").stat().st_size, 10_000)
             for stage in ("data_ms", "pretrain_seed1", "prior", "finetune_dwp", "evaluate_dwp"):
-                self.assertTrue((Path(tmp) / "logs" / f"{stage}.log").is_file(), stage)
+                self.assertTrue((out / "logs" / f"{stage}.log").is_file(), stage)
+            # the bundles' own layout: data beside bundles/, hand-offs and the dwp model in the bundles' models/
+            for path in ("data/tumour/dataset.json", "bundles/dwp_pretrain/models/seed0/model.pt",
+                         "bundles/dwp_pretrain/models/seed1/model.pt", "bundles/dwp_prior/models/dwp_prior.pt",
+                         "bundles/dwp_finetune/models/model.pt", "bundles/dwp_finetune/models/eval/metrics.csv"):
+                self.assertTrue((repo / path).is_file(), path)
+            self.assertTrue((out / "runs" / "gaussian_prior_n3_seed0" / "model.pt").is_file())
+            self.assertEqual(list(elsewhere.iterdir()), [])
             # a second run finds every output and skips every stage
-            again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+            again = subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
             self.assertEqual(again.returncode, 0, again.stderr[-3000:])
             self.assertNotIn("[run ]", again.stdout + again.stderr)
             self.assertIn("[skip] finetune_dwp_init", again.stdout + again.stderr)
+            # afterwards the README's bundle command runs with no path override (only the quick sizes)
+            used_by = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+                       "bundles/dwp_finetune/configs/train.json", "--device", "cpu", "--epochs", "1",
+                       "--num_train_cases", "3", "--num_val_cases", "1", "--spacing", "[6,6,6]",
+                       "--patch_size", "[16,16,16]", "--batch_size", "1", "--max_kernels", "256"]
+            before = (repo / "bundles/dwp_finetune/models/model.pt").stat().st_mtime_ns
+            proc = subprocess.run(used_by, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+            self.assertEqual(proc.returncode, 0, proc.stdout[-3000:] + proc.stderr[-3000:])
+            self.assertGreater((repo / "bundles/dwp_finetune/models/model.pt").stat().st_mtime_ns, before)
+
+    def test_used_by_command_on_a_fresh_clone(self):
+        """The README's bundle command on a checkout with no data and no hand-offs: one line naming what is
+        missing, the key to override and the command that makes it; never a traceback."""
+        with tempfile.TemporaryDirectory() as tmp:
+            repo = Path(tmp)
+            _copy_bundles(repo)
+            env = dict(os.environ, PYTHONWARNINGS="ignore")
+            cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "bundles/dwp_finetune/configs/train.json"]
+            proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+            self.assertNotEqual(proc.returncode, 0)
+            self.assertNotIn("Traceback", proc.stderr)
+            last = proc.stderr.strip().splitlines()[-1]
+            self.assertRegex(last, r"^monai_dwp: dataset_dir 'data/tumour' is not a directory; make it with "
+                                   r"`python -m monai_dwp make-data --disease tumour .* --output-dir data/tumour`")
+            make = [sys.executable, "-m", "monai_dwp", "make-data", "--disease", "tumour", "--num-cases", "9",
+                    "--num-test", "1", "--spacing", "6", "--output-dir", "data/tumour"]
+            subprocess.run(make, cwd=repo, env=env, capture_output=True, check=True, timeout=300)
+            proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+            self.assertNotEqual(proc.returncode, 0)
+            self.assertNotIn("Traceback", proc.stderr)
+            last = proc.stderr.strip().splitlines()[-1]
+            self.assertRegex(last, r"^monai_dwp: prior_ckpt file 'bundles/dwp_prior/models/dwp_prior.pt' does not "
+                                   r"exist; make it first with `python -m monai.bundle run --config_file "
+                                   r"bundles/dwp_prior/configs/train.json`, which needs the source nets of .*--seed 0"
+                                   r".*--seed 1.*--prior_ckpt PATH.*make demo")
 
     def test_failing_stage_names_the_command(self):
         settings = dataclasses.replace(PipelineSettings.quick(), patch_size=12, num_source_cases=2, seeds=(0,))
         with tempfile.TemporaryDirectory() as tmp:
+            bundles = _copy_bundles(Path(tmp))
             with self.assertRaises(PipelineStageError) as ctx:
-                run_pipeline(tmp, settings=settings, methods=["random_init"], device="cpu")
+                run_pipeline(tmp, settings=settings, methods=["random_init"], device="cpu", bundles_dir=bundles)
             message = str(ctx.exception)
             self.assertIn("stage 'pretrain_seed0' failed", message)
             self.assertIn("reproduce it with:", message)
-            self.assertIn("-m monai.bundle run --config_file bundles/dwp_pretrain/configs/train.json", message)
+            self.assertIn(f"-m monai.bundle run --config_file {bundles}/dwp_pretrain/configs/train.json --bundle_root "
+                          f"{bundles}/dwp_pretrain", message)
+            self.assertTrue((Path(tmp) / "data" / "ms" / "dataset.json").is_file())
             self.assertTrue((Path(tmp) / "logs" / "pretrain_seed0.log").is_file())
 
     def test_unknown_method(self):

@@ -14,6 +14,7 @@ SUBPACKAGES = [
     "monai_dwp.networks.layers",
     "monai_dwp.networks.nets",
     "monai_dwp.losses",
+    "monai_dwp.metrics",
     "monai_dwp.data",
     "monai_dwp.handlers",
     "monai_dwp.inferers",

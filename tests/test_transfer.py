@@ -8,7 +8,7 @@ import torch
 
 from monai_dwp.losses import DeepWeightPrior, ELBOLoss, GaussianPrior
 from monai_dwp.networks import DWPUNet, KernelVAE
-from monai_dwp.transfer import (ENCODER_PREFIXES, METHODS, is_bayesian_method, make_loss, make_prior,
+from monai_dwp.transfer import (ENCODER_PREFIXES, METHODS, check_handoffs, is_bayesian_method, make_loss, make_prior,
                                 parameter_groups, prepare_network, trainable_parameters)
 
 SMALL = {"channels": (4, 4, 8, 8)}
@@ -27,6 +27,19 @@ class TestTransfer(unittest.TestCase):
         self.assertEqual([m for m in METHODS if is_bayesian_method(m)], ["dwp", "gaussian_prior"])
         with self.assertRaisesRegex(ValueError, r"method must be one of .* got 'bayes'; e.g. --method dwp"):
             is_bayesian_method("bayes")
+
+    def test_check_handoffs(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            prior = Path(tmp) / "prior.pt"
+            prior.write_bytes(b"x")
+            self.assertEqual(check_handoffs("dwp", prior_ckpt=prior, source_ckpt=None), {"prior_ckpt": str(prior)})
+            self.assertEqual(check_handoffs("gaussian_prior", prior_ckpt=None, source_ckpt=None), {})
+            with self.assertRaisesRegex(FileNotFoundError, r"source_ckpt file '.*nope.pt' does not exist; make it first "
+                                                           r"with `python -m monai.bundle run --config_file "
+                                                           r"bundles/dwp_pretrain/configs/train.json --seed 0`"):
+                check_handoffs("finetune_frozen", prior_ckpt=prior, source_ckpt=Path(tmp) / "nope.pt")
+            with self.assertRaisesRegex(ValueError, r"method must be one of"):
+                check_handoffs("bayes")
 
     def test_finetune_frozen_loads_and_freezes_the_encoder(self):
         source = DWPUNet(**SMALL)
@@ -62,7 +75,7 @@ class TestTransfer(unittest.TestCase):
         self.assertEqual(len(rest["params"]) + len(scales["params"]), len(list(net.parameters())))
         opt = torch.optim.Adam(parameter_groups(net, log_scale_lr=0.01), lr=1e-3)
         self.assertEqual([g["lr"] for g in opt.param_groups], [1e-3, 0.01])
-        with self.assertRaisesRegex(ValueError, "log_scale_lr must be None or a float > 0, got 0"):
+        with self.assertRaisesRegex(ValueError, r"log_scale_lr must lie in \(0.0, inf\], got 0.0; or None"):
             parameter_groups(net, log_scale_lr=0)
 
     def test_errors_before_training(self):

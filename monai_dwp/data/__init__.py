@@ -6,15 +6,16 @@ Importing this package has no side effects: the MNI152 template is loaded (and c
 from __future__ import annotations
 
 from .decathlon import (
-    SelectModalityd,
     decathlon_split,
     eval_transforms,
     label_rule_transforms,
     read_dataset_json,
+    modality_indices,
     resolve_modality,
     train_transforms,
     validate_decathlon,
 )
+from .brats import BRATS_LABELS, BRATS_MODALITIES, find_brats_cases, is_brats_folder, write_brats_datalist
 from .image_writer import AtomicNibabelWriter
 from .phantoms import (
     MS_PHANTOM_RANGES,
@@ -48,11 +49,11 @@ __all__ = [
     "make_phantom_dataset",
     "phantom_grid",
     # decathlon
-    "SelectModalityd",
     "decathlon_split",
     "eval_transforms",
     "label_rule_transforms",
     "read_dataset_json",
+    "modality_indices",
     "resolve_modality",
     "train_transforms",
     "validate_decathlon",
@@ -68,4 +69,10 @@ __all__ = [
     "image_datalist",
     # statistics
     "mean_voxels",
+    # brats
+    "BRATS_LABELS",
+    "BRATS_MODALITIES",
+    "find_brats_cases",
+    "is_brats_folder",
+    "write_brats_datalist",
 ]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
 
@@ -31,7 +31,6 @@ from monai.transforms import (
     EnsureChannelFirstd,
     LabelFilterd,
     LoadImaged,
-    MapTransform,
     Orientationd,
     RandCropByPosNegLabeld,
     ScaleIntensityd,
@@ -40,15 +39,16 @@ from monai.transforms import (
     Transform,
 )
 
+from monai_dwp.transforms.modality import SelectModalityd
 from monai_dwp.transforms.validation import CheckFinited, CheckNonEmptyd, CheckPatchFitsd
 from monai_dwp.utils.validation import InputFileError, InputValueError, as_bool
 
 __all__ = [
     "ModalitySpec",
     "LabelRule",
-    "SelectModalityd",
     "read_dataset_json",
     "resolve_modality",
+    "modality_indices",
     "decathlon_split",
     "validate_decathlon",
     "label_rule_transforms",
@@ -91,6 +91,16 @@ def _json_path(dataset_dir: str | Path) -> Path:
         raise InputFileError(f"dataset_dir {str(root)!r} is not a directory; {_make_data_hint(root)}.")
     path = root / "dataset.json"
     if not path.is_file():
+        import shlex
+
+        from monai_dwp.data.brats import is_brats_folder
+
+        if is_brats_folder(root):
+            raise InputFileError(
+                f"{path} not found: {str(root)!r} is a BraTS folder as downloaded (case folders of _flair/_t1/_t1ce/"
+                f"_t2/_seg files), which has no dataset.json; write one with "
+                f"`python -m monai_dwp make-datalist --dataset-dir {shlex.quote(str(root))}` and run again."
+            )
         raise InputFileError(
             f"{path} not found: dataset_dir must contain a Decathlon dataset.json; {_MAKE_DATA_HINT}."
         )
@@ -258,6 +268,30 @@ def resolve_modality(
             "e.g. modality=1 or 'FLAIR'."
         )
     return [_resolve_one(item, names) for item in items]
+
+
+def modality_indices(
+    modality: ModalitySpec,
+    dataset_dir: str | Path | None = None,
+    modality_names: Mapping[str, str] | Sequence[str] | None = None,
+) -> list[int] | None:
+    """Channel indices of ``modality``, with the channel names read from ``dataset_dir``'s ``dataset.json``.
+
+    The ``indices`` of the bundles' :class:`~monai_dwp.transforms.SelectModalityd`: a name such as ``"FLAIR"``
+    becomes the channel that ``dataset.json``'s ``modality`` gives it.
+
+    Args:
+        modality: see :func:`resolve_modality`.
+        dataset_dir: a Decathlon folder; its ``dataset.json`` names the channels (ignored when it has none).
+        modality_names: the names in channel order, instead of ``dataset_dir``.
+
+    Returns:
+        the list of channel indices, or ``None`` when ``modality`` is ``None`` (every channel).
+    """
+    if modality_names is None and dataset_dir is not None and modality is not None:
+        if (Path(dataset_dir) / "dataset.json").is_file():
+            modality_names = _modality_names(read_dataset_json(dataset_dir), Path(dataset_dir) / "dataset.json")
+    return resolve_modality(modality, modality_names)
 
 
 def _resolve_one(item: Any, names: list[str] | None) -> int:
@@ -622,38 +656,6 @@ def validate_decathlon(
 
 # ----------------------------------------------------------------------------------------------------
 # transforms
-
-
-class SelectModalityd(MapTransform):
-    """Keeps the channels ``indices`` of channel-first images (modality selection).
-
-    Args:
-        keys: keys of the channel-first images, shape ``(C, *spatial)``.
-        indices: channel index or indices to keep, in this order; the result has ``len(indices)`` channels.
-        allow_missing_keys: do not raise for missing keys.
-
-    Raises:
-        ValueError: (when called) for an index out of range of the image's channels.
-    """
-
-    def __init__(self, keys: KeysCollection, indices: int | Sequence[int], allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        items = [indices] if isinstance(indices, (int, np.integer)) else list(indices)
-        if not items or any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) or i < 0 for i in items):
-            raise InputValueError(f"indices must be a non-negative int or a non-empty list of them, got {indices!r}.")
-        self.indices = [int(i) for i in items]
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            num = d[key].shape[0]
-            if max(self.indices) >= num:
-                raise InputValueError(
-                    f"{key!r}: modality index {max(self.indices)} is out of range for an image with {num} channel(s) "
-                    f"(shape {tuple(d[key].shape)}); choose indices in [0, {num - 1}]."
-                )
-            d[key] = d[key][self.indices]
-        return d
 
 
 def label_rule_transforms(label_rule: LabelRule = "foreground", keys: KeysCollection = "label") -> list[Transform]:

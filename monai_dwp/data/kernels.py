@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from monai_dwp.utils.io import load_checkpoint
+from monai_dwp.utils.validation import check_float, check_int
 
 __all__ = ["collect_kernels", "filter_kernels", "group_layers", "KernelDataset", "load_state_dict"]
 
@@ -106,8 +107,7 @@ def filter_kernels(kernels: Mapping[str, Tensor], min_norm: float = 1e-2) -> dic
     Returns:
         The kept kernels per layer (a layer may keep none: its tensor is then empty).
     """
-    if not (math.isfinite(min_norm) and min_norm >= 0):
-        raise ValueError(f"min_norm must be a finite float >= 0, got {min_norm!r}.")
+    check_float(min_norm, "min_norm", minimum=0.0)
     return {name: k[k.flatten(1).norm(dim=1) >= min_norm] for name, k in kernels.items()}
 
 
@@ -125,8 +125,7 @@ def group_layers(layer_names: Sequence[str], num_groups: int | None = 7) -> dict
         raise ValueError("layer_names is empty; collect the kernels first.")
     if num_groups is None:
         return {name: i for i, name in enumerate(names)}
-    if isinstance(num_groups, bool) or not isinstance(num_groups, int) or not 1 <= num_groups <= len(names):
-        raise ValueError(f"num_groups must be an int in [1, {len(names)}] (the number of layers), got {num_groups!r}.")
+    check_int(num_groups, "num_groups", 1, len(names), hint=f"at most the number of layers, {len(names)}")
     return {name: i * num_groups // len(names) for i, name in enumerate(names)}
 
 

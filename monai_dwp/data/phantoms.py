@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from monai_dwp.utils.io import atomic_path, atomic_write
+from monai_dwp.utils.validation import check_float, check_int
 
 __all__ = [
     "PHANTOM_DISEASES",
@@ -137,19 +138,11 @@ def _check_disease(disease: str) -> str:
 
 
 def _check_spacing(spacing: float) -> float:
-    if isinstance(spacing, bool) or not isinstance(spacing, (int, float)):
-        raise TypeError(f"spacing must be a number of millimetres, got {type(spacing).__name__} {spacing!r}.")
-    if not 0.5 <= float(spacing) <= 8.0:
-        raise ValueError(f"spacing must be in [0.5, 8] mm, got {spacing!r}; the default is 2.0 mm.")
-    return float(spacing)
+    return check_float(spacing, "spacing", 0.5, 8.0, hint="millimetres, the default is 2.0 mm")
 
 
 def _check_count(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}.")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
-    return int(value)
+    return check_int(int(value) if isinstance(value, np.integer) else value, name, minimum=minimum)
 
 
 # ----------------------------------------------------------------------------------------------------

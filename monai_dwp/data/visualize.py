@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from monai_dwp.utils.io import atomic_path
+from monai_dwp.utils.validation import check_int
 
 from .decathlon import _declared_labels, _modality_names, read_dataset_json
 
@@ -96,14 +97,14 @@ def save_data_montage(
 
     Raises:
         ValueError: for ``num_subjects < 1`` or a malformed ``dataset.json``.
+        TypeError: for a non-int ``num_subjects``.
         FileNotFoundError: when ``dataset.json`` or a listed file does not exist.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    if isinstance(num_subjects, bool) or not isinstance(num_subjects, int) or num_subjects < 1:
-        raise ValueError(f"num_subjects must be a positive int, got {num_subjects!r}.")
+    check_int(num_subjects, "num_subjects", minimum=1)
     root = Path(dataset_dir)
     content = read_dataset_json(root)
     names = _modality_names(content, root / "dataset.json")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .calibration import SegmentationCalibrationHandler, binned_calibration_error, histogram_roc_auc
+
+from .calibration import SegmentationCalibrationHandler
 from .checkpoint import AtomicCheckpointSaver, AtomicDiskSaver
 from .gradient_ratio import GradientRatioHandler
 from .kernel_elbo import KernelELBO, kernel_elbo_metrics
@@ -29,7 +30,5 @@ __all__ = [
     "ResampleWeightsHandler",
     "SegmentationCalibrationHandler",
     "StochasticModeHandler",
-    "binned_calibration_error",
-    "histogram_roc_auc",
     "kernel_elbo_metrics",
 ]

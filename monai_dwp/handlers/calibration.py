@@ -1,10 +1,10 @@
-r"""Voxel-wise calibration (reliability diagram, ECE) and "uncertainty predicts error" AUC for an evaluator.
+r"""Ignite wiring of voxel-wise calibration (reliability diagram, ECE) and "uncertainty predicts error" AUC.
 
-:class:`SegmentationCalibrationHandler` accumulates fixed-size histograms over the voxels inside a mask (by
-default the voxels where the input image is positive in any channel, i.e. the brain, not the zero padding of the
-crop box) of every evaluated case (memory does not grow with the number or size of the volumes), sums them over
-DDP ranks, publishes the overall values in ``engine.state.metrics`` and writes per-case and overall CSV tables and
-a reliability diagram.
+:class:`SegmentationCalibrationHandler` reads every evaluated case out of a MONAI evaluator's output, restricts it to
+a mask (by default the voxels where the input image is positive in any channel, i.e. the brain, not the zero padding
+of the crop box), feeds it to a :class:`~monai_dwp.metrics.VoxelCalibration` (fixed-size histograms, summed over the
+cases and DDP ranks), publishes the overall values in ``engine.state.metrics`` and writes per-case and overall CSV
+tables and a reliability diagram (:func:`~monai_dwp.visualize.save_reliability_diagram`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ import torch
 from monai.data import MetaTensor, decollate_batch
 from monai.utils import min_version, optional_import
 
+from monai_dwp.metrics.calibration import CalibrationHistograms, VoxelCalibration
 from monai_dwp.utils.io import atomic_write
+from monai_dwp.visualize.calibration import save_reliability_diagram
 
 idist, _ = optional_import("ignite.distributed", "0.4.11", min_version)
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
@@ -29,122 +31,13 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
 
-__all__ = ["SegmentationCalibrationHandler", "binned_calibration_error", "histogram_roc_auc"]
+__all__ = ["SegmentationCalibrationHandler"]
 
-_TOP_LABEL_RANGES = ("unit", "chance")
-_SCORE_SCALES = ("log", "linear")
-_LOG_SCORE_FLOOR = 1e-12
-"""Scores at or below this value share the lowest bin of a ``"log"`` score histogram."""
-_CHUNK = 1 << 21
-"""Voxels processed at once: bounds the temporary memory of one case to a few tens of MB."""
 _PROB_TOLERANCE = 1e-4
-
-
-def binned_calibration_error(counts: torch.Tensor, sum_confidence: torch.Tensor, sum_correct: torch.Tensor) -> float:
-    r"""Expected calibration error from per-bin sums.
-
-    With :math:`B` bins, :math:`n_b` samples in bin :math:`b`, :math:`N = \sum_b n_b`, mean confidence
-    :math:`\text{conf}_b = \frac{1}{n_b} \sum_{i \in b} \hat p_i` and accuracy
-    :math:`\text{acc}_b = \frac{1}{n_b} \sum_{i \in b} c_i` (:math:`c_i \in \{0, 1\}` the "correct" or
-    "is class k" indicator):
-
-    .. math::
-        \text{ECE} = \sum_b \frac{n_b}{N} \left| \text{acc}_b - \text{conf}_b \right|
-                   = \frac{1}{N} \sum_b \Big| \sum_{i \in b} c_i - \sum_{i \in b} \hat p_i \Big| .
-
-    Args:
-        counts: ``(B,)`` number of samples per bin.
-        sum_confidence: ``(B,)`` sum of the predicted probabilities per bin.
-        sum_correct: ``(B,)`` sum of the indicators per bin.
-
-    Returns:
-        The ECE in ``[0, 1]``; ``nan`` when there are no samples.
-    """
-    total = float(counts.sum())
-    if total <= 0:
-        return float("nan")
-    return float((sum_correct.double() - sum_confidence.double()).abs().sum()) / total
-
-
-def histogram_roc_auc(positive_counts: torch.Tensor, negative_counts: torch.Tensor) -> float:
-    r"""ROC AUC of a score from its binned histograms for the positive and the negative class.
-
-    With bins ordered by increasing score, :math:`a_j` positives and :math:`b_j` negatives in bin :math:`j`,
-    :math:`N_1 = \sum_j a_j`, :math:`N_0 = \sum_j b_j`:
-
-    .. math::
-        \text{AUC} = \frac{1}{N_1 N_0} \sum_j a_j \Big( \sum_{i < j} b_i + \tfrac{1}{2} b_j \Big),
-
-    the Mann-Whitney statistic of the binned scores (pairs in the same bin count as ties, one half), which is
-    the trapezoidal area under the ROC curve traced by thresholds at the bin edges. It differs from the exact
-    AUC of the raw scores by at most :math:`\frac{1}{2 N_1 N_0} \sum_j a_j b_j` (the tied pairs).
-
-    Args:
-        positive_counts: ``(M,)`` histogram of the score of the positives (e.g. misclassified voxels).
-        negative_counts: ``(M,)`` histogram of the score of the negatives, over the same bins.
-
-    Returns:
-        The AUC in ``[0, 1]``; ``nan`` when either class is empty.
-    """
-    pos = positive_counts.double().flatten()
-    neg = negative_counts.double().flatten()
-    if pos.shape != neg.shape:
-        raise ValueError(
-            f"positive_counts and negative_counts must have the same shape, got {pos.shape} and {neg.shape}."
-        )
-    n_pos, n_neg = float(pos.sum()), float(neg.sum())
-    if n_pos <= 0 or n_neg <= 0:
-        return float("nan")
-    below = torch.cumsum(neg, 0) - neg  # negatives in strictly lower bins
-    return float((pos * (below + 0.5 * neg)).sum()) / (n_pos * n_neg)
-
-
-class _Accumulator:
-    """Histograms of one case, or of all cases: reliability bins and the error/correct score histograms."""
-
-    def __init__(self, n_bins: int, score_bins: int, score_keys: Sequence[str]) -> None:
-        # rows: count, sum of confidence (probability), sum of correct (label indicator)
-        self.top = torch.zeros(3, n_bins, dtype=torch.float64)
-        self.fg = torch.zeros(3, n_bins, dtype=torch.float64)
-        # per key: row 0 misclassified voxels, row 1 correctly classified voxels
-        self.scores = {key: torch.zeros(2, score_bins, dtype=torch.float64) for key in score_keys}
-        self.seen = {key: 0.0 for key in score_keys}
-
-    def add(self, other: _Accumulator) -> None:
-        self.top += other.top
-        self.fg += other.fg
-        for key in self.scores:
-            self.scores[key] += other.scores[key]
-            self.seen[key] += other.seen[key]
-
-    def pack(self) -> torch.Tensor:
-        parts = [self.top.flatten(), self.fg.flatten()]
-        for key in self.scores:
-            parts += [self.scores[key].flatten(), torch.tensor([self.seen[key]], dtype=torch.float64)]
-        return torch.cat(parts)
-
-    def unpack(self, flat: torch.Tensor) -> None:
-        flat = flat.double().cpu()
-        start = 0
-        for tensor in [self.top, self.fg]:
-            tensor.copy_(flat[start : start + tensor.numel()].view_as(tensor))
-            start += tensor.numel()
-        for key, tensor in self.scores.items():
-            tensor.copy_(flat[start : start + tensor.numel()].view_as(tensor))
-            start += tensor.numel()
-            self.seen[key] = float(flat[start])
-            start += 1
-
-    @property
-    def n_voxels(self) -> int:
-        return int(round(float(self.top[0].sum())))
-
-    def values(self) -> dict[str, float]:
-        out = {"ece": binned_calibration_error(self.top[0], self.top[1], self.top[2])}
-        out["fg_ece"] = binned_calibration_error(self.fg[0], self.fg[1], self.fg[2])
-        for key, hist in self.scores.items():
-            out[f"auc_{key}"] = histogram_roc_auc(hist[0], hist[1]) if self.seen[key] > 0 else float("nan")
-        return out
+_CASE_COLUMNS = ("filename", "ece", "fg_ece", "{auc}", "n_voxels")
+_SUMMARY_COLUMNS = ("n_cases", "n_voxels", "voxel_accuracy", "ece", "fg_ece", "{auc}", "ece_case_mean",
+                    "fg_ece_case_mean", "mask")
+_RELIABILITY_COLUMNS = ("curve", "bin", "lower", "upper", "count", "mean_confidence", "accuracy")
 
 
 class SegmentationCalibrationHandler:
@@ -189,7 +82,8 @@ class SegmentationCalibrationHandler:
     :math:`[l, u)`, the last one closed. With :math:`n_b`, :math:`\text{conf}_b`, :math:`\text{acc}_b` the
     count, mean confidence and accuracy of bin :math:`b` over the :math:`N` masked voxels:
     :math:`\text{ECE} = \sum_b \frac{n_b}{N} |\text{acc}_b - \text{conf}_b|
-    = \frac{1}{N} \sum_b |\sum_{i \in b} c_i - \sum_{i \in b} \hat p_i|` (:func:`binned_calibration_error`).
+    = \frac{1}{N} \sum_b |\sum_{i \in b} c_i - \sum_{i \in b} \hat p_i|`
+    (:func:`~monai_dwp.metrics.binned_calibration_error`).
 
     **Foreground reliability** (informative for a small lesion class, whose voxels are a tiny share of the
     top-label bins): :math:`p_{i, f}` of class ``f = foreground_channel`` against the frequency of
@@ -204,9 +98,10 @@ class SegmentationCalibrationHandler:
     **Uncertainty predicts error.** For each uncertainty map :math:`u`, the ROC AUC of :math:`u_i` as a score
     for "voxel :math:`i` is misclassified" (:math:`c_i = 0`): 1 when every error is more uncertain than every
     correct voxel, 0.5 for an uninformative score (e.g. the all-zero mutual information of a deterministic
-    network). It is computed by :func:`histogram_roc_auc` from two ``score_bins``-bin histograms of :math:`u`
-    (errors, correct voxels) over :math:`[0, u_{max}]`, :math:`u_{max}` = ``score_max`` or :math:`\log K`
-    (the bound of the entropy and of the mutual information of a softmax; larger values land in the last bin),
+    network). It is computed by :func:`~monai_dwp.metrics.histogram_roc_auc` from two ``score_bins``-bin
+    histograms of :math:`u` (errors, correct voxels) over :math:`[0, u_{max}]`, :math:`u_{max}` = ``score_max`` or
+    :math:`\log K` (the bound of the entropy and of the mutual information of a softmax; larger values land in the
+    last bin),
     errors and correct voxels being the masked ones.
     ``score_scale="log"`` (default) spaces the bins evenly in :math:`\log u` over
     :math:`[10^{-12}, u_{max}]` (everything below shares the first bin): the AUC only depends on the order of
@@ -219,13 +114,18 @@ class SegmentationCalibrationHandler:
     small one). ``ece_case_mean`` and ``fg_ece_case_mean`` are the unweighted means of the per-case values over
     the cases (those with an empty mask, ``nan``, left out; ``nan`` when none is left).
 
-    Memory is bounded: a case is processed in chunks of :math:`2^{21}` voxels on its own device and only the
-    histograms (``3 * n_bins`` values for each reliability curve, ``2 * score_bins`` per map) are kept.
+    The maths is :class:`~monai_dwp.metrics.VoxelCalibration` (an Ignite metric whose state is the histograms;
+    this handler reads the cases out of the evaluator's output, applies the mask, keeps the per-case rows and writes
+    the files; the picture is :func:`~monai_dwp.visualize.save_reliability_diagram`). Memory is bounded: a case is
+    processed in chunks of :math:`2^{21}` voxels on its own device and only the histograms (``3 * n_bins`` values
+    for each reliability curve, ``2 * score_bins`` per map) are kept.
 
     **Events.** ``EPOCH_STARTED``: reset. ``ITERATION_COMPLETED``: accumulate every case; at the last
     iteration of the epoch (when ``engine.state.epoch_length`` is known) the histograms are summed over DDP
-    ranks (``ignite.distributed.all_reduce``; one collective per rank and epoch, so it is safe with unequal
-    numbers of iterations per rank; the masked histograms are sums like the unmasked ones) and the overall values
+    ranks (Ignite's ``sync_all_reduce`` in :meth:`VoxelCalibration.compute_histograms
+    <monai_dwp.metrics.VoxelCalibration.compute_histograms>`, and the per-case rows gathered; the collectives run
+    once per rank and epoch, so it is safe with unequal numbers of iterations per rank; the masked histograms are
+    sums like the unmasked ones) and the overall values
     are put into ``engine.state.metrics`` as ``ece``, ``fg_ece``, ``auc_<key>``, ``ece_case_mean`` and
     ``fg_ece_case_mean`` (prefixed by ``metric_prefix``). Because this happens before
     ``EPOCH_COMPLETED``, MONAI's ``StatsHandler`` (which logs the metrics at ``EPOCH_COMPLETED``),
@@ -242,7 +142,8 @@ class SegmentationCalibrationHandler:
     - ``reliability.csv``: ``curve, bin, lower, upper, count, mean_confidence, accuracy`` per bin, for the
       ``top_label`` curve and the ``foreground`` curve (whose "confidence" is :math:`p_f` and "accuracy" the
       frequency of class f); ``nan`` for empty bins;
-    - ``reliability.png``: both reliability curves with the diagonal, and the bin counts below.
+    - ``reliability.png``: both reliability curves with the diagonal, and the bin counts below
+      (:func:`~monai_dwp.visualize.save_reliability_diagram`).
 
     Under DDP the per-case rows are gathered from all ranks. A case that a ``DistributedSampler`` repeats to
     even out the ranks counts twice, as in MONAI's own metrics (use ``even_divisible=False`` to avoid it).
@@ -275,6 +176,7 @@ class SegmentationCalibrationHandler:
         {"_target_": "monai_dwp.handlers.SegmentationCalibrationHandler", "output_dir": "@eval_dir"}
     """
 
+
     def __init__(
         self,
         output_dir: str | os.PathLike | None = None,
@@ -293,30 +195,26 @@ class SegmentationCalibrationHandler:
         metric_prefix: str = "",
         log_summary: bool = True,
     ) -> None:
-        if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 2:
-            raise ValueError(f"n_bins must be an integer >= 2, got {n_bins!r}.")
-        if isinstance(score_bins, bool) or not isinstance(score_bins, int) or score_bins < 2:
-            raise ValueError(f"score_bins must be an integer >= 2, got {score_bins!r}.")
-        if top_label_range not in _TOP_LABEL_RANGES:
-            raise ValueError(f"top_label_range must be one of {_TOP_LABEL_RANGES}, got {top_label_range!r}.")
-        if score_scale not in _SCORE_SCALES:
-            raise ValueError(f"score_scale must be one of {_SCORE_SCALES}, got {score_scale!r}.")
-        if score_max is not None and not (math.isfinite(score_max) and score_max > _LOG_SCORE_FLOOR):
-            raise ValueError(f"score_max must be a finite number > {_LOG_SCORE_FLOOR}, got {score_max!r}.")
-        if isinstance(foreground_channel, bool) or not isinstance(foreground_channel, int) or foreground_channel < 0:
-            raise ValueError(f"foreground_channel must be a non-negative integer, got {foreground_channel!r}.")
+        # checks the numeric arguments and uncertainty_keys
+        self.metric = VoxelCalibration(
+            n_bins=n_bins,
+            top_label_range=top_label_range,
+            foreground_channel=foreground_channel,
+            uncertainty_keys=uncertainty_keys,
+            score_bins=score_bins,
+            score_max=score_max,
+            score_scale=score_scale,
+        )
+        """The :class:`~monai_dwp.metrics.VoxelCalibration` that holds the histograms of this process."""
         if mask_key is not None and not isinstance(mask_key, str):
             raise TypeError(
                 f"mask_key must be a key name (str) or None, got {mask_key!r} ({type(mask_key).__name__}); use "
                 "'image' for the voxels where the input image is > 0, or None for every voxel."
             )
-        keys = (uncertainty_keys,) if isinstance(uncertainty_keys, str) else tuple(uncertainty_keys)
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"uncertainty_keys must be distinct, got {keys}.")
         self.output_dir = None if output_dir is None else os.fspath(output_dir)
         self.prob_key = prob_key
         self.label_key = label_key
-        self.uncertainty_keys = keys
+        self.uncertainty_keys = self.metric.uncertainty_keys
         self.pred_key = pred_key
         self.mask_key = mask_key
         self.filename_key = filename_key
@@ -342,10 +240,9 @@ class SegmentationCalibrationHandler:
         engine.add_event_handler(Events.COMPLETED, self._on_completed)
 
     def _reset(self) -> None:
-        self._total = _Accumulator(self.n_bins, self.score_bins, self.uncertainty_keys)
-        self._result = _Accumulator(self.n_bins, self.score_bins, self.uncertainty_keys)
+        self.metric.reset()
+        self._pooled: CalibrationHistograms = self.metric.local_histograms()
         self._rows: list[dict[str, Any]] = []
-        self._num_classes: int | None = None
         self._case_counter = 0
         self._finalized = False
         self.summary: dict[str, float | int] = {}
@@ -374,7 +271,7 @@ class SegmentationCalibrationHandler:
         if self.output_dir is not None and idist.get_rank() == 0:
             self.write(self.output_dir)
 
-    # ------------------------------------------------------------------ accumulation
+    # ------------------------------------------------------------------ reading the cases
     @staticmethod
     def _items(data: Any) -> list[Mapping[Hashable, Any]]:
         if isinstance(data, Mapping):
@@ -427,8 +324,10 @@ class SegmentationCalibrationHandler:
             raise ValueError(
                 f"foreground_channel={self.foreground_channel} but {self.prob_key!r} has {num_classes} classes."
             )
-        if self._num_classes is not None and num_classes != self._num_classes:
-            raise ValueError(f"{self.prob_key!r} has {num_classes} classes, earlier cases had {self._num_classes}.")
+        if self.metric.num_classes is not None and num_classes != self.metric.num_classes:
+            raise ValueError(
+                f"{self.prob_key!r} has {num_classes} classes, earlier cases had {self.metric.num_classes}."
+            )
         if prob.numel() and (float(prob.min()) < -_PROB_TOLERANCE or float(prob.max()) > 1 + _PROB_TOLERANCE):
             raise ValueError(
                 f"{self.prob_key!r} must hold probabilities in [0, 1], got values in [{float(prob.min()):.4g}, "
@@ -441,6 +340,7 @@ class SegmentationCalibrationHandler:
         if value.shape != (1, *spatial):
             raise ValueError(f"{what} {key!r} must have shape {(1, *spatial)}, got {tuple(value.shape)}.")
         return value
+
 
     def update(self, item: Mapping[Hashable, Any], name: str | None = None) -> dict[str, Any]:
         """Add one case (a dict with the keys described in the class docstring) and return its row.
@@ -456,57 +356,24 @@ class SegmentationCalibrationHandler:
         prob, label = self._check_item(item)
         self._finalized = False
         num_classes, spatial = prob.shape[0], prob.shape[1:]
-        self._num_classes = num_classes
-        device = prob.device if prob.device.type in ("cpu", "cuda") else torch.device("cpu")
-        prob = prob.to(device=device).reshape(num_classes, -1)
-        label = label.to(device=device).reshape(label.shape[0], -1)
         pred = None
         if self.pred_key is not None:
             if self.pred_key not in item:
                 raise ValueError(f"output item has no {self.pred_key!r} key (keys: {sorted(map(str, item))}).")
-            pred = _plain(item[self.pred_key], self.pred_key).to(device)
+            pred = _plain(item[self.pred_key], self.pred_key)
             if pred.shape != (num_classes, *spatial) and pred.shape != (1, *spatial):
                 raise ValueError(
                     f"{self.pred_key!r} must be one-hot {(num_classes, *spatial)} or class indices "
                     f"{(1, *spatial)}, got {tuple(pred.shape)}."
                 )
-            pred = pred.reshape(pred.shape[0], -1)
-        mask = None if self.mask_key is None else self._mask(item, prob_shape=(num_classes, *spatial)).to(device)
+        mask = None if self.mask_key is None else self._mask(item, prob_shape=(num_classes, *spatial))
         maps = {
-            key: self._spatial_map(item, key, spatial, "uncertainty map").to(device).reshape(-1)
+            key: self._spatial_map(item, key, spatial, "uncertainty map")
             for key in self.uncertainty_keys
             if key in item and item[key] is not None
         }
-
-        case = _Accumulator(self.n_bins, self.score_bins, self.uncertainty_keys)
-        score_max = self.score_max if self.score_max is not None else math.log(num_classes)
-        top_lo = 0.0 if self.top_label_range == "unit" else 1.0 / num_classes
-        n_vox = prob.shape[1]
-        for start in range(0, n_vox, _CHUNK):
-            sl = slice(start, min(start + _CHUNK, n_vox))
-            p = prob[:, sl].double()
-            y = label[:, sl]
-            true_cls = y.argmax(0) if y.shape[0] > 1 else y[0].round().long()
-            if pred is None:
-                pred_cls = p.argmax(0)
-            else:
-                pred_cls = pred[:, sl].argmax(0) if pred.shape[0] > 1 else pred[0, sl].round().long()
-            conf = p.gather(0, pred_cls[None])[0]
-            correct = (pred_cls == true_cls).double()
-            fg_p = p[self.foreground_channel]
-            fg_y = (true_cls == self.foreground_channel).double()
-            chunk_maps = {key: m[sl] for key, m in maps.items()}
-            if mask is not None:
-                keep = mask[sl]
-                conf, correct, fg_p, fg_y = conf[keep], correct[keep], fg_p[keep], fg_y[keep]
-                chunk_maps = {key: m[keep] for key, m in chunk_maps.items()}
-            case.top += self._reliability(conf, correct, top_lo)
-            case.fg += self._reliability(fg_p, fg_y, 0.0)
-            for key, score in chunk_maps.items():
-                case.scores[key] += self._score_histograms(score.double(), correct, score_max)
-        for key in maps:
-            case.seen[key] = 1.0
-        self._total.add(case)
+        case = self.metric.histograms(prob, label, pred=pred, mask=mask, scores=maps)
+        self.metric.update(case)
 
         row: dict[str, Any] = {"filename": name if name is not None else f"case_{self._case_counter}"}
         row.update(case.values())
@@ -552,50 +419,21 @@ class SegmentationCalibrationHandler:
             )
         return (value > 0).any(0).reshape(-1)
 
-    def _reliability(self, value: torch.Tensor, target: torch.Tensor, low: float) -> torch.Tensor:
-        """``(3, n_bins)`` count, sum of ``value`` and sum of ``target`` per bin of ``value`` over ``[low, 1]``."""
-        idx = ((value - low) * (self.n_bins / (1.0 - low))).floor().clamp_(0, self.n_bins - 1).long()
-        out = torch.zeros(3, self.n_bins, dtype=torch.float64, device=value.device)
-        out[0].scatter_add_(0, idx, torch.ones_like(value))
-        out[1].scatter_add_(0, idx, value)
-        out[2].scatter_add_(0, idx, target)
-        return out.cpu()
-
-    def _score_bin(self, score: torch.Tensor, score_max: float) -> torch.Tensor:
-        if self.score_scale == "log":
-            low, high = math.log(_LOG_SCORE_FLOOR), math.log(score_max)
-            t = (score.clamp(min=_LOG_SCORE_FLOOR).log() - low) / (high - low)
-        else:
-            t = score / score_max
-        return (t * self.score_bins).floor().nan_to_num(0.0).clamp_(0, self.score_bins - 1).long()
-
-    def _score_histograms(self, score: torch.Tensor, correct: torch.Tensor, score_max: float) -> torch.Tensor:
-        """``(2, score_bins)`` histogram of ``score`` for the misclassified (row 0) and correct (row 1) voxels."""
-        idx = self._score_bin(score, score_max) + (correct.long() * self.score_bins)
-        out = torch.zeros(2 * self.score_bins, dtype=torch.float64, device=score.device)
-        out.scatter_add_(0, idx, torch.ones_like(score))
-        return out.view(2, self.score_bins).cpu()
-
     # ------------------------------------------------------------------ results
     def _finalize(self, engine: Engine | None = None) -> dict[str, float | int]:
         """Sum the histograms and gather the rows over ranks, compute the overall values, publish them."""
-        result = _Accumulator(self.n_bins, self.score_bins, self.uncertainty_keys)
+        pooled = self.metric.compute_histograms()  # summed over the DDP ranks
         if idist.get_world_size() > 1:
-            result.unpack(idist.all_reduce(self._total.pack()))
             gathered = idist.all_gather(list(self._rows))
             self.case_rows = [row for rank_rows in gathered for row in rank_rows]
-            num_classes = max(idist.all_gather(float(self._num_classes or 0)))
-            self._num_classes = int(num_classes) if num_classes > 0 else None
         else:
-            result.add(self._total)
             self.case_rows = list(self._rows)
-        self._result = result
-        values = result.values()
-        n_voxels = result.n_voxels
+        self._pooled = pooled
+        values = pooled.values()
         summary: dict[str, float | int] = {
             "n_cases": len(self.case_rows),
-            "n_voxels": n_voxels,
-            "voxel_accuracy": float(result.top[2].sum()) / n_voxels if n_voxels else float("nan"),
+            "n_voxels": pooled.n_voxels,
+            "voxel_accuracy": pooled.voxel_accuracy,
         }
         summary.update(values)
         case_means = {f"{key}_case_mean": _nanmean([row.get(key, float("nan")) for row in self.case_rows])
@@ -605,8 +443,9 @@ class SegmentationCalibrationHandler:
         self.summary = summary
         self._finalized = True
         if engine is not None:
+            seen = dict(zip(pooled.uncertainty_keys, pooled.seen.tolist()))
             for key, value in values.items():
-                if key.startswith("auc_") and result.seen[key[4:]] <= 0:
+                if key.startswith("auc_") and seen[key[4:]] <= 0:
                     continue  # the map never appeared: do not publish a metric for it
                 engine.state.metrics[self.metric_prefix + key] = value
         if self.log_summary and idist.get_rank() == 0:
@@ -623,28 +462,10 @@ class SegmentationCalibrationHandler:
         return self._finalize(None)
 
     def reliability_table(self) -> list[dict[str, Any]]:
-        """Rows of ``reliability.csv``: ``curve, bin, lower, upper, count, mean_confidence, accuracy``."""
-        k = self._num_classes or 2
-        rows = []
-        for curve, hist, low in (
-            ("top_label", self._result.top, 0.0 if self.top_label_range == "unit" else 1.0 / k),
-            ("foreground", self._result.fg, 0.0),
-        ):
-            width = (1.0 - low) / self.n_bins
-            for b in range(self.n_bins):
-                count = float(hist[0, b])
-                rows.append(
-                    {
-                        "curve": curve,
-                        "bin": b,
-                        "lower": low + b * width,
-                        "upper": low + (b + 1) * width,
-                        "count": int(round(count)),
-                        "mean_confidence": float(hist[1, b]) / count if count else float("nan"),
-                        "accuracy": float(hist[2, b]) / count if count else float("nan"),
-                    }
-                )
-        return rows
+        """Rows of ``reliability.csv``: ``curve, bin, lower, upper, count, mean_confidence, accuracy``
+        (:meth:`CalibrationHistograms.reliability_table <monai_dwp.metrics.CalibrationHistograms.reliability_table>`
+        of the last :meth:`compute`)."""
+        return self._pooled.reliability_table()
 
     def write(self, output_dir: str | os.PathLike) -> None:
         """Write ``calibration.csv``, ``calibration_summary.csv``, ``reliability.csv`` and ``reliability.png``.
@@ -657,67 +478,30 @@ class SegmentationCalibrationHandler:
         if not self._finalized:
             self._finalize(None)
         auc_cols = [f"auc_{key}" for key in self.uncertainty_keys]
-        case_cols = ["filename", "ece", "fg_ece", *auc_cols, "n_voxels"]
-        summary_cols = [
-            "n_cases", "n_voxels", "voxel_accuracy", "ece", "fg_ece", *auc_cols, "ece_case_mean", "fg_ece_case_mean",
-            "mask",
-        ]
-        rel_cols = ["curve", "bin", "lower", "upper", "count", "mean_confidence", "accuracy"]
-        _write_csv(os.path.join(output_dir, "calibration.csv"), case_cols, self.case_rows)
-        summary_row = {**self.summary, "mask": self._mask_rule()}
-        _write_csv(os.path.join(output_dir, "calibration_summary.csv"), summary_cols, [summary_row])
+
+        def write_table(filename: str, template: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+            cols = [name for c in template for name in (auc_cols if c == "{auc}" else [c])]
+
+            def write_rows(f: Any) -> None:
+                writer = csv.writer(f)
+                writer.writerow(cols)
+                writer.writerows([_format(row.get(c, float("nan"))) for c in cols] for row in rows)
+
+            atomic_write(os.path.join(output_dir, filename), "w", write_rows)
+
         table = self.reliability_table()
-        _write_csv(os.path.join(output_dir, "reliability.csv"), rel_cols, table)
-        atomic_write(os.path.join(output_dir, "reliability.png"), "wb", lambda f: self._plot(table, f))
-
-    def _plot(self, table: list[dict[str, Any]], fileobj: Any) -> None:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(6.0, 7.0), dpi=100)
-        FigureCanvasAgg(fig)
-        ax, ax_count = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
-        styles = {
-            "top_label": ("tab:blue", "o", "top label (confidence vs accuracy)", 0.25),
-            "foreground": ("tab:red", "s", f"class {self.foreground_channel} (probability vs frequency)", 0.75),
-        }
-        for curve, (color, marker, text, position) in styles.items():
-            rows = [r for r in table if r["curve"] == curve]
-            filled = [r for r in rows if r["count"] > 0]
-            ax.plot(
-                [r["mean_confidence"] for r in filled],
-                [r["accuracy"] for r in filled],
-                color=color,
-                marker=marker,
-                markersize=4,
-                label=text,
-            )
-            # the two curves' counts side by side in each bin: left half top label, right half foreground
-            ax_count.bar(
-                [r["lower"] + (r["upper"] - r["lower"]) * position for r in rows],
-                [r["count"] for r in rows],
-                width=[(r["upper"] - r["lower"]) * 0.5 for r in rows],
-                color=color,
-                alpha=0.7,
-                label=curve.replace("_", " "),
-            )
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("observed accuracy / frequency")
-        ax.legend(loc="upper left", fontsize=8)
-        ax.set_title(
+        write_table("calibration.csv", _CASE_COLUMNS, self.case_rows)
+        write_table("calibration_summary.csv", _SUMMARY_COLUMNS, [{**self.summary, "mask": self._mask_rule()}])
+        write_table("reliability.csv", _RELIABILITY_COLUMNS, table)
+        title = (
             f"ECE {self.summary.get('ece', float('nan')):.4f}, foreground ECE "
             f"{self.summary.get('fg_ece', float('nan')):.4f}\n"
             f"{self.summary.get('n_cases', 0)} cases, {self.summary.get('n_voxels', 0)} voxels"
-            + ("" if self.mask_key is None else f" with {self._mask_rule()}"),
-            fontsize=10,
+            + ("" if self.mask_key is None else f" with {self._mask_rule()}")
         )
-        ax_count.set_yscale("log")
-        ax_count.set_xlabel("predicted probability (bin)")
-        ax_count.set_ylabel("voxels")
-        fig.tight_layout()
-        fig.savefig(fileobj, format="png")
+        save_reliability_diagram(
+            table, os.path.join(output_dir, "reliability.png"), title=title, foreground_channel=self.foreground_channel
+        )
 
 
 def _plain(value: Any, key: str) -> torch.Tensor:
@@ -739,16 +523,7 @@ def _nanmean(values: Sequence[float]) -> float:
 
 
 def _format(value: Any) -> Any:
+    """A CSV cell: floats with 10 significant digits, ``nan`` as such."""
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.10g}"
     return value
-
-
-def _write_csv(path: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
-    def write(f: Any) -> None:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([_format(row.get(c, float("nan"))) for c in columns])
-
-    atomic_write(path, "w", write)

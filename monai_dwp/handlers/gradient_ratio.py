@@ -10,6 +10,7 @@ from monai.utils import min_version, optional_import
 from torch import nn
 
 from monai_dwp.networks.utils import bayesian_modules
+from monai_dwp.utils.validation import check_int
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 SummaryWriter, _ = optional_import("torch.utils.tensorboard", name="SummaryWriter")
@@ -44,8 +45,7 @@ class GradientRatioHandler:
     def __init__(self, loss: Any, network: nn.Module, interval: int = 50, log_dir: str | None = None) -> None:
         if not (callable(getattr(loss, "nll", None)) and hasattr(loss, "prior")):
             raise TypeError(f"loss must be an ELBOLoss, got {type(loss).__name__}.")
-        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-            raise ValueError(f"interval must be a positive int (iterations), got {interval!r}.")
+        check_int(interval, "interval", minimum=1, hint="a number of iterations")
         self.loss = loss
         self.network = network
         self.interval = interval

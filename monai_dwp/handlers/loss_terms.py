@@ -12,8 +12,10 @@ from monai.utils import min_version, optional_import
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 if TYPE_CHECKING:
     from ignite.engine import Engine
+    from ignite.metrics import Average
 else:
     Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
+    Average, _ = optional_import("ignite.metrics", "0.4.11", min_version, "Average")
 
 __all__ = ["LossTermsHandler"]
 
@@ -24,10 +26,12 @@ class LossTermsHandler:
     """Average the ``last_terms`` of a loss over each epoch and publish them in ``engine.state.metrics``.
 
     Losses such as :class:`~monai_dwp.losses.ELBOLoss` keep their last terms (detached tensors) in a dict
-    ``last_terms``; after every iteration this handler updates their running means over the current epoch in
-    ``engine.state.metrics[prefix + name]``, so at the end of the epoch MONAI's ``StatsHandler`` and
-    ``TensorBoardStatsHandler`` log the epoch means with the other epoch metrics, whatever the handler order. The
-    terms of the first iteration of a run are also logged once (``loss terms at iteration 1: ...``).
+    ``last_terms``; after every iteration this handler updates their means over the current epoch (one Ignite
+    :class:`~ignite.metrics.Average` per term, reset when an epoch starts) in ``engine.state.metrics[prefix +
+    name]``, so at the end of the epoch MONAI's ``StatsHandler`` and ``TensorBoardStatsHandler`` log the epoch means
+    with the other epoch metrics, whatever the handler order. Under ``torch.distributed`` the means are over all
+    ranks (Ignite reduces the sums), so every rank must attach the handler. The terms of the first iteration of a
+    run, this process's own, are also logged once (``loss terms at iteration 1: ...``).
 
     Args:
         loss: the loss object with a ``last_terms`` mapping.
@@ -41,8 +45,7 @@ class LossTermsHandler:
             )
         self.loss = loss
         self.prefix = prefix
-        self._sums: dict[str, float] = {}
-        self._count = 0
+        self._averages: dict[str, Average] = {}
         self._first = True
 
     def attach(self, engine: Engine) -> None:
@@ -52,16 +55,23 @@ class LossTermsHandler:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._accumulate)
 
     def _reset(self, engine: Engine) -> None:
-        self._sums, self._count = {}, 0
+        for average in self._averages.values():
+            average.reset()
 
     def _accumulate(self, engine: Engine) -> None:
-        for name, value in self.loss.last_terms.items():  # type: ignore[attr-defined]
-            value = value.item() if isinstance(value, torch.Tensor) else float(value)
-            self._sums[name] = self._sums.get(name, 0.0) + value
-        self._count += 1
-        for name, total in self._sums.items():
-            engine.state.metrics[self.prefix + name] = total / self._count
+        terms = {
+            name: value.item() if isinstance(value, torch.Tensor) else float(value)
+            for name, value in self.loss.last_terms.items()  # type: ignore[attr-defined]
+        }
+        for name, value in terms.items():
+            self._averages.setdefault(name, Average()).update(value)
+        for name, average in self._averages.items():
+            if average.num_examples > 0:
+                engine.state.metrics[self.prefix + name] = float(average.compute())
         if self._first:  # the first step of a run, logged once (e.g. to compare a distributed run with one process)
             self._first = False
-            terms = " ".join(f"{self.prefix}{n}: {v:.6g}" for n, v in self._sums.items())
-            logger.info("loss terms at iteration %d: %s", engine.state.iteration, terms)
+            logger.info(
+                "loss terms at iteration %d: %s",
+                engine.state.iteration,
+                " ".join(f"{self.prefix}{n}: {v:.6g}" for n, v in terms.items()),
+            )

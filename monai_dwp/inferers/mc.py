@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from monai.config import KeysCollection
 from monai.inferers import Inferer, SlidingWindowInferer
-from monai.transforms import MapTransform
 from monai.utils import BlendMode, PytorchPadMode
 from torch import Tensor, nn
 
 from monai_dwp.networks.layers.bayesian_conv import BayesianConv, hold_weights
 from monai_dwp.networks.utils import bayesian_modules, stochastic_mode
+from monai_dwp.utils.validation import check_int
 
-__all__ = ["MCInferer", "FlattenMCOutputd", "UNCERTAINTY_KEYS", "MC_ACTIVATIONS"]
+__all__ = ["MCInferer", "UNCERTAINTY_KEYS", "MC_PROBS_KEY", "MC_ACTIVATIONS"]
 
 UNCERTAINTY_KEYS: tuple[str, ...] = ("entropy", "expected_entropy", "mutual_information")
-"""Names of the uncertainty maps :class:`MCInferer` can return next to ``"pred"``."""
+"""Names of the uncertainty maps :class:`MCInferer` can return next to :data:`MC_PROBS_KEY`."""
+
+MC_PROBS_KEY: str = "probs"
+"""Key of the mean probabilities in the dict output of :class:`MCInferer` (``torch.distributions``' name, as in
+``Categorical(probs=...)``). Not ``"pred"``: an evaluator stores the whole output under ``"pred"``, and a sub-key of the
+same name would clash with it in MONAI's :class:`~monai.transforms.FlattenSubKeysd`."""
 
 MC_ACTIVATIONS: tuple[str, ...] = ("softmax", "sigmoid")
 """Output activations :class:`MCInferer` supports."""
@@ -53,13 +57,7 @@ def _check_roi_size(roi_size: Any) -> None:
 
 def _check_sliding_window(sw_batch_size: Any, overlap: Any, mode: Any) -> None:
     """Raise on a ``sw_batch_size``, ``overlap`` or blending ``mode`` that the sliding window would reject."""
-    if isinstance(sw_batch_size, bool) or not isinstance(sw_batch_size, int):
-        raise TypeError(
-            f"sw_batch_size must be an int >= 1, got {sw_batch_size!r} ({type(sw_batch_size).__name__}); "
-            "e.g. sw_batch_size=4."
-        )
-    if sw_batch_size < 1:
-        raise ValueError(f"sw_batch_size must be >= 1, got {sw_batch_size}; e.g. sw_batch_size=4.")
+    check_int(sw_batch_size, "sw_batch_size", minimum=1, hint="e.g. sw_batch_size=4")
     overlaps = overlap if isinstance(overlap, Sequence) and not isinstance(overlap, str) else (overlap,)
     if len(overlaps) == 0 or any(isinstance(o, bool) or not isinstance(o, (int, float)) for o in overlaps):
         raise TypeError(
@@ -94,7 +92,7 @@ class MCInferer(Inferer):
 
     With :math:`p_t = \sigma(f_{W_t}(x))`, ``σ`` the softmax over the ``K`` channels:
 
-    - ``"pred"``: mean probabilities :math:`\bar p = \frac{1}{T} \sum_t p_t`, shape ``(B, K, *spatial)``;
+    - ``"probs"``: mean probabilities :math:`\bar p = \frac{1}{T} \sum_t p_t`, shape ``(B, K, *spatial)``;
     - ``"entropy"``: predictive entropy :math:`H[\bar p] = -\sum_k \bar p_k \log \bar p_k` (nats, total
       uncertainty), ``(B, 1, *spatial)``, in ``[0, log K]``;
     - ``"expected_entropy"``: :math:`\frac{1}{T} \sum_t H[p_t]` (aleatoric part), ``(B, 1, *spatial)``;
@@ -118,11 +116,13 @@ class MCInferer(Inferer):
     Run it under ``torch.no_grad()`` (the evaluator does); like MONAI's inferers, it keeps the caller's
     gradient mode.
 
-    Output: by default ``__call__`` returns the ``"pred"`` tensor only, so that the inferer drops into any
+    Output: by default ``__call__`` returns the mean probabilities tensor only, so that the inferer drops into any
     MONAI pipeline in place of :class:`~monai.inferers.SlidingWindowInferer`. With
-    ``return_uncertainty=True`` it returns ``{"pred": ..., **maps}`` (maps named by ``uncertainty_keys``); in
-    a :class:`monai.engines.SupervisedEvaluator` the dict lands under the batch's ``"pred"`` key, is
-    decollated per item, and :class:`FlattenMCOutputd` in the post-processing moves the maps to top-level keys.
+    ``return_uncertainty=True`` it returns ``{"probs": ..., **maps}`` (the mean probabilities under
+    :data:`MC_PROBS_KEY`, maps named by ``uncertainty_keys``); in a :class:`monai.engines.SupervisedEvaluator` the
+    dict lands under the batch's ``"pred"`` key, is decollated per item, and
+    :class:`~monai_dwp.transforms.FlattenMCOutputd` in the post-processing puts the probabilities back under
+    ``"pred"`` and moves the maps to top-level keys.
 
     Example::
 
@@ -130,7 +130,7 @@ class MCInferer(Inferer):
         inferer = MCInferer(num_samples=10, roi_size=(32, 32, 32), overlap=0.25, return_uncertainty=True, seed=0)
         with torch.no_grad():
             out = inferer(image, net)  # image (1, 1, 96, 112, 96), 32³ windows in batches of 4
-        out["pred"].shape, out["mutual_information"].shape  # (1, 2, 96, 112, 96), (1, 1, 96, 112, 96)
+        out["probs"].shape, out["mutual_information"].shape  # (1, 2, 96, 112, 96), (1, 1, 96, 112, 96)
 
     Args:
         num_samples: number of weight draws ``T`` (>= 1). Unused (one forward pass) for a network without
@@ -163,7 +163,7 @@ class MCInferer(Inferer):
         cache_roi_weight_map: precompute the window blending map once.
         activation: ``"softmax"`` (``K >= 2`` channels of multi-class logits) or ``"sigmoid"`` (independent
             Bernoulli channels, e.g. one channel of binary logits).
-        return_uncertainty: return a dict ``{"pred", *uncertainty_keys}`` instead of the ``"pred"`` tensor.
+        return_uncertainty: return a dict ``{"probs", *uncertainty_keys}`` instead of the probabilities tensor.
         uncertainty_keys: the maps of the dict, any of :data:`UNCERTAINTY_KEYS` (default all three). Leaving
             out ``"expected_entropy"`` and ``"mutual_information"`` skips the per-sample entropies.
         mean_only: one forward pass in ``"mean"`` mode (posterior locations only) instead of ``T`` samples.
@@ -200,13 +200,12 @@ class MCInferer(Inferer):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int):
-            raise TypeError(f"num_samples must be an int >= 1, got {num_samples!r} ({type(num_samples).__name__}).")
-        if num_samples < 1:
-            raise ValueError(
-                f"num_samples must be >= 1, got {num_samples}; use num_samples=1 with mean_only=True for the "
-                "cheap deterministic prediction."
-            )
+        check_int(
+            num_samples,
+            "num_samples",
+            minimum=1,
+            hint="e.g. num_samples=10, or num_samples=1 with mean_only=True for the cheap deterministic prediction",
+        )
         if activation not in MC_ACTIVATIONS:
             raise ValueError(
                 f"activation must be one of {MC_ACTIVATIONS}, got {activation!r}; use 'softmax' for multi-class "
@@ -217,8 +216,8 @@ class MCInferer(Inferer):
         unknown = [k for k in uncertainty_keys if k not in UNCERTAINTY_KEYS]
         if unknown:
             raise ValueError(f"uncertainty_keys must be a subset of {UNCERTAINTY_KEYS}, got unknown {unknown!r}.")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"seed must be None or an int, got {seed!r} ({type(seed).__name__}).")
+        if seed is not None:
+            check_int(seed, "seed", hint="or None to draw from the global RNG")
         if roi_size is not None:
             _check_roi_size(roi_size)
         _check_sliding_window(sw_batch_size, overlap, mode)
@@ -262,7 +261,7 @@ class MCInferer(Inferer):
             kwargs: optional keyword arguments passed to ``network`` (and to the sliding window).
 
         Returns:
-            The mean probabilities ``(B, K, *spatial)``, or with ``return_uncertainty`` a dict with ``"pred"``
+            The mean probabilities ``(B, K, *spatial)``, or with ``return_uncertainty`` a dict with ``"probs"``
             and the maps named by ``uncertainty_keys``, each ``(B, 1, *spatial)``.
 
         Raises:
@@ -392,7 +391,7 @@ class MCInferer(Inferer):
         pred = prob_sum / count if count > 1 else prob_sum
         if not self.return_uncertainty:
             return pred
-        out: dict[str, Tensor] = {"pred": pred}
+        out: dict[str, Tensor] = {MC_PROBS_KEY: pred}
         keys = self.uncertainty_keys
         if not keys:
             return out
@@ -406,53 +405,4 @@ class MCInferer(Inferer):
         maps = {"entropy": entropy, "expected_entropy": expected, "mutual_information": mutual_information}
         out.update((k, maps[k]) for k in keys)
         return out
-
-
-class FlattenMCOutputd(MapTransform):
-    """Move the maps of a :class:`MCInferer` dict output to top-level keys of a data dictionary.
-
-    In a :class:`monai.engines.SupervisedEvaluator` an inferer's output is stored under ``"pred"``; with
-    ``MCInferer(return_uncertainty=True)`` that is a dict ``{"pred", "entropy", ...}``, which the evaluator's
-    decollation splits per item (it recurses into dicts), giving items
-    ``{"image": ..., "pred": {"pred": (K, *spatial), "entropy": (1, *spatial), ...}}``. This transform turns
-    such an item into ``{"image": ..., "pred": (K, *spatial), "entropy": (1, *spatial), ...}``, so that the
-    usual post-processing (``AsDiscreted(keys="pred", ...)``, metrics, ``SaveImaged(keys="entropy")``) works.
-    It works the same on a batch (before decollation). A value that already is a tensor (an inferer that
-    returned only the probabilities) is left as it is.
-
-    Args:
-        keys: the keys holding a :class:`MCInferer` dict output; its ``"pred"`` entry replaces the dict and its
-            other entries become top-level keys of the same name.
-        allow_missing_keys: do not raise when a key is missing.
-
-    Raises:
-        KeyError: when a dict output has no ``"pred"`` entry.
-        ValueError: when an entry would overwrite an existing, different key of the data.
-    """
-
-    def __init__(self, keys: KeysCollection = "pred", allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            value = d[key]
-            if not isinstance(value, Mapping):
-                continue
-            if "pred" not in value:
-                raise KeyError(
-                    f"data[{key!r}] is a dict without a 'pred' entry (keys {sorted(map(str, value))}); "
-                    "FlattenMCOutputd expects the output of MCInferer(return_uncertainty=True)."
-                )
-            for name, entry in value.items():
-                if name == "pred":
-                    continue
-                if name in d and name != key:
-                    raise ValueError(
-                        f"FlattenMCOutputd would overwrite the existing key {name!r} with data[{key!r}][{name!r}]; "
-                        "rename or delete that key first."
-                    )
-            d[key] = value["pred"]
-            d.update((name, entry) for name, entry in value.items() if name != "pred")
-        return d
 

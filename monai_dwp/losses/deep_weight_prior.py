@@ -18,6 +18,7 @@ from monai_dwp.networks.layers.bayesian_conv import BayesianConv
 from monai_dwp.networks.nets.kernel_vae import KernelVAE
 from monai_dwp.networks.utils import bayesian_modules
 from monai_dwp.utils.io import atomic_write, load_checkpoint
+from monai_dwp.utils.validation import check_int
 
 __all__ = ["DeepWeightPrior", "dwp_initialize", "DWP_CHECKPOINT_FORMAT"]
 
@@ -148,12 +149,9 @@ class DeepWeightPrior(nn.Module):
         bad = {n: g for n, g in layer_groups.items() if not isinstance(g, int) or not 0 <= g < len(vaes)}
         if bad:
             raise ValueError(f"layer_groups maps to group indices outside [0, {len(vaes)}): {bad}.")
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}.")
-        if max_kernels is not None and (
-            isinstance(max_kernels, bool) or not isinstance(max_kernels, int) or max_kernels < 1
-        ):
-            raise ValueError(f"max_kernels must be None or a positive int, got {max_kernels!r}.")
+        check_int(num_samples, "num_samples", minimum=1)
+        if max_kernels is not None:
+            check_int(max_kernels, "max_kernels", minimum=1, hint="or None for all kernels")
         if layer_scales is not None:
             layer_scales = {str(n): float(v) for n, v in dict(layer_scales).items()}
             missing = sorted(set(layer_groups) - set(layer_scales))

@@ -9,17 +9,10 @@ import torch.nn.functional as F
 from monai.losses import DiceLoss
 from torch import Tensor, nn
 
+from monai_dwp.utils.validation import check_float, check_int
 __all__ = ["ELBOLoss"]
 
 logger = logging.getLogger(__name__)
-
-
-def _check_positive(name: str, value: object, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}.")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}.")
-    return float(value)
 
 
 class ELBOLoss(nn.Module):
@@ -92,13 +85,12 @@ class ELBOLoss(nn.Module):
             raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}.")
         if prior is not None and not callable(prior):
             raise TypeError(f"prior must be callable prior(network) -> Tensor, got {type(prior).__name__}.")
-        if isinstance(dataset_size, bool) or not isinstance(dataset_size, int) or dataset_size < 1:
-            raise ValueError(
-                f"dataset_size must be the number of training volumes, a positive int, got {dataset_size!r}."
-            )
-        self.voxels_per_case = None if voxels_per_case is None else _check_positive("voxels_per_case", voxels_per_case)
-        self.temperature = _check_positive("temperature", temperature, allow_zero=True)
-        self.aux_weight = _check_positive("aux_weight", aux_weight, allow_zero=True)
+        check_int(dataset_size, "dataset_size", minimum=1, hint="the number of training volumes")
+        if voxels_per_case is not None:
+            voxels_per_case = check_float(voxels_per_case, "voxels_per_case", minimum=0.0, include_minimum=False)
+        self.voxels_per_case = voxels_per_case
+        self.temperature = check_float(temperature, "temperature", minimum=0.0)
+        self.aux_weight = check_float(aux_weight, "aux_weight", minimum=0.0)
         if isinstance(aux_loss, str):
             if aux_loss != "dice":
                 raise ValueError(f"aux_loss must be a loss module, None or 'dice', got {aux_loss!r}.")

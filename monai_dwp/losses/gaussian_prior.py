@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from monai_dwp.losses.kl import gaussian_kl
 from monai_dwp.networks.layers.bayesian_conv import BayesianConv
 from monai_dwp.networks.utils import bayesian_modules
+from monai_dwp.utils.validation import check_float
 
 __all__ = ["GaussianPrior"]
 
@@ -40,12 +41,8 @@ class GaussianPrior(nn.Module):
 
     def __init__(self, loc: float = 0.0, scale: float = 1.0) -> None:
         super().__init__()
-        if not math.isfinite(loc):
-            raise ValueError(f"loc must be a finite float, got {loc!r}.")
-        if not (math.isfinite(scale) and scale > 0):
-            raise ValueError(f"scale must be a finite float > 0, got {scale!r}.")
-        self.loc = float(loc)
-        self.scale = float(scale)
+        self.loc = check_float(loc, "loc")
+        self.scale = check_float(scale, "scale", minimum=0.0, include_minimum=False)
 
     def layer_kl(self, layer: BayesianConv) -> Tensor:
         """KL of one layer's posterior to this prior (a scalar)."""

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 from torch import Tensor, nn
 
 from monai_dwp.losses.kl import gaussian_log_prob, standard_normal_kl
 from monai_dwp.networks.nets.kernel_vae import KernelVAEOutput
+from monai_dwp.utils.validation import check_float
 
 __all__ = ["KernelVAELoss"]
 
@@ -36,8 +35,7 @@ class KernelVAELoss(nn.Module):
 
     def __init__(self, beta: float = 1.0, reduction: str = "mean") -> None:
         super().__init__()
-        if not (math.isfinite(beta) and beta >= 0):
-            raise ValueError(f"beta must be a finite float >= 0, got {beta!r}.")
+        check_float(beta, "beta", minimum=0.0)
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
         self.beta = float(beta)

@@ -42,6 +42,7 @@ from monai_dwp.losses.kl import gaussian_log_prob, standard_normal_kl
 from monai_dwp.networks.nets.kernel_vae import KernelVAE
 from monai_dwp.networks.nets.kernel_vae_group import KernelVAEGroup
 from monai_dwp.utils.io import atomic_write
+from monai_dwp.utils.validation import check_int
 
 __all__ = ["kernel_prior_report", "kernels_by_group", "prior_report", "write_kernel_prior_report"]
 
@@ -106,14 +107,6 @@ _REQUIRED_KEYS: tuple[str, ...] = (
 # ----------------------------------------------------------------------------------------------------------------
 # argument checks
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= 1, got {value!r} ({type(value).__name__}).")
-    if value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
-    return value
 
 
 def _as_vae_list(vaes: Sequence[KernelVAE] | KernelVAEGroup, name: str = "vaes") -> list[KernelVAE]:
@@ -249,7 +242,7 @@ def kernels_by_group(
             f"dataset must be a map-style dataset (KernelDataset or a Subset of one), got {type(dataset).__name__}."
         )
     if num_groups is not None:
-        _check_positive_int("num_groups", num_groups)
+        check_int(num_groups, "num_groups", minimum=1)
     size = len(dataset)
     if size == 0:
         raise ValueError("dataset is empty; pass the kernel dataset or a non-empty split of it.")
@@ -444,17 +437,16 @@ def kernel_prior_report(
         One dict per group, in group order, with the keys above (Python floats, ints, bools and lists).
 
     Raises:
-        TypeError: on a ``vaes`` that is not KernelVAEs, kernels that are not float tensors, or kernels given as
-            one tensor instead of one per group.
-        ValueError: when the groups of ``train_kernels`` / ``heldout_kernels`` are not ``0 .. len(vaes) - 1``, a
-            kernel shape does not match its VAE, a group has too few kernels, kernels are not finite, or a
-            group's train kernels have zero variance.
+        TypeError: on a ``vaes`` that is not KernelVAEs, kernels that are not float tensors, kernels given as
+            one tensor instead of one per group, or a non-int count or ``seed``.
+        ValueError: on a count < 1, when the groups of ``train_kernels`` / ``heldout_kernels`` are not
+            ``0 .. len(vaes) - 1``, a kernel shape does not match its VAE, a group has too few kernels, kernels are
+            not finite, or a group's train kernels have zero variance.
     """
     vae_list = _as_vae_list(vaes)
-    _check_positive_int("num_z_samples", num_z_samples)
-    _check_positive_int("batch_size", batch_size)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r} ({type(seed).__name__}).")
+    check_int(num_z_samples, "num_z_samples", minimum=1)
+    check_int(batch_size, "batch_size", minimum=1)
+    check_int(seed, "seed")
     num_groups = len(vae_list)
     train = _as_group_dict("train_kernels", train_kernels, num_groups)
     heldout = _as_group_dict("heldout_kernels", heldout_kernels, num_groups)
@@ -778,7 +770,7 @@ def prior_report(
     vae_list = _as_vae_list(network, "network")
     if num_groups is None:
         num_groups = len(vae_list)
-    _check_positive_int("num_groups", num_groups)
+    check_int(num_groups, "num_groups", minimum=1)
     if num_groups != len(vae_list):
         raise ValueError(
             f"num_groups is {num_groups} but network has {len(vae_list)} VAEs; pass the num_groups the prior was "

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from monai_dwp.networks.layers.bayesian_conv import STOCHASTIC_MODES, BayesianConv, StochasticMode
+from monai_dwp.utils.validation import check_float
 
 __all__ = [
     "bayesian_modules",
@@ -109,8 +110,7 @@ def init_relative_scale(net: nn.Module, ratio: float = DEFAULT_SCALE_RATIO) -> d
     Returns:
         ``{layer name: sigma}`` as set.
     """
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (ratio > 0 and ratio < float("inf")):
-        raise ValueError(f"ratio must be a finite float > 0, got {ratio!r}; e.g. {DEFAULT_SCALE_RATIO}.")
+    ratio = check_float(ratio, "ratio", minimum=0.0, include_minimum=False, hint=f"e.g. {DEFAULT_SCALE_RATIO}")
     scales = {}
     for name, layer in bayesian_modules(net).items():
         rms = float(layer.loc.detach().square().mean().sqrt())

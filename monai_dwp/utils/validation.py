@@ -71,19 +71,28 @@ def as_bool(value: Any, name: str) -> bool:
     raise ValueError(f"{name} must be true or false (true/false/True/False/1/0), got {value!r}.")
 
 
-def check_int(value: Any, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+def check_int(
+    value: Any, name: str, minimum: int | None = None, maximum: int | None = None, hint: str = ""
+) -> int:
     """Return ``value`` if it is an integer in ``[minimum, maximum]``.
+
+    Args:
+        value: the setting.
+        name: the argument's name, for the error message.
+        minimum, maximum: bounds (``None``: unbounded).
+        hint: the fix, appended to the error message after a semicolon (e.g. ``"e.g. sw_batch_size=4"``).
 
     Raises:
         TypeError: ``value`` is not an ``int`` (``bool`` and ``float`` included, e.g. ``5.5`` or ``"five"``).
         ValueError: ``value`` is outside the range.
     """
+    end = f"; {hint}." if hint else "."
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__}).")
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__}){end}")
     if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be ≥ {minimum}, got {value}.")
+        raise ValueError(f"{name} must be ≥ {minimum}, got {value}{end}")
     if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be ≤ {maximum}, got {value}.")
+        raise ValueError(f"{name} must be ≤ {maximum}, got {value}{end}")
     return value
 
 
@@ -94,6 +103,7 @@ def check_float(
     maximum: float | None = None,
     include_minimum: bool = True,
     include_maximum: bool = True,
+    hint: str = "",
 ) -> float:
     """Return ``float(value)`` if ``value`` is a finite real number in the given interval.
 
@@ -102,23 +112,25 @@ def check_float(
         name: the argument's name, for the error message.
         minimum, maximum: bounds (``None``: unbounded).
         include_minimum, include_maximum: whether each bound itself is allowed.
+        hint: the fix, appended to the error message after a semicolon.
 
     Raises:
         TypeError: ``value`` is not a real number (``bool`` and strings included).
         ValueError: ``value`` is NaN, infinite or outside the interval.
     """
+    end = f"; {hint}." if hint else "."
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__}).")
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__}){end}")
     value = float(value)
     if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}.")
+        raise ValueError(f"{name} must be finite, got {value}{end}")
     low = "[" if include_minimum else "("
     high = "]" if include_maximum else ")"
     interval = f"{low}{'-inf' if minimum is None else minimum}, {'inf' if maximum is None else maximum}{high}"
     if minimum is not None and (value < minimum or (value == minimum and not include_minimum)):
-        raise ValueError(f"{name} must lie in {interval}, got {value}.")
+        raise ValueError(f"{name} must lie in {interval}, got {value}{end}")
     if maximum is not None and (value > maximum or (value == maximum and not include_maximum)):
-        raise ValueError(f"{name} must lie in {interval}, got {value}.")
+        raise ValueError(f"{name} must lie in {interval}, got {value}{end}")
     return value
 
 

@@ -50,7 +50,7 @@ def make_data(root: Path) -> dict[str, Path]:
 
 def train_model(root: Path, dataset: Path) -> Path:
     """Train the tiny target bundle with ``python -m monai.bundle run`` (as users do); returns its model.pt."""
-    check(run_bundle(BUNDLE, "train", dataset_dir=dataset, output_dir=root / "runs", **TRAIN))
+    check(run_bundle(BUNDLE, "train", dataset_dir=dataset, ckpt_dir=root / "runs" / f"{METHOD}_n2_seed0", **TRAIN))
     model = root / "runs" / f"{METHOD}_n2_seed0" / "model.pt"
     assert model.is_file(), model
     return model

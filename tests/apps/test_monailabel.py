@@ -51,10 +51,12 @@ from monailabel.tasks.scoring.epistemic_v2 import EpistemicScoring  # noqa: E402
 from monailabel.tasks.train.bundle import BundleTrainTask  # noqa: E402
 
 from monai_dwp.apps.monailabel import MI_SCORE_KEY, DWPBundleInferTask, MutualInformationScoring  # noqa: E402
-from monai_dwp.inferers.uncertainty import UNCERTAINTY_SUMMARY_KEYS  # noqa: E402
+from monai_dwp.transforms import UNCERTAINTY_SUMMARY_KEYS  # noqa: E402
 
+from ..bundles._utils import BUNDLES  # noqa: E402
 from ._monailabel_data import (  # noqa: E402
     BUNDLE,
+    METHOD,
     OOD_ID,
     SCORING_MC_SAMPLES,
     make_data,
@@ -88,7 +90,7 @@ def tearDownModule() -> None:  # noqa: N802
 def _check_summary(test: unittest.TestCase, result: dict) -> None:
     for key in UNCERTAINTY_SUMMARY_KEYS:
         test.assertIn(key, result, "no uncertainty summary in the result JSON: the bundle's inference.json needs "
-                                   "monai_dwp.inferers.UncertaintySummaryd in its postprocessing (after FlattenMCOutputd)")
+                                   "monai_dwp.transforms.UncertaintySummaryd in its postprocessing (after FlattenMCOutputd)")
         test.assertIsInstance(result[key], float)
     test.assertTrue(0.0 <= result["mean_mutual_information"] <= result["mean_entropy"] <= np.log(2) + 1e-6, result)
     test.assertTrue(0.0 <= result["uncertain_fraction"] <= 1.0, result)
@@ -160,6 +162,42 @@ class TestBundleTasks(_Seeded):
         label_file, result = BundleInferTask(str(bundle), {})({"image": str(FILES["ood"]), "device": "cpu"})
         _check_label(self, label_file, FILES["ood"])
         _check_summary(self, result)
+
+
+class TestServedInPlace(_Seeded):
+    """The repository bundle itself, trained by its own command into its own ``models/``, served with no packaging
+    step: by the stock ``BundleInferTask`` on the bundle folder, and by the stock ``monaibundle`` app through a link."""
+
+    def test_stock_tasks_serve_the_bundle_in_place(self):
+        repo = ROOT / "in_place"
+        shutil.copytree(BUNDLES, repo / "bundles", ignore=shutil.ignore_patterns("models", "eval"))
+        shutil.copytree(FILES["dataset"], repo / "data" / "tumour")  # the bundle's default dataset_dir
+        bundle = repo / "bundles" / BUNDLE
+        # the README's command, from the checkout's root, with only the sizes of a test (its defaults otherwise)
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", f"bundles/{BUNDLE}/configs/train.json",
+               "--method", METHOD, "--epochs", "1", "--num_train_cases", "2", "--num_val_cases", "1",
+               "--batch_size", "1", "--device", "cpu"]
+        env = dict(os.environ, PYTHONWARNINGS="ignore")
+        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        self.assertTrue((bundle / "models" / "model.pt").is_file())
+        task = BundleInferTask(str(bundle), {})
+        self.assertTrue(task.is_valid())
+        label_file, result = task({"image": str(FILES["ood"]), "device": "cpu"})
+        _check_label(self, label_file, FILES["ood"])
+        _check_summary(self, result)
+        # the stock sample app, its model folder a link to the bundle
+        sample = Path(sys.prefix) / "monailabel" / "sample-apps" / "monaibundle"
+        app_dir = ROOT / "stock_app_in_place"
+        shutil.copytree(sample, app_dir, ignore=shutil.ignore_patterns("__pycache__"))
+        (app_dir / "model").mkdir(exist_ok=True)
+        (app_dir / "model" / BUNDLE).symlink_to(bundle, target_is_directory=True)
+        studies = make_studies(ROOT / "studies_in_place", FILES)
+        app = app_instance(str(app_dir), str(studies), {"models": BUNDLE, "zoo_source": "github",
+                                                        "skip_trainers": "true", "sam2": "false"})
+        result = app.infer({"model": BUNDLE, "image": OOD_ID, "device": "cpu"})
+        _check_label(self, result["label"], studies / f"{OOD_ID}.nii.gz")
+        _check_summary(self, result["params"])
 
 
 class TestScoring(_Seeded):

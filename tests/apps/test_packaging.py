@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,7 +15,7 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigParser
 
-from monai_dwp.apps.monailabel import APP_TEMPLATE, SERVED_CKPT_DIR, make_app, package_bundle
+from monai_dwp.apps.monailabel import APP_TEMPLATE, make_app, package_bundle
 from monai_dwp.networks.nets import DWPUNet
 
 from ..bundles._utils import BUNDLES, REPO
@@ -51,7 +52,7 @@ class TestPackageBundle(unittest.TestCase):
         inference = json.loads((served / "configs" / "inference.json").read_text())
         train = json.loads((served / "configs" / "train.json").read_text())
         for config in (inference, train):
-            self.assertEqual(config["ckpt_dir"], SERVED_CKPT_DIR)
+            self.assertEqual(config["ckpt_dir"], "$@bundle_root + '/models'")  # the bundle's own, unchanged
             self.assertIsNone(config["dataset_dir"])
             self.assertEqual(config["modality"], 1)  # "FLAIR" resolved with the channel names
             self.assertEqual(config["method"], "dwp")
@@ -67,6 +68,8 @@ class TestPackageBundle(unittest.TestCase):
         self.assertEqual(parser.get_parsed_content("prior_ckpt"), f"{served}/models/handoffs/prior_ckpt.pt")
 
     def test_image_path_stash_for_monailabel(self):
+        """The shipped inference.json sets MONAI Label's image_path aside (so the bundle is served in place) and a
+        packaged copy keeps that as it is."""
         served = self._package()
         parser = ConfigParser()
         parser.read_config(str(served / "configs" / "inference.json"))
@@ -119,14 +122,12 @@ class TestPackageBundle(unittest.TestCase):
             self._package(handoffs={"prior_file": self.prior})
         with self.assertRaisesRegex(FileNotFoundError, r"hand-off prior_ckpt='.*nope.pt' does not exist"):
             self._package(handoffs={"prior_ckpt": self.root / "nope.pt"})
-        cwd = os.getcwd()
-        os.chdir(self.root)  # the bundle's default dataset_dir (data/tumour, relative) does not exist here
-        try:
-            with self.assertRaisesRegex(ValueError, r"modality 'FLAIR' is a channel name, but a served bundle has no "
-                                                    r"dataset.json to resolve it: pass dataset_dir="):
-                package_bundle(BUNDLE, self.root / "x", model=self.model, overrides={"method": "gaussian_prior"})
-        finally:
-            os.chdir(cwd)
+        # a bundle whose default dataset_dir (data/tumour beside bundles/) does not exist
+        lone = self.root / "repo" / "bundles" / "dwp_finetune"
+        shutil.copytree(BUNDLE, lone, ignore=shutil.ignore_patterns("models", "eval"))
+        with self.assertRaisesRegex(ValueError, r"modality 'FLAIR' is a channel name, but a served bundle has no "
+                                                r"dataset.json to resolve it: pass dataset_dir="):
+            package_bundle(lone, self.root / "x", model=self.model, overrides={"method": "gaussian_prior"})
         with self.assertRaisesRegex(FileNotFoundError, r"bundle_dir '.*' has no configs/inference.json"):
             package_bundle(self.root, self.root / "y", model=self.model)
         self._package()

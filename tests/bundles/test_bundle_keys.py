@@ -28,7 +28,7 @@ class TestBundleKeys(unittest.TestCase):
     def test_bad_value_is_one_line(self, bundle, config, overrides, pattern):
         with tempfile.TemporaryDirectory() as tmp:
             out_dir = Path(tmp) / "out"
-            proc = run_bundle(bundle, config, output_dir=out_dir, dataset_dir=Path(tmp) / "data", **overrides)
+            proc = run_bundle(bundle, config, ckpt_dir=out_dir, dataset_dir=Path(tmp) / "data", **overrides)
             self.assertEqual(proc.returncode, 1, proc.stderr[-3000:])
             last = proc.stderr.strip().splitlines()[-1]
             self.assertRegex(last, r"^monai_dwp: " + pattern)
@@ -40,7 +40,7 @@ class TestBundleKeys(unittest.TestCase):
         """The used-by command on a fresh clone: no data yet, one line with the command that makes it."""
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp) / "data" / "tumour"
-            proc = run_bundle("dwp_finetune", "train", output_dir=Path(tmp) / "out", dataset_dir=data)
+            proc = run_bundle("dwp_finetune", "train", ckpt_dir=Path(tmp) / "out", dataset_dir=data)
             self.assertEqual(proc.returncode, 1)
             self.assertEqual(
                 proc.stderr.strip().splitlines()[-1],

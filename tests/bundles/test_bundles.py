@@ -44,7 +44,8 @@ def tearDownModule() -> None:  # noqa: N802
 
 
 def _finetune(method: str, output: str = "finetune", configs: tuple[str, ...] = ("train",), **extra):
-    kwargs = dict(TINY, dataset_dir=ROOT / "tumour", output_dir=ROOT / output, method=method, num_train_cases=3,
+    kwargs = dict(TINY, dataset_dir=ROOT / "tumour", ckpt_dir=ROOT / output / f"{method}_n3_seed0", method=method,
+                  num_train_cases=3,
                   source_ckpt=ROOT / "pretrain" / "seed0" / "model.pt", prior_ckpt=ROOT / "prior" / "dwp_prior.pt",
                   max_kernels=256)
     kwargs.update(extra)
@@ -238,11 +239,11 @@ class TestKillAndResume(unittest.TestCase):
 
     def test_finetune(self):
         common = dict(TINY, dataset_dir=ROOT / "tumour", method="gaussian_prior", num_train_cases=3, epochs=3)
-        check(run_bundle("dwp_finetune", "train", output_dir=ROOT / "uninterrupted", **common))
+        check(run_bundle("dwp_finetune", "train", ckpt_dir=ROOT / "uninterrupted" / "gaussian_prior_n3_seed0", **common))
         killed = ROOT / "killed" / "gaussian_prior_n3_seed0"
         # killed right after the first of the 3 iterations of epoch 2
-        _kill_at(r"Epoch: 2/3, Iter: 1/3", "dwp_finetune", output_dir=ROOT / "killed", **common)
-        out = check(run_bundle("dwp_finetune", "train", output_dir=ROOT / "killed", resume="true", **common))
+        _kill_at(r"Epoch: 2/3, Iter: 1/3", "dwp_finetune", ckpt_dir=killed, **common)
+        out = check(run_bundle("dwp_finetune", "train", ckpt_dir=killed, resume="true", **common))
         self.assertNotIn("Epoch: 1/3", out)
         self._compare(ROOT / "uninterrupted" / "gaussian_prior_n3_seed0", killed, epochs=3)
         # TensorBoard: the resumed run's curve continues at the step it resumed from instead of restarting at 1
@@ -343,13 +344,13 @@ class TestInferenceErrors(unittest.TestCase):
         check(_finetune("random_init", output="infer_errors"))
 
     def _infer(self, **extra):
-        kwargs = dict(dataset_dir=ROOT / "tumour", output_dir=ROOT / "infer_errors", method="random_init",
-                      num_train_cases=3, spacing="[6.0,6.0,6.0]", patch_size="[16,16,16]", device="cpu", mc_samples=2)
+        kwargs = dict(dataset_dir=ROOT / "tumour", ckpt_dir=ROOT / "infer_errors" / "random_init_n3_seed0",
+                      method="random_init", spacing="[6.0,6.0,6.0]", patch_size="[16,16,16]", device="cpu", mc_samples=2)
         kwargs.update(extra)
         return run_bundle("dwp_finetune", "inference", **kwargs)
 
     def test_missing_model(self):
-        proc = self._infer(num_train_cases=4)
+        proc = self._infer(ckpt_dir=ROOT / "infer_errors" / "random_init_n4_seed0")
         self.assertNotEqual(proc.returncode, 0)
         self.assertRegex(proc.stdout + proc.stderr, r"model file '.*random_init_n4_seed0/model.pt' does not exist; make "
                                                     r"it first with `python -m monai.bundle run --config_file "

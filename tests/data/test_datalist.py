@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 import unittest
 from pathlib import Path
@@ -46,6 +47,39 @@ class TestImageDatalist(unittest.TestCase):
             r"modalities last \(X, Y, Z, C\); convert 2D slices to a volume first\.$",
         ):
             image_datalist(self.root)
+
+    def _decathlon(self, test: list) -> None:
+        (self.root / "imagesTs").mkdir()
+        for name in ("x.nii.gz", "y.nii.gz", "x_t2.nii.gz"):
+            nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), self.root / "imagesTs" / name)
+        content = {"modality": {"0": "FLAIR"}, "labels": {"0": "background", "1": "lesion"},
+                   "training": [{"image": "./imagesTr/a.nii.gz", "label": "./labelsTr/a.nii.gz"}], "test": test}
+        (self.root / "dataset.json").write_text(json.dumps(content))
+
+    def test_decathlon_test_list(self):
+        ts = self.root.resolve() / "imagesTs"
+        self._decathlon(["./imagesTs/x.nii.gz", "imagesTs/y.nii.gz"])  # MSD: plain strings
+        self.assertEqual(image_datalist(self.root), [{"image": str(ts / "x.nii.gz")}, {"image": str(ts / "y.nii.gz")}])
+
+    def test_decathlon_test_dicts_with_one_file_per_modality(self):
+        ts = self.root.resolve() / "imagesTs"
+        self._decathlon([{"image": ["./imagesTs/x.nii.gz", "imagesTs/x_t2.nii.gz"]}, {"image": "imagesTs/y.nii.gz"}])
+        self.assertEqual(
+            image_datalist(self.root, key="img"),
+            [{"img": [str(ts / "x.nii.gz"), str(ts / "x_t2.nii.gz")]}, {"img": str(ts / "y.nii.gz")}],
+        )
+
+    def test_decathlon_empty_or_mixed_test_list(self):
+        self._decathlon([])
+        with self.assertRaisesRegex(FileNotFoundError, r"no image to segment in .*a Decathlon folder with a 'test'"):
+            image_datalist(self.root)
+        self._decathlon_rewrite(["./imagesTs/x.nii.gz", {"image": "./imagesTs/y.nii.gz"}])
+        with self.assertRaisesRegex(ValueError, r"the 'test' list mixes plain image paths and \{\"image\": "):
+            image_datalist(self.root)
+
+    def _decathlon_rewrite(self, test: list) -> None:
+        content = json.loads((self.root / "dataset.json").read_text())
+        (self.root / "dataset.json").write_text(json.dumps({**content, "test": test}))
 
 
 if __name__ == "__main__":

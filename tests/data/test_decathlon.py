@@ -18,7 +18,6 @@ from parameterized import parameterized
 
 import monai_dwp.data as data_pkg
 from monai_dwp.data import (
-    SelectModalityd,
     decathlon_split,
     eval_transforms,
     label_rule_transforms,
@@ -609,17 +608,6 @@ class TestArguments(unittest.TestCase):
             decathlon_split("unused", test_fraction=1.5)
         with self.assertRaisesRegex(ValueError, r"k_divisible must be a positive int, got 0"):
             eval_transforms(k_divisible=0)
-
-    def test_select_modality(self):
-        data = {"image": torch.arange(3 * 8, dtype=torch.float32).reshape(3, 2, 2, 2)}
-        out = SelectModalityd("image", indices=[2, 0])(data)
-        torch.testing.assert_close(out["image"], data["image"][[2, 0]])
-        with self.assertRaisesRegex(
-            ValueError, r"'image': modality index 3 is out of range for an image with 3 channel"
-        ):
-            SelectModalityd("image", indices=3)(data)
-        with self.assertRaisesRegex(ValueError, r"indices must be a non-negative int or a non-empty list"):
-            SelectModalityd("image", indices=[])
 
     def test_label_rule_transforms(self):
         label = {"label": torch.tensor([[[[0.0, 1.0], [2.0, 4.0]]]])}

@@ -32,12 +32,12 @@ TEST_GRIDS = [(2.0, (96, 112, 96)), (4.0, (48, 64, 48)), (6.0, (32, 32, 32))]
 
 TEST_BAD_ARGS = [
     ({"disease": "flu"}, ValueError, r"disease must be one of \('ms', 'tumour'\), got 'flu'"),
-    ({"spacing": 0.1}, ValueError, r"spacing must be in \[0.5, 8\] mm, got 0.1"),
-    ({"spacing": "2"}, TypeError, r"spacing must be a number of millimetres, got str"),
-    ({"num_cases": 0}, ValueError, r"num_cases must be >= 1, got 0"),
-    ({"num_cases": 2.0}, TypeError, r"num_cases must be an int, got float"),
-    ({"num_test": -1}, ValueError, r"num_test must be >= 0, got -1"),
-    ({"seed": -3}, ValueError, r"seed must be >= 0, got -3"),
+    ({"spacing": 0.1}, ValueError, r"spacing must lie in \[0.5, 8.0\], got 0.1; millimetres, the default is 2.0 mm"),
+    ({"spacing": "2"}, TypeError, r"spacing must be a number, got '2' \(str\); millimetres"),
+    ({"num_cases": 0}, ValueError, r"num_cases must be ≥ 1, got 0"),
+    ({"num_cases": 2.0}, TypeError, r"num_cases must be an integer, got 2.0 \(float\)"),
+    ({"num_test": -1}, ValueError, r"num_test must be ≥ 0, got -1"),
+    ({"seed": -3}, ValueError, r"seed must be ≥ 0, got -3"),
 ]
 
 

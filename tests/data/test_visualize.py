@@ -70,7 +70,7 @@ class TestMontage(unittest.TestCase):
         self.assertTrue(width > 300 and height > 150 and width > height, (width, height))
 
     def test_bad_arguments(self):
-        with self.assertRaisesRegex(ValueError, r"num_subjects must be a positive int, got 0"):
+        with self.assertRaisesRegex(ValueError, r"num_subjects must be ≥ 1, got 0"):
             save_data_montage(self.root, self.tmp / "x.png", num_subjects=0)
         with self.assertRaisesRegex(FileNotFoundError, r"dataset\.json not found"):
             save_data_montage(self.tmp, self.tmp / "x.png")

@@ -12,11 +12,8 @@ import torch
 from monai.data import MetaTensor
 from monai.metrics import CalibrationErrorMetric, compute_roc_auc
 
-from monai_dwp.handlers.calibration import (
-    SegmentationCalibrationHandler,
-    binned_calibration_error,
-    histogram_roc_auc,
-)
+from monai_dwp.handlers.calibration import SegmentationCalibrationHandler
+from monai_dwp.metrics.calibration import binned_calibration_error, histogram_roc_auc
 
 
 def _binary_item(fg_prob: torch.Tensor, fg_label: torch.Tensor, **maps: torch.Tensor) -> dict:
@@ -504,6 +501,7 @@ def _ddp_worker(local_rank: int, out_dir: str) -> None:
     import ignite.distributed as idist
     from ignite.engine import Engine
 
+    torch.set_num_threads(1)  # a forked child must not enter its parent's OpenMP pool (it would hang)
     rank = idist.get_rank()
     g = torch.Generator().manual_seed(10)
     cases = []
@@ -529,9 +527,10 @@ def _serial_values(cases: list[dict]) -> dict:
     """The values of all cases in one process (from the local histograms, no collective)."""
     handler = SegmentationCalibrationHandler(log_summary=False)
     rows = [handler.update(c) for c in cases]
-    values = handler._total.values()
+    local = handler.metric.local_histograms()
+    values = local.values()
     values["ece_case_mean"] = sum(r["ece"] for r in rows) / len(rows)
-    values["n_voxels"] = handler._total.n_voxels
+    values["n_voxels"] = local.n_voxels
     return values
 
 

@@ -60,7 +60,7 @@ class TestGradientRatioHandler(unittest.TestCase):
         self.assertFalse(trainer.has_event_handler(handler))
         with self.assertRaisesRegex(TypeError, "loss must be an ELBOLoss, got MSELoss"):
             GradientRatioHandler(nn.MSELoss(), net)
-        with self.assertRaisesRegex(ValueError, "interval must be a positive int \\(iterations\\), got 0"):
+        with self.assertRaisesRegex(ValueError, "interval must be ≥ 1, got 0; a number of iterations"):
             GradientRatioHandler(ELBOLoss(net, None, dataset_size=2), net, interval=0)
 
 

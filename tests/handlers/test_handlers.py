@@ -3,7 +3,7 @@ from __future__ import annotations
 import unittest
 
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from torch import nn
 
 from monai_dwp.handlers import LossTermsHandler, ResampleWeightsHandler
@@ -27,6 +27,26 @@ class TestLossTermsHandler(unittest.TestCase):
         engine.run([1, 2, 3], max_epochs=2)
         self.assertAlmostEqual(engine.state.metrics["loss_data"], 2.0)
         self.assertAlmostEqual(engine.state.metrics["loss_kl"], 20.0)
+
+    def test_means_restart_every_epoch_and_first_step_logged_once(self):
+        loss = _Loss()
+
+        def step(engine, batch):
+            loss.last_terms = {"data": torch.tensor(batch + 10.0 * engine.state.epoch), "kl": 5.0}
+
+        engine = Engine(step)
+        LossTermsHandler(loss, prefix="elbo_").attach(engine)
+        means: dict[int, dict[str, float]] = {}
+
+        @engine.on(Events.EPOCH_COMPLETED)
+        def keep(e: Engine) -> None:
+            means[e.state.epoch] = dict(e.state.metrics)
+
+        with self.assertLogs("monai_dwp.handlers.loss_terms", level="INFO") as logs:
+            engine.run([1, 2, 3], max_epochs=2)
+        self.assertEqual(means, {1: {"elbo_data": 12.0, "elbo_kl": 5.0}, 2: {"elbo_data": 22.0, "elbo_kl": 5.0}})
+        messages = [r.getMessage() for r in logs.records]
+        self.assertEqual(messages, ["loss terms at iteration 1: elbo_data: 11 elbo_kl: 5"])
 
     def test_rejects_loss_without_terms(self):
         with self.assertRaisesRegex(TypeError, "loss must keep its terms in a `last_terms` dict .*got MSELoss"):

@@ -60,6 +60,18 @@ class TestStochasticModeHandler(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "mode must be one of .* got 'exact'"):
             StochasticModeHandler(net, "exact")
 
+    def test_sampled_draws_fresh_weights_each_run(self):
+        net = convert_to_bayesian(nn.Sequential(nn.Conv2d(1, 2, 3)), mode="mean")
+        layer = next(iter(bayesian_modules(net).values()))
+        draws = []
+        engine = Engine(lambda e, b: draws.append((layer.mode, layer.epsilon.clone())))
+        StochasticModeHandler(net, "sampled").attach(engine)
+        engine.run([0], max_epochs=1)
+        engine.run([0], max_epochs=1)
+        self.assertEqual([mode for mode, _ in draws], ["sampled", "sampled"])
+        self.assertFalse(torch.equal(draws[0][1], draws[1][1]))
+        self.assertEqual(layer.mode, "mean")
+
 
 if __name__ == "__main__":
     unittest.main()

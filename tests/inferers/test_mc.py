@@ -6,21 +6,17 @@ import unittest
 from unittest import mock
 
 import torch
-from ignite.engine import Events
 from monai.bundle import ConfigParser
 from monai.bundle.config_item import ComponentLocator
-from monai.data import DataLoader, MetaTensor
-from monai.engines import SupervisedEvaluator
-from monai.handlers import MeanDice, from_engine
+from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
-from monai.transforms import AsDiscreted, Compose
+from monai.transforms import FlattenSubKeysd
 from monai.utils import BlendMode
 from parameterized import parameterized
 from torch import nn
 
-from monai_dwp.inferers import FlattenMCOutputd, MCInferer
+from monai_dwp.inferers import MC_PROBS_KEY, MCInferer
 from monai_dwp.networks import BayesianConv, bayesian_modules, convert_to_bayesian, resample_weights, stochastic_mode
-from monai_dwp.networks.layers.bayesian_conv import hold_weights
 
 
 def _bayes_net(out_channels: int = 2) -> nn.Module:
@@ -72,8 +68,8 @@ class TestHandComputed(unittest.TestCase):
     expected = {"entropy": 0.6108643, "expected_entropy": 0.5091151, "mutual_information": 0.1017492}
 
     def _check(self, out: dict[str, torch.Tensor], pred: list[float]) -> None:
-        self.assertEqual(tuple(out["pred"].shape), (1, len(pred), 4, 4, 4))
-        torch.testing.assert_close(out["pred"][0, :, 0, 0, 0], torch.tensor(pred), atol=1e-6, rtol=0)
+        self.assertEqual(tuple(out["probs"].shape), (1, len(pred), 4, 4, 4))
+        torch.testing.assert_close(out["probs"][0, :, 0, 0, 0], torch.tensor(pred), atol=1e-6, rtol=0)
         for key, value in self.expected.items():
             self.assertEqual(tuple(out[key].shape), (1, 1, 4, 4, 4))
             torch.testing.assert_close(out[key], torch.full((1, 1, 4, 4, 4), value), atol=1e-6, rtol=0, msg=key)
@@ -277,11 +273,11 @@ class TestSlidingWindow(unittest.TestCase):
             out = inferer(self.x, net)
         self.assertEqual(net.batch_sizes, [1, 1, 1])  # one call per sample
         self.assertEqual(net.window_shapes, {(1, 16, 12, 16)})  # the whole volume
-        self.assertEqual(tuple(out["pred"].shape), (1, 3, 16, 12, 16))
+        self.assertEqual(tuple(out["probs"].shape), (1, 3, 16, 12, 16))
         # whole-volume instance norm differs from windowed
         with torch.no_grad():
             windowed = MCInferer(num_samples=3, roi_size=8, seed=0)(self.x, net)
-        self.assertGreater(float((windowed - out["pred"]).abs().max()), 1e-3)
+        self.assertGreater(float((windowed - out["probs"]).abs().max()), 1e-3)
 
     def test_inference_mode(self):
         net = _InstanceNormNet()
@@ -308,8 +304,8 @@ class TestOutputs(unittest.TestCase):
         inferer = MCInferer(num_samples=4, roi_size=roi_size, activation=activation, return_uncertainty=True, seed=0)
         with torch.no_grad():
             out = inferer(x, net)
-        self.assertEqual(set(out), {"pred", "entropy", "expected_entropy", "mutual_information"})
-        pred = out["pred"]
+        self.assertEqual(set(out), {"probs", "entropy", "expected_entropy", "mutual_information"})
+        pred = out["probs"]
         self.assertEqual(tuple(pred.shape), (2, k, 16, 16, 16))
         for key in ("entropy", "expected_entropy", "mutual_information"):
             self.assertEqual(tuple(out[key].shape), (2, 1, 16, 16, 16), key)
@@ -332,8 +328,8 @@ class TestOutputs(unittest.TestCase):
             pred = MCInferer(num_samples=2, seed=0)(x, net)
             out = MCInferer(num_samples=2, seed=0, return_uncertainty=True, uncertainty_keys=["entropy"])(x, net)
         self.assertIsInstance(pred, torch.Tensor)
-        self.assertEqual(set(out), {"pred", "entropy"})
-        torch.testing.assert_close(out["pred"], pred, rtol=0, atol=0)
+        self.assertEqual(set(out), {"probs", "entropy"})
+        torch.testing.assert_close(out["probs"], pred, rtol=0, atol=0)
 
     def test_mean_only_is_the_posterior_mean(self):
         net = _bayes_net()
@@ -342,7 +338,7 @@ class TestOutputs(unittest.TestCase):
             out = MCInferer(num_samples=1, mean_only=True, return_uncertainty=True)(x, net)
             with stochastic_mode(net, "mean"):
                 expected = torch.softmax(net(x), dim=1)
-        torch.testing.assert_close(out["pred"], expected)
+        torch.testing.assert_close(out["probs"], expected)
         self.assertTrue(torch.equal(out["mutual_information"], torch.zeros_like(out["entropy"])))
         torch.testing.assert_close(out["expected_entropy"], out["entropy"], rtol=0, atol=0)
 
@@ -366,7 +362,7 @@ class TestDeterministicNetwork(unittest.TestCase):
         self.assertEqual(net.calls, 1)
         self.assertTrue(torch.equal(out["mutual_information"], torch.zeros(1, 1, 16, 16, 16)))
         torch.testing.assert_close(out["expected_entropy"], out["entropy"], rtol=0, atol=0)
-        torch.testing.assert_close(out["pred"], expected)
+        torch.testing.assert_close(out["probs"], expected)
 
 
 class TestStateRestored(unittest.TestCase):
@@ -411,80 +407,41 @@ class TestSeed(unittest.TestCase):
         a, b, c = run(0), run(0), run(1)
         for key in a:
             self.assertTrue(torch.equal(a[key], b[key]), key)
-        self.assertFalse(torch.equal(a["pred"], c["pred"]))
+        self.assertFalse(torch.equal(a["probs"], c["probs"]))
 
 
-class TestEvaluator(unittest.TestCase):
-    def test_supervised_evaluator_with_flatten(self):
-        torch.manual_seed(0)
-        data = [
-            {"image": torch.randn(1, 16, 16, 16), "label": (torch.rand(1, 16, 16, 16) > 0.5).float()}
-            for _ in range(3)
-        ]
-        net = _bayes_net()
-        before = {name: layer.mode for name, layer in bayesian_modules(net).items()}
-        evaluator = SupervisedEvaluator(
-            device=torch.device("cpu"),
-            val_data_loader=DataLoader(data, batch_size=2),
-            network=net,
-            inferer=MCInferer(num_samples=2, roi_size=8, return_uncertainty=True, seed=0),
-            postprocessing=Compose(
-                [
-                    FlattenMCOutputd(keys="pred"),
-                    AsDiscreted(keys=["pred", "label"], argmax=(True, False), to_onehot=2),
-                ]
-            ),
-            key_val_metric={"dice": MeanDice(output_transform=from_engine(["pred", "label"]))},
-        )
-        items: list[dict] = []
-        evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda e: items.extend(e.state.output))
-        evaluator.run()
-        self.assertEqual(len(items), 3)
-        for item in items:
-            self.assertEqual(tuple(item["pred"].shape), (2, 16, 16, 16))
-            for key in ("entropy", "expected_entropy", "mutual_information"):
-                self.assertEqual(tuple(item[key].shape), (1, 16, 16, 16), key)
-        self.assertTrue(math.isfinite(evaluator.state.metrics["dice"]))
-        self.assertEqual({name: layer.mode for name, layer in bayesian_modules(net).items()}, before)
-
+class TestBundleConfig(unittest.TestCase):
     def test_short_name_in_a_bundle_config(self):
         parser = ConfigParser(
             {
                 "imports": ["$import monai_dwp.inferers"],
                 "inferer": {"_target_": "MCInferer", "num_samples": 2, "roi_size": [8, 8, 8]},
-                "flatten": {"_target_": "FlattenMCOutputd", "keys": "pred"},
             }
         )
         self.assertIsInstance(parser.get_parsed_content("inferer"), MCInferer)
-        self.assertIsInstance(parser.get_parsed_content("flatten"), FlattenMCOutputd)
-        locator = ComponentLocator()
-        for name in ("MCInferer", "FlattenMCOutputd"):  # unambiguous: MONAI has no component of that name
-            self.assertEqual(locator.get_component_module_name(name), "monai_dwp.inferers.mc", name)
+        # unambiguous: MONAI has no component of that name
+        self.assertEqual(ComponentLocator().get_component_module_name("MCInferer"), "monai_dwp.inferers.mc")
 
-
-class TestFlattenMCOutputd(unittest.TestCase):
-    def test_flatten_passthrough_and_errors(self):
-        p, e = torch.rand(2, 4, 4), torch.rand(1, 4, 4)
-        out = FlattenMCOutputd()({"image": p, "pred": {"pred": p, "entropy": e}})
-        self.assertIs(out["pred"], p)
-        self.assertIs(out["entropy"], e)
-        self.assertIs(FlattenMCOutputd()({"pred": p})["pred"], p)  # a tensor output is left alone
-        with self.assertRaisesRegex(KeyError, r"without a 'pred' entry"):
-            FlattenMCOutputd()({"pred": {"entropy": e}})
-        with self.assertRaisesRegex(ValueError, r"overwrite the existing key 'entropy'"):
-            FlattenMCOutputd()({"entropy": e, "pred": {"pred": p, "entropy": e}})
+    def test_probs_key_does_not_clash_with_monai_flatten(self):
+        """MONAI's FlattenSubKeysd flattens the evaluator's "pred" entry: the mean probabilities have another name."""
+        with torch.no_grad():
+            out = MCInferer(num_samples=2, return_uncertainty=True, seed=0)(torch.randn(1, 1, 8, 8, 8), _bayes_net())
+        self.assertEqual(MC_PROBS_KEY, "probs")
+        flat = FlattenSubKeysd(keys="pred")({"pred": out})
+        self.assertEqual(set(flat), {"probs", "entropy", "expected_entropy", "mutual_information"})
 
 
 class TestBadArguments(unittest.TestCase):
     @parameterized.expand(
         [
-            ({"num_samples": 0}, ValueError, r"num_samples must be >= 1, got 0"),
-            ({"num_samples": 2.5}, TypeError, r"num_samples must be an int >= 1, got 2.5"),
+            ({"num_samples": 0}, ValueError, r"num_samples must be ≥ 1, got 0; e.g. num_samples=10, or "
+                                             r"num_samples=1 with mean_only=True"),
+            ({"num_samples": 2.5}, TypeError, r"num_samples must be an integer, got 2.5 \(float\)"),
             ({"activation": "relu"}, ValueError, r"activation must be one of \('softmax', 'sigmoid'\), got 'relu'"),
             ({"uncertainty_keys": ["variance"]}, ValueError, r"subset of .* got unknown \['variance'\]"),
-            ({"seed": "a"}, TypeError, r"seed must be None or an int, got 'a'"),
-            ({"roi_size": 8, "sw_batch_size": 0}, ValueError, r"sw_batch_size must be >= 1, got 0; e.g. sw_b"),
-            ({"roi_size": 8, "sw_batch_size": 2.0}, TypeError, r"sw_batch_size must be an int >= 1, got 2.0 \(float\)"),
+            ({"seed": "a"}, TypeError, r"seed must be an integer, got 'a' \(str\); or None"),
+            ({"roi_size": 8, "sw_batch_size": 0}, ValueError, r"sw_batch_size must be ≥ 1, got 0; e.g. sw_batch_s"),
+            ({"roi_size": 8, "sw_batch_size": 2.0}, TypeError, r"sw_batch_size must be an integer, got 2.0 \(float\)"),
             ({"roi_size": 8, "overlap": 1.0}, ValueError, r"overlap must be >= 0 and < 1, got 1.0; e.g. overlap=0.25"),
             ({"roi_size": 8, "overlap": (0.5, -0.1, 0.0)}, ValueError, r"overlap must be >= 0 and < 1, got \(0.5"),
             ({"roi_size": 8, "overlap": "half"}, TypeError, r"overlap must be a float in \[0, 1\) .* got 'half'"),

@@ -189,8 +189,8 @@ class TestDeepWeightPriorChecks(unittest.TestCase):
             ({"scales": [0.1, -1.0]}, ValueError, r"every scale must be a finite float > 0, got \[0.1, -1.0\]"),
             ({"layer_groups": {"0": 2}}, ValueError, r"group indices outside \[0, 2\): \{'0': 2\}"),
             ({"layer_groups": {}}, ValueError, "layer_groups must be a non-empty mapping"),
-            ({"num_samples": 0}, ValueError, "num_samples must be a positive int, got 0"),
-            ({"max_kernels": 0}, ValueError, "max_kernels must be None or a positive int, got 0"),
+            ({"num_samples": 0}, ValueError, "num_samples must be ≥ 1, got 0"),
+            ({"max_kernels": 0}, ValueError, "max_kernels must be ≥ 1, got 0; or None for all kernels"),
         ]
     )
     def test_bad_arguments(self, override, error, pattern):

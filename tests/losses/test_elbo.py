@@ -94,11 +94,11 @@ class TestELBOLoss(unittest.TestCase):
 
     @parameterized.expand(
         [
-            ({"dataset_size": 0}, ValueError, "dataset_size must be the number of training volumes, a positive int, got 0"),
-            ({"dataset_size": 2.5}, ValueError, "got 2.5"),
-            ({"temperature": -1.0}, ValueError, "temperature must be >= 0, got -1.0"),
-            ({"voxels_per_case": 0}, ValueError, "voxels_per_case must be > 0, got 0"),
-            ({"aux_weight": float("nan")}, ValueError, "aux_weight must be a finite number, got nan"),
+            ({"dataset_size": 0}, ValueError, "dataset_size must be ≥ 1, got 0; the number of training volumes"),
+            ({"dataset_size": 2.5}, TypeError, "dataset_size must be an integer, got 2.5"),
+            ({"temperature": -1.0}, ValueError, r"temperature must lie in \[0.0, inf\], got -1.0"),
+            ({"voxels_per_case": 0}, ValueError, r"voxels_per_case must lie in \(0.0, inf\], got 0.0"),
+            ({"aux_weight": float("nan")}, ValueError, "aux_weight must be finite, got nan"),
             ({"aux_loss": "focal"}, ValueError, "aux_loss must be a loss module, None or 'dice', got 'focal'"),
             ({"network": "net"}, TypeError, "network must be a torch.nn.Module, got str"),
             ({"prior": 3}, TypeError, "prior must be callable prior\\(network\\) -> Tensor, got int"),

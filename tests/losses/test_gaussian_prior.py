@@ -49,9 +49,9 @@ class TestGaussianPrior(unittest.TestCase):
                 m.log_scale.fill_(math.log(0.3))
         self.assertAlmostEqual(GaussianPrior(scale=0.3)(net).item(), 0.0, places=4)  # float32 rounding
 
-    @parameterized.expand([({"scale": 0.0}, "scale must be a finite float > 0, got 0.0"),
-                           ({"scale": -1.0}, "scale must be a finite float > 0"),
-                           ({"loc": float("inf")}, "loc must be a finite float, got inf")])
+    @parameterized.expand([({"scale": 0.0}, r"scale must lie in \(0.0, inf\], got 0.0"),
+                           ({"scale": -1.0}, r"scale must lie in \(0.0, inf\], got -1.0"),
+                           ({"loc": float("inf")}, "loc must be finite, got inf")])
     def test_bad_arguments(self, kwargs, pattern):
         with self.assertRaisesRegex(ValueError, pattern):
             GaussianPrior(**kwargs)

@@ -44,7 +44,7 @@ class TestKernelVAELoss(unittest.TestCase):
             KernelVAELoss()(tuple(out), self.kernels)
         with self.assertRaisesRegex(ValueError, "reduction must be 'mean', 'sum' or 'none', got 'max'"):
             KernelVAELoss(reduction="max")
-        with self.assertRaisesRegex(ValueError, "beta must be a finite float >= 0, got -1"):
+        with self.assertRaisesRegex(ValueError, r"beta must lie in \[0.0, inf\], got -1.0"):
             KernelVAELoss(beta=-1)
 
 

@@ -225,7 +225,7 @@ class TestBadInputs(unittest.TestCase):
             kernel_prior_report(self.vaes, self.good[0], self.good)
         with self.assertRaisesRegex(TypeError, r"vaes\[1\] must be a KernelVAE, got Linear"):
             kernel_prior_report([self.vaes[0], torch.nn.Linear(2, 2)], self.good, self.good)
-        with self.assertRaisesRegex(ValueError, r"num_z_samples must be an int >= 1, got 0"):
+        with self.assertRaisesRegex(ValueError, r"num_z_samples must be ≥ 1, got 0"):
             kernel_prior_report(self.vaes, self.good, self.good, num_z_samples=0)
         with self.assertRaisesRegex(ValueError, r"train_kernels\[0\] holds NaN"):
             kernel_prior_report(self.vaes, [self.good[0] * float("nan"), self.good[1]], self.good)

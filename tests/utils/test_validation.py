@@ -48,6 +48,16 @@ class TestNumbers(unittest.TestCase):
         with self.assertRaisesRegex(TypeError, r"got False \(bool\)"):
             check_float(False, "lr")
 
+    def test_hint_is_appended(self):
+        with self.assertRaisesRegex(ValueError, r"^sw_batch_size must be ≥ 1, got 0; e\.g\. sw_batch_size=4\.$"):
+            check_int(0, "sw_batch_size", minimum=1, hint="e.g. sw_batch_size=4")
+        with self.assertRaisesRegex(TypeError, r"^seed must be an integer, got 1\.5 \(float\); pass an int\.$"):
+            check_int(1.5, "seed", hint="pass an int")
+        with self.assertRaisesRegex(ValueError, r"^lr must lie in \(0\.0, inf\], got -1\.0; e\.g\. 1e-3\.$"):
+            check_float(-1, "lr", minimum=0.0, include_minimum=False, hint="e.g. 1e-3")
+        with self.assertRaisesRegex(ValueError, r"^lr must be finite, got inf; e\.g\. 1e-3\.$"):
+            check_optional_float(math.inf, "lr", hint="e.g. 1e-3")
+
     def test_optional_float(self):
         for value in (None, "none", "None", "null"):
             self.assertIsNone(check_optional_float(value, "log_scale_lr"))

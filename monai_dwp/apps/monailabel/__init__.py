@@ -20,11 +20,11 @@ import importlib
 from typing import Any
 
 from .checks import check_request_image
-from .packaging import APP_TEMPLATE, SERVED_CKPT_DIR, make_app, package_bundle
+from .packaging import APP_TEMPLATE, HANDOFF_DIR, make_app, package_bundle
 
 __all__ = [
     "APP_TEMPLATE",
-    "SERVED_CKPT_DIR",
+    "HANDOFF_DIR",
     "package_bundle",
     "make_app",
     "check_request_image",

@@ -1,9 +1,10 @@
 """``python -m monai_dwp.apps.monailabel <command> [--flags]``: prepare MONAI Label serving (no MONAI Label needed).
 
 Commands:
-    package  write a served copy of a bundle (configs with served values, models/model.pt, hand-offs), e.g.
+    package  copy a trained bundle to stand alone elsewhere (a bundle is served in place without it), e.g.
              ``package --bundle_dir bundles/dwp_finetune --dest apps/dwp/model/dwp_finetune
-             --model runs/dwp_finetune/dwp_n5_seed0/model.pt --handoffs '{"prior_ckpt": "runs/dwp_prior/dwp_prior.pt"}'
+             --model bundles/dwp_finetune/models/model.pt
+             --handoffs '{"prior_ckpt": "bundles/dwp_prior/models/dwp_prior.pt"}'
              --overrides '{"method": "dwp"}' --dataset_dir data/tumour``
     app      copy monai_dwp's MONAI Label app (main.py + lib/) to a folder: ``app --dest apps/dwp``
 """

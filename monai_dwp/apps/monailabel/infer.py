@@ -12,8 +12,9 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.tasks.infer.bundle import BundleInferTask
 
 from monai_dwp.apps.monailabel.checks import check_request_image
-from monai_dwp.inferers.mc import FlattenMCOutputd, MCInferer
-from monai_dwp.inferers.uncertainty import UncertaintySummaryd
+from monai_dwp.inferers import MCInferer
+from monai_dwp.transforms import FlattenMCOutputd, UncertaintySummaryd
+from monai_dwp.utils.validation import check_int
 
 __all__ = ["DWPBundleInferTask"]
 
@@ -26,14 +27,14 @@ class DWPBundleInferTask(BundleInferTask):
     Everything the stock task does is kept: the bundle's ``network_def``, ``preprocessing``, ``inferer`` and
     ``postprocessing`` from ``configs/inference.json``, ``models/model.pt``, labels from ``metadata.json``,
     ``SaveImaged`` filtered out and the prediction restored to the input image's grid and affine; whatever the
-    post-processing puts in ``data["result"]`` (:class:`~monai_dwp.inferers.UncertaintySummaryd`'s mean entropy,
+    post-processing puts in ``data["result"]`` (:class:`~monai_dwp.transforms.UncertaintySummaryd`'s mean entropy,
     mean mutual information and uncertain-voxel fraction) comes back in the response JSON. On top:
 
     - ``mc_samples``: the number of weight draws ``T`` of the Monte Carlo inferer, an option of every request
       (shown in the clients' options panel; default ``num_samples`` or the bundle's own value). ``1`` is one weight
       draw, the cheapest stochastic prediction.
     - The uncertainty summary: when the bundle's post-processing flattens the Monte Carlo output
-      (:class:`~monai_dwp.inferers.FlattenMCOutputd`) but has no :class:`~monai_dwp.inferers.UncertaintySummaryd`,
+      (:class:`~monai_dwp.transforms.FlattenMCOutputd`) but has no :class:`~monai_dwp.transforms.UncertaintySummaryd`,
       one (default threshold) is added right after it, so the response JSON always carries ``mean_entropy``,
       ``mean_mutual_information`` and ``uncertain_fraction``.
     - ``image_path`` is kept away from the bundle's pre-transforms: MONAI Label stores the input's path under
@@ -54,13 +55,13 @@ class DWPBundleInferTask(BundleInferTask):
         kwargs: the stock task's arguments (``train_mode``, ``skip_writer``, ``dropout``, ``post_filter``, ...).
 
     Raises:
-        ValueError: for a ``num_samples`` that is not a positive int.
+        ValueError: for a ``num_samples < 1``.
+        TypeError: for a non-int ``num_samples``.
     """
 
     def __init__(self, path: str, conf: dict[str, str], num_samples: int | None = None, **kwargs: Any) -> None:
-        if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)
-                                        or num_samples < 1):
-            raise ValueError(f"num_samples must be None or an int >= 1, got {num_samples!r}.")
+        if num_samples is not None:
+            check_int(num_samples, "num_samples", minimum=1, hint="or None for the bundle's own")
         self._lock = threading.Lock()
         self.num_samples = num_samples
         super().__init__(path, conf, **kwargs)

@@ -1,35 +1,25 @@
-"""Package a trained bundle run as a self-contained *served* bundle for MONAI Label, and copy our MONAI Label app.
+"""Copy a trained bundle elsewhere for MONAI Label, and copy our MONAI Label app.
 
 Nothing here imports MONAI Label: packaging runs in the project's own environment.
 
-MONAI Label's bundle tasks (``BundleInferTask``, ``BundleTrainTask``; also the stock ``monaibundle`` sample app)
-read a bundle folder ``<app>/model/<name>/`` with ``configs/metadata.json``, ``configs/inference.json``,
-``configs/train.json`` and ``models/model.pt``, and override only ``bundle_root`` (inference and training),
-``device``, ``train#trainer#max_epochs``, ``train#dataset#data``, ``validate#dataset#data`` and
-``train#handlers`` (training). Everything else must already be right in the folder's configs. Our repository
-bundles take their data and hand-offs from the repository layout (``data/...``, ``runs/...``), so a served copy
-changes a few top-level values, and nothing else:
+A trained repository bundle is served **in place**: its training writes ``models/model.pt``, its hand-off keys
+default to the sibling bundles' ``models/``, and its ``inference.json`` already sets MONAI Label's ``image_path``
+aside (MONAI >= 1.5's ``Spacingd`` treats every ``image_*`` entry as a metadata dict), so MONAI Label's stock
+``BundleInferTask`` (and the ``monaibundle`` app, through a link ``<app>/model/dwp_finetune`` → the bundle) read it
+as it is. :func:`package_bundle` is only for a copy that must stand alone elsewhere: it copies the bundle with its
+model and hand-offs and changes a few top-level values, and nothing else:
 
 ====================  ===========================================================  ==============================
-key                   served value                                                 why
+key                   value in the copy                                            why
 ====================  ===========================================================  ==============================
-``ckpt_dir``          ``"$@bundle_root + '/models'"``                              training writes ``models/model.pt``
 hand-off keys         ``"$@bundle_root + '/models/handoffs/<key>.pt'"``            e.g. ``prior_ckpt`` travels along
 ``dataset_dir``       ``null``                                                     data come from the datastore
-``modality``          the channel index (a name is resolved with ``dataset.json``) no ``dataset.json`` when served
+``modality``          the channel index (a name is resolved with ``dataset.json``) no ``dataset.json`` in the copy
 ``modality_names``    the channel names of the training data, or ``null``          idem
 ``split`` (train)     ``"$dict(train=@train#dataset#data, val=@validate#...)"``    N of the ELBO = the labeled cases
 your ``overrides``    e.g. ``method``, ``spacing``, ``patch_size``, ``inferer#...``  the values the model was trained with
 ====================  ===========================================================  ==============================
-
-and, in ``inference.json`` only, one compatibility fix: MONAI Label puts the input's path under
-``data["image_path"]``, and MONAI >= 1.5's ``Spacingd`` updates every ``image_*`` entry of the data as a metadata
-dict (``'str' object has no attribute 'update'``). The served ``preprocessing`` therefore starts by moving
-``image_path`` to ``monailabel_image_path`` (``CopyItemsd`` + ``DeleteItemsd``) and the served ``postprocessing``
-ends by copying it back (MONAI Label's writer takes the label file's extension from it). Outside MONAI Label there
-is no ``image_path`` and both steps do nothing.
 """
-
 from __future__ import annotations
 
 import json
@@ -41,35 +31,26 @@ from typing import Any
 
 from monai_dwp.utils.io import atomic_write
 
-__all__ = ["APP_TEMPLATE", "SERVED_CKPT_DIR", "HANDOFF_DIR", "package_bundle", "make_app"]
+__all__ = ["APP_TEMPLATE", "HANDOFF_DIR", "package_bundle", "make_app"]
 
 APP_TEMPLATE: Path = Path(__file__).resolve().parent / "app"
 """Our MONAI Label app folder (``main.py`` + ``lib/``); copy it with :func:`make_app` before serving it."""
-
-SERVED_CKPT_DIR: str = "$@bundle_root + '/models'"
-"""``ckpt_dir`` of a served bundle: where MONAI Label reads (and training rewrites) ``model.pt``."""
 
 HANDOFF_DIR: str = "models/handoffs"
 """Folder of a served bundle that holds the hand-off checkpoints (outside ``models/*.pt``, which MONAI Label lists
 as selectable models)."""
 
 _SERVED_SPLIT = "$dict(train=@train#dataset#data, val=@validate#dataset#data, test=[])"
-_STASH_KEY = "monailabel_image_path"
-_STASH = [
-    {"_target_": "CopyItemsd", "keys": "image_path", "names": _STASH_KEY, "allow_missing_keys": True},
-    {"_target_": "DeleteItemsd", "keys": "image_path"},
-]
-_RESTORE = {"_target_": "CopyItemsd", "keys": _STASH_KEY, "names": "image_path", "allow_missing_keys": True}
 _CONFIG_SUFFIXES = (".json",)
 
 
-def _load_checkpoint(path: Path) -> Mapping[str, Any]:
+def _load_state(path: Path) -> Mapping[str, Any]:
     import torch
 
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - report any unreadable file the same way
-        raise ValueError(f"model {str(path)!r} is not a readable PyTorch checkpoint: {err}") from err
+    from monai_dwp.utils.io import load_checkpoint
+
+    state = load_checkpoint(path, "model", "train the bundle first and pass its <ckpt_dir>/model.pt",
+                            "the <ckpt_dir>/model.pt the bundle's training writes")
     if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
         state = state["model"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -80,43 +61,9 @@ def _load_checkpoint(path: Path) -> Mapping[str, Any]:
     return state
 
 
-def _has_id(config: Mapping[str, Any], id_: str) -> bool:
-    node: Any = config
-    for part in id_.split("#"):
-        if isinstance(node, Mapping) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return False
-    return True
-
-
-def _set_id(config: dict[str, Any], id_: str, value: Any) -> bool:
-    """Set ``id_`` (``a#b#0``) in ``config`` when it exists, or when its parent is a dict (a new argument of a
-    component); top-level ids must exist. Returns whether it was set."""
-    parts = id_.split("#")
-    if len(parts) == 1:
-        if id_ not in config:
-            return False
-        config[id_] = value
-        return True
-    parent: Any = config
-    for part in parts[:-1]:
-        if isinstance(parent, Mapping) and part in parent:
-            parent = parent[part]
-        elif isinstance(parent, list) and part.isdigit() and int(part) < len(parent):
-            parent = parent[int(part)]
-        else:
-            return False
-    last = parts[-1]
-    if isinstance(parent, dict):
-        parent[last] = value
-        return True
-    if isinstance(parent, list) and last.isdigit() and int(last) < len(parent):
-        parent[int(last)] = value
-        return True
-    return False
+def _has_id(parser: Any, id_: str) -> bool:
+    """Whether ``id_`` exists in the parsed config, or (nested ids) its parent does: a new argument of a component."""
+    return id_ in parser or ("#" in id_ and id_.rpartition("#")[0] in parser)
 
 
 def _resolve_modality(
@@ -214,7 +161,7 @@ def package_bundle(
             f"model {str(model)!r} does not exist; train the bundle first (python -m monai.bundle run --config_file "
             f"{configs_dir / 'train.json'} ...) and pass its <ckpt_dir>/model.pt."
         )
-    state = _load_checkpoint(Path(model)) if model is not None else None
+    state = _load_state(Path(model)) if model is not None else None
     handoffs = dict(handoffs or {})
     for key, path in handoffs.items():
         if not Path(path).is_file():
@@ -228,13 +175,15 @@ def package_bundle(
             )
         shutil.rmtree(dest)
 
+    from monai.bundle import ConfigParser
+
     configs = {
-        p.name: json.loads(p.read_text(encoding="utf-8"))
+        p.name: ConfigParser(json.loads(p.read_text(encoding="utf-8")))
         for p in sorted(configs_dir.iterdir())
         if p.suffix in _CONFIG_SUFFIXES and p.name != "metadata.json"
     }
     user = dict(overrides or {})
-    served: dict[str, Any] = {"ckpt_dir": SERVED_CKPT_DIR, "dataset_dir": None}
+    served: dict[str, Any] = {"dataset_dir": None}
     for key in handoffs:
         if not any(key in c for c in configs.values()):
             raise ValueError(
@@ -246,9 +195,12 @@ def package_bundle(
     # modality: a served bundle has no dataset.json, so names become indices
     raw_modality = next((c["modality"] for c in configs.values() if "modality" in c), None)
     if dataset_dir is None:
-        default_dir = next((c["dataset_dir"] for c in configs.values() if isinstance(c.get("dataset_dir"), str)), None)
-        if default_dir and not default_dir.startswith(("$", "@")) and (Path(default_dir) / "dataset.json").is_file():
-            dataset_dir = default_dir
+        own = ConfigParser(json.loads((configs_dir / "inference.json").read_text(encoding="utf-8")))
+        if "dataset_dir" in own:
+            own["bundle_root"] = str(bundle_dir)
+            default_dir = own.get_parsed_content("dataset_dir")
+            if isinstance(default_dir, str) and (Path(default_dir) / "dataset.json").is_file():
+                dataset_dir = default_dir
     names = user.get("modality_names")
     modality, names = _resolve_modality(user.get("modality", raw_modality), names, dataset_dir)
     if any("modality" in c for c in configs.values()):
@@ -259,8 +211,7 @@ def package_bundle(
         served["split"] = _SERVED_SPLIT
     served.update({k: v for k, v in user.items() if k not in ("modality", "modality_names")})
 
-    unknown = [k for k in user if not any(_has_id(c, k) or ("#" in k and _has_id(c, k.rpartition("#")[0]))
-                                          for c in configs.values())]
+    unknown = [k for k in user if not any(_has_id(c, k) for c in configs.values())]
     if unknown:
         raise ValueError(
             f"overrides {unknown} match no id of the configs {sorted(configs)} of {str(bundle_dir)!r}; check the "
@@ -268,16 +219,15 @@ def package_bundle(
         )
     for config in configs.values():
         for key, value in served.items():
-            if _has_id(config, key) or "#" in key:
-                _set_id(config, key, value)
-    _stash_image_path(configs["inference.json"])
+            if _has_id(config, key) and (key in config or isinstance(config[key.rpartition("#")[0]], dict)):
+                config[key] = value
 
     (dest / "configs").mkdir(parents=True, exist_ok=True)
     for p in configs_dir.iterdir():
         if p.is_file() and p.name not in configs:
             shutil.copy2(p, dest / "configs" / p.name)  # metadata.json, logging.conf, ...
     for name, config in configs.items():
-        text = json.dumps(config, indent=4) + "\n"
+        text = json.dumps(config.get(), indent=4) + "\n"
         atomic_write(dest / "configs" / name, "w", lambda f, text=text: f.write(text))
     if (bundle_dir / "docs").is_dir():
         shutil.copytree(bundle_dir / "docs", dest / "docs", dirs_exist_ok=True)
@@ -295,33 +245,6 @@ def package_bundle(
                 shutil.rmtree(dest)  # leave no half-right served bundle behind
                 raise
     return dest
-
-
-def _stash_image_path(config: dict[str, Any]) -> None:
-    """Wrap ``preprocessing`` / ``postprocessing`` of an inference config with the ``image_path`` stash and restore
-    (see the module docstring); a config that already has them is left alone."""
-    for key in ("preprocessing", "postprocessing"):
-        value = config.get(key)
-        if value is None:
-            continue
-        if json.dumps(value).find(_STASH_KEY) >= 0:
-            continue
-        steps = _STASH if key == "preprocessing" else [_RESTORE]
-        if isinstance(value, dict) and isinstance(value.get("transforms"), list):
-            value["transforms"] = (steps + value["transforms"]) if key == "preprocessing" else (value["transforms"] + steps)
-        elif isinstance(value, list):
-            config[key] = (steps + value) if key == "preprocessing" else (value + steps)
-        elif isinstance(value, str) and value.startswith("$"):
-            ref = f"{_STASH_KEY}_{key}"
-            config[ref] = steps
-            inner = f"(lambda c: list(c.transforms) if hasattr(c, 'transforms') else list(c))({value[1:]})"
-            joined = f"@{ref} + {inner}" if key == "preprocessing" else f"{inner} + @{ref}"
-            config[key] = f"$monai.transforms.Compose({joined})"
-        else:
-            raise ValueError(
-                f"the bundle's inference.json {key!r} is neither a Compose, a list nor a '$' expression ({value!r:.80}); "
-                "cannot add MONAI Label's image_path fix to it."
-            )
 
 
 def _verify_model(dest: Path, state: Mapping[str, Any]) -> None:

@@ -14,6 +14,8 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
+from monai_dwp.utils.validation import check_int
+
 __all__ = ["MutualInformationScoring", "MI_SCORE_KEY", "MI_SCORE_TS_KEY", "UNCERTAINTY_INFO_KEY"]
 
 logger = logging.getLogger(__name__)
@@ -50,8 +52,8 @@ class MutualInformationScoring(ScoringMethod):
     posterior's draws disagree.
 
     The score is read from the task's output data: the mean of the map under ``map_key`` (default
-    ``"mutual_information"``, put at the top level by :class:`~monai_dwp.inferers.FlattenMCOutputd`), or else
-    ``data[result_key]["mean_mutual_information"]`` (:class:`~monai_dwp.inferers.UncertaintySummaryd`).
+    ``"mutual_information"``, put at the top level by :class:`~monai_dwp.transforms.FlattenMCOutputd`), or else
+    ``data[result_key]["mean_mutual_information"]`` (:class:`~monai_dwp.transforms.UncertaintySummaryd`).
 
     Args:
         infer_task: a MONAI Label infer task built with ``skip_writer=True`` (it must return the data dict), e.g.
@@ -67,7 +69,8 @@ class MutualInformationScoring(ScoringMethod):
 
     Raises:
         ValueError: when ``infer_task`` would write label files instead of returning its data (no ``skip_writer``),
-            or for a bad ``max_samples`` / ``num_samples``.
+            or for a ``max_samples < 0`` / ``num_samples < 1``.
+        TypeError: for a non-int ``max_samples`` / ``num_samples``.
     """
 
     def __init__(
@@ -85,11 +88,9 @@ class MutualInformationScoring(ScoringMethod):
                 "infer_task must be built with skip_writer=True so that it returns its data (the uncertainty maps), "
                 "e.g. DWPBundleInferTask(path, conf, skip_writer=True, post_filter=[SaveImaged, Invertd])."
             )
-        if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 0:
-            raise ValueError(f"max_samples must be an int >= 0 (0: every unlabeled study), got {max_samples!r}.")
-        if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)
-                                        or num_samples < 1):
-            raise ValueError(f"num_samples must be None or an int >= 1, got {num_samples!r}.")
+        check_int(max_samples, "max_samples", minimum=0, hint="0 scores every unlabeled study")
+        if num_samples is not None:
+            check_int(num_samples, "num_samples", minimum=1, hint="or None for the infer task's own")
         super().__init__(f"Mean mutual information of one Monte Carlo call - {infer_task.description}")
         self.infer_task = infer_task
         self.max_samples = max_samples
@@ -134,7 +135,7 @@ class MutualInformationScoring(ScoringMethod):
                 f"the infer task returned no mutual information for {image!r} (no data[{self.map_key!r}] nor "
                 f"data[{self.result_key!r}]['mean_mutual_information']; data keys: {keys}); the bundle's inferer must "
                 "be monai_dwp.inferers.MCInferer(return_uncertainty=True) and its postprocessing start with "
-                "monai_dwp.inferers.FlattenMCOutputd(keys='pred')."
+                "monai_dwp.transforms.FlattenMCOutputd(keys='pred')."
             )
         return summary
 

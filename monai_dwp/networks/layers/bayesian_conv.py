@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from monai_dwp.utils.validation import check_float, check_int
 __all__ = ["BayesianConv", "StochasticMode", "STOCHASTIC_MODES", "hold_weights"]
 
 StochasticMode = Literal["mean", "local", "sampled"]
@@ -120,17 +121,14 @@ class BayesianConv(nn.Module):
         if spatial_dims not in (1, 2, 3):
             raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims!r}.")
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}.")
+            check_int(value, name, minimum=1)
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"in_channels={in_channels} and out_channels={out_channels} must both be divisible by "
                 f"groups={groups}."
             )
-        if not math.isfinite(init_log_scale):
-            raise ValueError(f"init_log_scale must be a finite float, got {init_log_scale!r}.")
-        if eps < 0:
-            raise ValueError(f"eps must be >= 0, got {eps!r}.")
+        check_float(init_log_scale, "init_log_scale")
+        check_float(eps, "eps", minimum=0.0)
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels

@@ -11,6 +11,7 @@ from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from torch import Tensor, nn
 
 from monai_dwp.networks.utils import DEFAULT_SCALE_RATIO, convert_to_bayesian
+from monai_dwp.utils.validation import check_float, check_int
 
 __all__ = ["DWPUNet"]
 
@@ -203,7 +204,7 @@ class DWPUNet(nn.Module):
         ValueError: on an unsupported ``spatial_dims``, non-positive channel counts, a ``channels`` that is
             not four positive ints, a ``projection_kernel_size`` other than 1 or 3, or a ``dropout`` outside
             ``[0, 1)``.
-        TypeError: on a non-numeric ``dropout``.
+        TypeError: on a non-int ``in_channels`` / ``out_channels`` or a non-numeric ``dropout``.
     """
 
     downsample_factor: ClassVar[int] = 8
@@ -231,9 +232,8 @@ class DWPUNet(nn.Module):
                 f"spatial_dims must be 3 (the paper's 3D U-Net) or 2, got {spatial_dims!r}; "
                 "use spatial_dims=3 for volumes."
             )
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        check_int(in_channels, "in_channels", minimum=1)
+        check_int(out_channels, "out_channels", minimum=1)
         widths = tuple(channels) if isinstance(channels, Sequence) and not isinstance(channels, str) else ()
         if len(widths) != 4 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in widths):
             raise ValueError(
@@ -246,10 +246,7 @@ class DWPUNet(nn.Module):
                 f"{projection_kernel_size!r}."
             )
         if dropout is not None:
-            if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
-                raise TypeError(f"dropout must be None or a float in [0, 1), got {dropout!r}.")
-            if not 0.0 <= float(dropout) < 1.0:
-                raise ValueError(f"dropout must be in [0, 1), got {dropout!r}; use None or 0 to disable it.")
+            check_float(dropout, "dropout", 0.0, 1.0, include_maximum=False, hint="use None or 0 to disable it")
 
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from monai.networks.layers.factories import Conv, Pool
 from torch import Tensor, nn
 
+from monai_dwp.utils.validation import check_int
 __all__ = ["KernelVAE", "KernelVAEOutput"]
 
 
@@ -30,14 +31,6 @@ class KernelVAEOutput(NamedTuple):
     z_loc: Tensor
     z_log_scale: Tensor
     z: Tensor
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}.")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value!r}.")
-    return value
 
 
 def _tap_index(size: int, spatial_dims: int, kernel_size: int = 3) -> Tensor:
@@ -252,8 +245,8 @@ class KernelVAE(nn.Module):
         log_scale_bounds: tuple[float, float] = (-10.0, 3.0),
     ) -> None:
         super().__init__()
-        _check_positive_int("kernel_size", kernel_size)
-        _check_positive_int("latent_size", latent_size)
+        check_int(kernel_size, "kernel_size", minimum=1)
+        check_int(latent_size, "latent_size", minimum=1)
         if spatial_dims not in (1, 2, 3):
             raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims!r}; the paper's VAE uses 3.")
         if isinstance(hidden_channels, (str, bytes)) or not isinstance(hidden_channels, Sequence):
@@ -263,7 +256,7 @@ class KernelVAE(nn.Module):
                 f"hidden_channels must have three entries (c0, c1, c2), got {hidden_channels!r}; "
                 "the paper uses (32, 64, 128)."
             )
-        widths = tuple(_check_positive_int("hidden_channels entry", c) for c in hidden_channels)
+        widths = tuple(check_int(c, "hidden_channels entry", minimum=1) for c in hidden_channels)
         try:
             low, high = (float(b) for b in log_scale_bounds)
         except (TypeError, ValueError):
@@ -351,7 +344,7 @@ class KernelVAE(nn.Module):
         Returns:
             ``(num_samples, 1, k, k, k)`` on the module's device and dtype.
         """
-        _check_positive_int("num_samples", num_samples)
+        check_int(num_samples, "num_samples", minimum=1)
         ref = next(self.decoder.parameters())
         noise_device = generator.device if generator is not None else ref.device
         z = torch.randn(num_samples, self.latent_size, generator=generator, device=noise_device, dtype=ref.dtype)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from monai_dwp.networks.nets.kernel_vae import KernelVAE, KernelVAEOutput
+from monai_dwp.utils.validation import check_int
 
 __all__ = ["KernelVAEGroup"]
 
@@ -33,8 +34,7 @@ class KernelVAEGroup(nn.Module):
 
     def __init__(self, num_groups: int, **vae_kwargs: Any) -> None:
         super().__init__()
-        if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1:
-            raise ValueError(f"num_groups must be a positive int, got {num_groups!r}.")
+        check_int(num_groups, "num_groups", minimum=1)
         self.vaes = nn.ModuleList(KernelVAE(**vae_kwargs) for _ in range(num_groups))
 
     @property

@@ -337,13 +337,13 @@ class TestBayesianConvBadInput(unittest.TestCase):
     @parameterized.expand(
         [
             ({"spatial_dims": 4}, ValueError, "spatial_dims must be 1, 2 or 3"),
-            ({"in_channels": 0}, ValueError, "in_channels must be a positive int"),
+            ({"in_channels": 0}, ValueError, "in_channels must be ≥ 1, got 0"),
             ({"groups": 3}, ValueError, "divisible by groups=3"),
             ({"kernel_size": (3, 3)}, ValueError, "kernel_size must have spatial_dims=3 entries"),
             ({"kernel_size": "3"}, TypeError, "kernel_size must be an int or a sequence"),
             ({"output_padding": 1}, ValueError, "output_padding=1 is only valid with is_transposed=True"),
             ({"mode": "random"}, ValueError, r"mode must be one of \('mean', 'local', 'sampled'\)"),
-            ({"init_log_scale": float("nan")}, ValueError, "init_log_scale must be a finite float"),
+            ({"init_log_scale": float("nan")}, ValueError, "init_log_scale must be finite, got nan"),
         ]
     )
     def test_constructor(self, override, error, pattern):

@@ -23,12 +23,12 @@ TEST_SHAPES = [
 
 TEST_BAD_ARGS = [
     ({"spatial_dims": 1}, ValueError, r"spatial_dims must be 3 .* got 1"),
-    ({"in_channels": 0}, ValueError, r"in_channels must be a positive int, got 0"),
-    ({"out_channels": 2.0}, ValueError, r"out_channels must be a positive int"),
+    ({"in_channels": 0}, ValueError, r"in_channels must be ≥ 1, got 0"),
+    ({"out_channels": 2.0}, TypeError, r"out_channels must be an integer, got 2.0 \(float\)"),
     ({"channels": (16, 32, 64)}, ValueError, r"channels must be four positive ints .*\(16, 32, 64\)"),
     ({"channels": (16, 32, 0, 128)}, ValueError, r"channels must be four positive ints"),
-    ({"dropout": 1.0}, ValueError, r"dropout must be in \[0, 1\), got 1.0"),
-    ({"dropout": "0.1"}, TypeError, r"dropout must be None or a float"),
+    ({"dropout": 1.0}, ValueError, r"dropout must lie in \[0.0, 1.0\), got 1.0; use None or 0 to disable it"),
+    ({"dropout": "0.1"}, TypeError, r"dropout must be a number, got '0.1' \(str\)"),
 ]
 
 TEST_BAD_INPUTS = [

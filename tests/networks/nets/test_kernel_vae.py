@@ -20,12 +20,12 @@ TEST_SHAPES = [
 ]
 
 TEST_BAD_ARGS = [
-    ({"latent_size": 0}, ValueError, r"latent_size must be >= 1, got 0"),
-    ({"kernel_size": "3"}, TypeError, r"kernel_size must be an int, got '3'"),
+    ({"latent_size": 0}, ValueError, r"latent_size must be ≥ 1, got 0"),
+    ({"kernel_size": "3"}, TypeError, r"kernel_size must be an integer, got '3'"),
     ({"spatial_dims": 4}, ValueError, r"spatial_dims must be 1, 2 or 3, got 4"),
     ({"hidden_channels": (32, 64)}, ValueError, r"hidden_channels must have three entries .*\(32, 64\)"),
     ({"hidden_channels": 32}, TypeError, r"hidden_channels must be a sequence of three ints, got 32"),
-    ({"hidden_channels": (32, 0, 128)}, ValueError, r"hidden_channels entry must be >= 1, got 0"),
+    ({"hidden_channels": (32, 0, 128)}, ValueError, r"hidden_channels entry must be ≥ 1, got 0"),
     ({"log_scale_bounds": (3.0, -10.0)}, ValueError, r"log_scale_bounds must be finite with low < high"),
     ({"log_scale_bounds": None}, TypeError, r"log_scale_bounds must be two floats"),
 ]
@@ -201,9 +201,9 @@ class TestKernelVAE(unittest.TestCase):
             vae.decode(torch.randn(3, 5))
         with self.assertRaisesRegex(ValueError, r"z must have shape .* got \(6,\)"):
             vae.decode(torch.randn(6))
-        with self.assertRaisesRegex(ValueError, r"num_samples must be >= 1, got 0"):
+        with self.assertRaisesRegex(ValueError, r"num_samples must be ≥ 1, got 0"):
             vae.sample(0)
-        with self.assertRaisesRegex(TypeError, r"num_samples must be an int, got 2.0"):
+        with self.assertRaisesRegex(TypeError, r"num_samples must be an integer, got 2.0"):
             vae.sample(2.0)
 
     def test_config_parser_short_name(self):

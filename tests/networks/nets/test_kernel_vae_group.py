@@ -28,7 +28,7 @@ class TestKernelVAEGroup(unittest.TestCase):
             net(torch.randn(2, 1, 3, 3, 3), torch.tensor([0, 5]))
         with self.assertRaisesRegex(ValueError, "group has 3 entries for 2 kernels"):
             net(torch.randn(2, 1, 3, 3, 3), torch.tensor([0, 1, 1]))
-        with self.assertRaisesRegex(ValueError, "num_groups must be a positive int, got 0"):
+        with self.assertRaisesRegex(ValueError, "num_groups must be ≥ 1, got 0"):
             KernelVAEGroup(0)
 
 

@@ -1,10 +1,10 @@
 """monai_dwp's MONAI Label app: serve Deep Weight Prior bundles, rank unlabeled studies by Bayesian uncertainty.
 
-Copy the app (MONAI Label writes logs/ and model/ into it), put served bundles into ``<app>/model/<name>``, start::
+Copy the app (MONAI Label writes logs/ and model/ into it), link the trained bundle into ``<app>/model/<name>``
+(or put a packaged copy there), start::
 
     python -c "from monai_dwp.apps.monailabel import make_app; make_app('apps/dwp')"
-    python -m monai_dwp.apps.monailabel package --bundle_dir bundles/dwp_finetune --dest apps/dwp/model/dwp_finetune \
-        --model runs/dwp_finetune/dwp_n5_seed0/model.pt ...
+    ln -s "$PWD/bundles/dwp_finetune" apps/dwp/model/dwp_finetune
     monailabel start_server --app apps/dwp --studies data/tumour/imagesTs --conf models dwp_finetune
 
 Registered tasks, for every bundle ``<name>`` of ``--conf models``:

@@ -1,8 +1,7 @@
-"""Scalar summaries of voxel-wise uncertainty maps, for result JSON (MONAI Label) and reports."""
+"""Scalar summaries of voxel-wise uncertainty maps, for result JSON (MONAI Label) and reports, as a MapTransform."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -10,6 +9,7 @@ import numpy as np
 import torch
 from monai.transforms import MapTransform
 
+from monai_dwp.utils.validation import check_float
 __all__ = ["UncertaintySummaryd", "UNCERTAINTY_SUMMARY_KEYS"]
 
 UNCERTAINTY_SUMMARY_KEYS: tuple[str, ...] = ("mean_entropy", "mean_mutual_information", "uncertain_fraction")
@@ -23,7 +23,8 @@ def _as_tensor(value: Any, key: Hashable) -> torch.Tensor:
         return torch.from_numpy(value)
     raise TypeError(
         f"data[{key!r}] must be an uncertainty map (torch.Tensor or numpy.ndarray), got {type(value).__name__}; "
-        "produce it with monai_dwp.inferers.MCInferer(return_uncertainty=True) and FlattenMCOutputd."
+        "produce it with monai_dwp.inferers.MCInferer(return_uncertainty=True) and "
+        "monai_dwp.transforms.FlattenMCOutputd."
     )
 
 
@@ -32,7 +33,7 @@ class UncertaintySummaryd(MapTransform):
     ``data[result_key]``.
 
     Reads the voxel-wise maps of :class:`~monai_dwp.inferers.MCInferer` (after
-    :class:`~monai_dwp.inferers.FlattenMCOutputd` moved them to top-level keys) and writes three Python floats,
+    :class:`~monai_dwp.transforms.FlattenMCOutputd` moved them to top-level keys) and writes three Python floats,
     JSON-ready::
 
         data["result"] = {..., "mean_entropy": 0.031, "mean_mutual_information": 0.004, "uncertain_fraction": 0.012}
@@ -84,13 +85,12 @@ class UncertaintySummaryd(MapTransform):
                 "maps 'entropy' and 'mutual_information'."
             )
         super().__init__([entropy_key, mutual_information_key], allow_missing_keys)
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-            raise TypeError(f"threshold must be a number of nats >= 0, got {threshold!r} ({type(threshold).__name__}).")
-        if not math.isfinite(threshold) or threshold < 0:
-            raise ValueError(
-                f"threshold must be a finite number of nats >= 0, got {threshold!r}; e.g. 0.5 for a two-class "
-                "entropy map (whose maximum is log 2 = 0.693)."
-            )
+        threshold = check_float(
+            threshold,
+            "threshold",
+            minimum=0.0,
+            hint="nats, e.g. 0.5 for a two-class entropy map (maximum log 2 = 0.693)",
+        )
         threshold_key = entropy_key if threshold_key is None else threshold_key
         if threshold_key not in (entropy_key, mutual_information_key):
             raise ValueError(

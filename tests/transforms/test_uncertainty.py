@@ -11,7 +11,7 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
-from monai_dwp.inferers.uncertainty import UNCERTAINTY_SUMMARY_KEYS, UncertaintySummaryd
+from monai_dwp.transforms import UNCERTAINTY_SUMMARY_KEYS, UncertaintySummaryd
 
 
 def _maps():
@@ -91,11 +91,11 @@ class TestUncertaintySummaryd(unittest.TestCase):
         self.assertEqual(out["result"], {"a": 1})
 
     def test_bad_arguments(self):
-        with self.assertRaisesRegex(ValueError, r"threshold must be a finite number of nats >= 0, got -0.1"):
+        with self.assertRaisesRegex(ValueError, r"threshold must lie in \[0.0, inf\], got -0.1; nats, e.g. 0.5"):
             UncertaintySummaryd(threshold=-0.1)
-        with self.assertRaisesRegex(ValueError, r"threshold must be a finite number of nats >= 0, got inf"):
+        with self.assertRaisesRegex(ValueError, r"threshold must be finite, got inf; nats"):
             UncertaintySummaryd(threshold=float("inf"))
-        with self.assertRaisesRegex(TypeError, r"threshold must be a number of nats >= 0, got '0.5'"):
+        with self.assertRaisesRegex(TypeError, r"threshold must be a number, got '0.5' \(str\); nats"):
             UncertaintySummaryd(threshold="0.5")
         with self.assertRaisesRegex(ValueError, r"threshold_key must be the entropy key 'entropy' or the mutual "
                                                 r"information key 'mutual_information', got 'pred'"):
@@ -118,7 +118,7 @@ class TestUncertaintySummaryd(unittest.TestCase):
         self.assertAlmostEqual(out["result"]["uncertain_fraction"], 0.75)
         parser = ConfigParser(
             {
-                "imports": ["$import monai_dwp.inferers.uncertainty"],
+                "imports": ["$import monai_dwp.transforms"],
                 "t": {"_target_": "UncertaintySummaryd", "threshold": 0.3},
             }
         )
