@@ -357,14 +357,15 @@ def save_prior(
     Returns:
         The path of the prior checkpoint.
     """
-    import torch
-
     from monai_dwp.losses.deep_weight_prior import DeepWeightPrior
     from monai_dwp.metrics import prior_report
+    from monai_dwp.utils.io import load_checkpoint
     from monai_dwp.visualize import save_kernel_figure
 
     device = next(network.parameters()).device
-    network.load_state_dict(torch.load(require_handoff(best_model, "model"), map_location=device, weights_only=True))
+    state = load_checkpoint(require_handoff(best_model, "model"), "best VAE checkpoint", "train the prior first",
+                            "the model.pt the prior's validation writes", map_location=device)
+    network.load_state_dict(state)
     rows = prior_report(network, kernel_split, output_dir, len(network.vaes))
     summary = [
         {k: row[k] for k in ("group", "vae_nll", "iso_gauss_nll", "full_gauss_nll", "latent_kl", "beats_full")}

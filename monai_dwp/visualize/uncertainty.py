@@ -60,8 +60,9 @@ def save_uncertainty_montage(
         if not mask.any():
             mask = volumes["pred"] > 0
         z = int(np.argmax(mask.sum(axis=(0, 1)))) if mask.any() else volumes["image"].shape[2] // 2
-        vmax = max((float(volumes[k][..., z].max()) for k in ("entropy", "mutual_information") if k in volumes),
-                   default=1.0) or 1.0
+        # each uncertainty map on its own scale (its colour bar gives the values): mutual information is often a
+        # small part of the entropy, and on the entropy's scale its structure would not show
+        vmax = {k: float(volumes[k][..., z].max()) or 1.0 for k in ("entropy", "mutual_information") if k in volumes}
         for col, (key, label, cmap) in enumerate(_PANELS):
             ax = axes[row, col]
             ax.axis("off")
@@ -78,7 +79,7 @@ def save_uncertainty_montage(
                 ax.imshow(image, cmap=cmap)
                 ax.text(2, 6, Path(str(case["image"])).name.split(".")[0], color="w", fontsize=7)
             else:
-                im = ax.imshow(np.rot90(volumes[key][..., z]), cmap=cmap, vmin=0, vmax=vmax)
+                im = ax.imshow(np.rot90(volumes[key][..., z]), cmap=cmap, vmin=0, vmax=vmax[key])
                 fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
     if title:
         fig.suptitle(title, fontsize=11)
