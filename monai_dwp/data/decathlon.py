@@ -41,7 +41,7 @@ from monai.transforms import (
 
 from monai_dwp.transforms.modality import SelectModalityd
 from monai_dwp.transforms.validation import CheckFinited, CheckNonEmptyd, CheckPatchFitsd
-from monai_dwp.utils.validation import InputFileError, InputValueError, as_bool
+from monai_dwp.utils.validation import InputFileError, InputValueError, as_bool, check_int
 
 __all__ = [
     "ModalitySpec",
@@ -761,8 +761,7 @@ def train_transforms(
         ValueError: for a bad modality, label rule, spacing, patch size, sample count or weights.
     """
     patch = _as_triple("patch_size", patch_size, integer=True)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise InputValueError(f"num_samples must be a positive int, got {num_samples!r}.")
+    check_int(num_samples, "num_samples", minimum=1, hint="patches per volume, e.g. num_samples=2")
     if pos < 0 or neg < 0 or pos + neg == 0:
         raise InputValueError(f"pos and neg must be >= 0 and not both 0, got pos={pos}, neg={neg}.")
     keys = ["image", "label"]
@@ -813,8 +812,7 @@ def eval_transforms(
         a :class:`monai.transforms.Compose` producing ``image`` ``(C, X, Y, Z)`` with X, Y, Z multiples of
         ``k_divisible`` (and ``label`` ``(1, X, Y, Z)``).
     """
-    if isinstance(k_divisible, bool) or not isinstance(k_divisible, int) or k_divisible < 1:
-        raise InputValueError(f"k_divisible must be a positive int, got {k_divisible!r}; use 16 for the 4-level U-Net.")
+    check_int(k_divisible, "k_divisible", minimum=1, hint="use 16 for the 4-level U-Net")
     keys = ["image", "label"] if with_label else ["image"]
     chain = _common_transforms(keys, modality, dataset_dir, modality_names, label_rule, spacing)
     chain.append(DivisiblePadd(keys=keys, k=k_divisible))

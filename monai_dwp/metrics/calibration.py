@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from monai.utils import min_version, optional_import
 
+from monai_dwp.utils.validation import check_int
+
 Metric, _ = optional_import("ignite.metrics", "0.4.11", min_version, "Metric")
 reinit__is_reduced, _ = optional_import("ignite.metrics.metric", "0.4.11", min_version, "reinit__is_reduced")
 sync_all_reduce, _ = optional_import("ignite.metrics.metric", "0.4.11", min_version, "sync_all_reduce")
@@ -265,11 +267,6 @@ class CalibrationHistograms:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _check_int(name: str, value: Any, minimum: int, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be {what}, got {value!r}.")
-
-
 class VoxelCalibration(Metric):
     r"""Voxel-wise calibration and "uncertainty predicts error" of a probabilistic segmentation, as an Ignite metric.
 
@@ -335,15 +332,15 @@ class VoxelCalibration(Metric):
         output_transform: Callable = lambda x: x,
         device: str | torch.device = "cpu",
     ) -> None:
-        _check_int("n_bins", n_bins, 2, "an integer >= 2")
-        _check_int("score_bins", score_bins, 2, "an integer >= 2")
+        check_int(n_bins, "n_bins", minimum=2, hint="e.g. n_bins=15")
+        check_int(score_bins, "score_bins", minimum=2, hint="e.g. score_bins=100")
         if top_label_range not in TOP_LABEL_RANGES:
             raise ValueError(f"top_label_range must be one of {TOP_LABEL_RANGES}, got {top_label_range!r}.")
         if score_scale not in SCORE_SCALES:
             raise ValueError(f"score_scale must be one of {SCORE_SCALES}, got {score_scale!r}.")
         if score_max is not None and not (math.isfinite(score_max) and score_max > LOG_SCORE_FLOOR):
             raise ValueError(f"score_max must be a finite number > {LOG_SCORE_FLOOR}, got {score_max!r}.")
-        _check_int("foreground_channel", foreground_channel, 0, "a non-negative integer")
+        check_int(foreground_channel, "foreground_channel", minimum=0, hint="1 for the tumour class of a binary net")
         keys = (uncertainty_keys,) if isinstance(uncertainty_keys, str) else tuple(uncertainty_keys)
         if len(set(keys)) != len(keys):
             raise ValueError(f"uncertainty_keys must be distinct, got {keys}.")

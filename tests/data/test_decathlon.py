@@ -584,7 +584,7 @@ class TestArguments(unittest.TestCase):
             ({"patch_size": (16, 16)}, r"patch_size must be a positive int or 3 of them"),
             ({"patch_size": (16, 0, 16)}, r"patch_size must be a positive int"),
             ({"spacing": (1.0, -1.0, 1.0)}, r"spacing must be a positive number or 3 of them"),
-            ({"num_samples": 0}, r"num_samples must be a positive int, got 0"),
+            ({"num_samples": 0}, r"num_samples must be ≥ 1, got 0; patches per volume"),
             ({"pos": 0.0, "neg": 0.0}, r"pos and neg must be >= 0 and not both 0"),
             ({"label_rule": [0, 1]}, r"label_rule values must be positive label ints \(0 is background\), got 0"),
             ({"label_rule": "whole"}, r"label_rule must be 'foreground', a non-empty list"),
@@ -606,7 +606,7 @@ class TestArguments(unittest.TestCase):
             decathlon_split("unused", num_val_cases=1.0)
         with self.assertRaisesRegex(ValueError, r"test_fraction must be in \(0, 1\), got 1\.5"):
             decathlon_split("unused", test_fraction=1.5)
-        with self.assertRaisesRegex(ValueError, r"k_divisible must be a positive int, got 0"):
+        with self.assertRaisesRegex(ValueError, r"k_divisible must be ≥ 1, got 0; use 16"):
             eval_transforms(k_divisible=0)
 
     def test_label_rule_transforms(self):

@@ -350,9 +350,9 @@ class TestUncertaintyAUC(unittest.TestCase):
 
 class TestBadInput(unittest.TestCase):
     def test_arguments(self):
-        with self.assertRaisesRegex(ValueError, "n_bins must be an integer >= 2, got 1"):
+        with self.assertRaisesRegex(ValueError, "n_bins must be ≥ 2, got 1"):
             SegmentationCalibrationHandler(n_bins=1)
-        with self.assertRaisesRegex(ValueError, "score_bins must be an integer >= 2"):
+        with self.assertRaisesRegex(ValueError, "score_bins must be ≥ 2"):
             SegmentationCalibrationHandler(score_bins=1)
         with self.assertRaisesRegex(ValueError, "top_label_range must be one of"):
             SegmentationCalibrationHandler(top_label_range="half")
