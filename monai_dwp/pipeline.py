@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["PipelineSettings", "PipelineStageError", "run_pipeline", "default_bundles_dir"]
+__all__ = ["PipelineSettings", "PipelineStageError", "StageRunner", "make_handoffs", "run_pipeline", "default_bundles_dir"]
 
 
 @dataclasses.dataclass
@@ -91,7 +91,18 @@ def default_bundles_dir() -> Path:
     return bundles
 
 
-class _Runner:
+class StageRunner:
+    """Runs the stages of a chain as logged subprocesses: each stage is skipped when its outputs exist, a failing
+    stage raises :class:`PipelineStageError` with the command that reproduces it, and bundle commands are built
+    with absolute config paths and ``--bundle_root`` (so they run from any working directory).
+
+    Args:
+        output_dir: ``<output_dir>/logs/<stage>.log`` holds each stage's command and output.
+        device: the ``--device`` of every bundle command (``None``: the bundles' default).
+        force: redo stages whose outputs exist.
+        bundles_dir: the ``bundles/`` folder whose configs run (and whose ``models/`` receive the hand-offs).
+    """
+
     def __init__(self, output_dir: Path, device: str | None, force: bool, bundles_dir: Path) -> None:
         self.output_dir = output_dir
         self.bundles_dir = bundles_dir
@@ -216,7 +227,7 @@ def run_pipeline(
     out = Path(output_dir).resolve()
     bundles = Path(bundles_dir).resolve() if bundles_dir is not None else default_bundles_dir()
     data = Path(data_dir).resolve() if data_dir is not None else bundles.parent / "data"
-    runner = _Runner(out, device, force, bundles)
+    runner = StageRunner(out, device, force, bundles)
     models = {name: bundles / name / "models" for name in ("dwp_pretrain", "dwp_prior", "dwp_finetune")}
     patch = [s.patch_size] * 3
     spacing = [s.spacing] * 3
@@ -225,31 +236,11 @@ def run_pipeline(
     bar = tqdm(total=stages, desc="pipeline", unit="stage")
     started = time.perf_counter()
 
-    # 1. data
-    for disease, num, test in (("ms", s.num_source_cases, s.num_source_test),
-                               ("tumour", s.num_target_pool, s.num_target_test)):
-        cmd = [_python(), "-m", "monai_dwp", "make-data", "--disease", disease, "--num-cases", str(num),
-               "--num-test", str(test), "--spacing", str(s.spacing), "--output-dir", str(data / disease)]
-        runner.run(f"data_{disease}", cmd, [data / disease / "dataset.json"], bar)
-        bar.update()
-    # 2. source networks, trained side by side
-    runner.run_parallel([
-        (f"pretrain_seed{seed}",
-         runner.bundle("dwp_pretrain", ["train"], dataset_dir=data / "ms", seed=seed, epochs=s.pretrain_epochs,
-                       val_interval=s.pretrain_val_interval, num_val_cases=s.num_source_test, **common),
-         [models["dwp_pretrain"] / f"seed{seed}" / "model.pt"])
-        for seed in s.seeds
-    ], bar)
-    # 3. prior
-    prior_ckpt = models["dwp_prior"] / "dwp_prior.pt"
-    cmd = runner.bundle("dwp_prior", ["train"], source_ckpts=[models["dwp_pretrain"] / f"seed{seed}" / "model.pt"
-                                                             for seed in s.seeds],
-                        epochs=s.prior_epochs, hidden_channels=list(s.vae_hidden))
-    runner.run("prior", cmd, [prior_ckpt], bar)
-    bar.update()
+    handoffs = make_handoffs(runner, s, data, bar)
+    prior_ckpt = handoffs["prior_ckpt"]
     # 4.-5. fine-tune every method, then Monte Carlo inference + evaluation on the held-out target cases
     finetune = {"dataset_dir": data / "tumour", "num_train_cases": s.num_train_cases,
-                "num_val_cases": s.num_val_cases, "source_ckpt": models["dwp_pretrain"] / f"seed{s.seeds[0]}" / "model.pt",
+                "num_val_cases": s.num_val_cases, "source_ckpt": handoffs["source_ckpt"],
                 "prior_ckpt": prior_ckpt, "max_kernels": s.max_kernels, **common}
     ckpt_dirs: dict[str, Path] = {}
     for method in methods:
@@ -270,3 +261,45 @@ def run_pipeline(
     bar.close()
     print(f"report: {report}")
     return report
+
+
+def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: object | None = None) -> dict[str, Path]:
+    """Stages 1–3 of the chain: the source (MS) and target (tumour) phantoms in ``data``, the source networks
+    (``dwp_pretrain``, seeds ``s.seeds`` side by side) and the kernel prior (``dwp_prior``), into the bundles'
+    ``models/`` of ``runner``. Stages whose outputs exist are skipped, so the hand-offs are made once and reused.
+
+    Returns:
+        ``{"source_data", "target_data", "source_ckpt" (the first seed's net), "prior_ckpt"}`` paths.
+    """
+    models = {name: runner.bundles_dir / name / "models" for name in ("dwp_pretrain", "dwp_prior")}
+    common = {"spacing": [s.spacing] * 3, "patch_size": [s.patch_size] * 3, "batch_size": s.batch_size,
+              "num_samples": s.num_samples}
+    # 1. data
+    for disease, num, test in (("ms", s.num_source_cases, s.num_source_test),
+                               ("tumour", s.num_target_pool, s.num_target_test)):
+        cmd = [_python(), "-m", "monai_dwp", "make-data", "--disease", disease, "--num-cases", str(num),
+               "--num-test", str(test), "--spacing", str(s.spacing), "--output-dir", str(data / disease)]
+        runner.run(f"data_{disease}", cmd, [data / disease / "dataset.json"], bar)
+        _advance(bar)
+    # 2. source networks, trained side by side
+    runner.run_parallel([
+        (f"pretrain_seed{seed}",
+         runner.bundle("dwp_pretrain", ["train"], dataset_dir=data / "ms", seed=seed, epochs=s.pretrain_epochs,
+                       val_interval=s.pretrain_val_interval, num_val_cases=s.num_source_test, **common),
+         [models["dwp_pretrain"] / f"seed{seed}" / "model.pt"])
+        for seed in s.seeds
+    ], bar)
+    # 3. prior
+    prior_ckpt = models["dwp_prior"] / "dwp_prior.pt"
+    cmd = runner.bundle("dwp_prior", ["train"], source_ckpts=[models["dwp_pretrain"] / f"seed{seed}" / "model.pt"
+                                                             for seed in s.seeds],
+                        epochs=s.prior_epochs, hidden_channels=list(s.vae_hidden))
+    runner.run("prior", cmd, [prior_ckpt], bar)
+    _advance(bar)
+    return {"source_data": data / "ms", "target_data": data / "tumour",
+            "source_ckpt": models["dwp_pretrain"] / f"seed{s.seeds[0]}" / "model.pt", "prior_ckpt": prior_ckpt}
+
+
+def _advance(bar: object | None) -> None:
+    if bar is not None and hasattr(bar, "update"):
+        bar.update()  # type: ignore[attr-defined]

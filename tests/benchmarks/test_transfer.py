@@ -1,0 +1,52 @@
+"""``benchmarks/transfer.py --scale tiny``: the whole protocol through the bundles, resumable, with its outputs."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class TestTransferBenchmark(unittest.TestCase):
+    def test_tiny_scale_runs_and_resumes(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            shutil.copytree(REPO / "bundles", root / "bundles", ignore=shutil.ignore_patterns("models", "eval"))
+            cmd = [sys.executable, str(REPO / "benchmarks" / "transfer.py"), "--scale", "tiny", "--device", "cpu",
+                   "--work_dir", str(root / "work"), "--results", str(root / "results"),
+                   "--bundles_dir", str(root / "bundles")]
+            env = dict(os.environ, PYTHONWARNINGS="ignore")
+            proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+            self.assertEqual(proc.returncode, 0, proc.stdout[-3000:] + proc.stderr[-3000:])
+            rows = list(csv.DictReader((root / "results" / "transfer.csv").open()))
+            self.assertEqual(sorted((r["method"], r["num_train_cases"], r["seed"]) for r in rows),
+                             [("dwp", "2", "0"), ("dwp", "3", "0"), ("random_init", "2", "0"), ("random_init", "3", "0")])
+            for r in rows:
+                self.assertEqual((r["scale"], r["steps"]), ("tiny", "2"))
+                self.assertTrue(0.0 <= float(r["val_mean_dice"]) <= 1.0, r)
+                self.assertGreater(float(r["total_seconds"]), 0.0)
+            md = (root / "results" / "transfer.md").read_text()
+            self.assertIn("Kuzina, Egorov & Burnaev (2019)", md)
+            self.assertIn("| method | N = 2 | N = 3 |", md)
+            # one seed: a paired difference without an interval
+            self.assertRegex(md, r"\| `random_init` \| [+-][0-9.]+ \(1 seed\) \| [+-][0-9.]+ \(1 seed\) \|")
+            self.assertRegex(md, r"\| `dwp` \| (\*\*)?[0-9.]+ ± [0-9.]+ \(1\)(\*\*)? \|")
+            self.assertGreater((root / "results" / "transfer.png").stat().st_size, 5_000)
+            # the hand-offs went to the bundles' models/, trained once
+            self.assertTrue((root / "bundles" / "dwp_prior" / "models" / "dwp_prior.pt").is_file())
+            # a second call finds every row and runs nothing
+            again = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+            self.assertEqual(again.returncode, 0, again.stderr[-3000:])
+            self.assertNotIn("[run ]", again.stdout + again.stderr)
+            self.assertEqual(len(list(csv.DictReader((root / "results" / "transfer.csv").open()))), 4)
+
+
+if __name__ == "__main__":
+    unittest.main()
