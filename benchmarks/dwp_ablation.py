@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import os
 import statistics
 import subprocess
@@ -35,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(ROOT))
 
+from _stats import paired_interval  # noqa: E402
 from monai_dwp.bundle_utils import run_name  # noqa: E402
 from monai_dwp.report import collect_metrics  # noqa: E402
 
@@ -55,7 +55,6 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     "dwp_init": ("dwp_init", {}),
 }
 METRICS = ("val_mean_dice", "val_iou", "val_hd95", "ece", "fg_ece", "auc_mutual_information")
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def _slug(name: str) -> str:
@@ -80,14 +79,6 @@ def _run(cmd: list[str], log: Path, threads: int | None) -> None:
         proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     if proc.returncode:
         raise RuntimeError(f"failed (exit {proc.returncode}): {' '.join(cmd)}; see {log}")
-
-
-def _interval(diffs: list[float]) -> tuple[float, float, float]:
-    mean = statistics.mean(diffs)
-    if len(diffs) < 2:
-        return mean, math.nan, math.nan
-    half = T_975.get(len(diffs) - 1, 2.0) * statistics.stdev(diffs) / math.sqrt(len(diffs))
-    return mean, mean - half, mean + half
 
 
 def write_markdown(rows: list[dict[str, str]], path: Path, header: str) -> None:
@@ -115,7 +106,7 @@ def write_markdown(rows: list[dict[str, str]], path: Path, header: str) -> None:
             cells = []
             for m in ("val_mean_dice", "ece", "fg_ece"):
                 diffs = [float(by["dwp"][s][m]) - float(by[name][s][m]) for s in seeds]
-                mean, lo, hi = _interval(diffs)
+                mean, lo, hi = paired_interval(diffs)
                 cells.append(f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]")
             lines.append(f"| `{name}` | {len(seeds)} | " + " | ".join(cells) + " |")
     path.write_text("\n".join(lines) + "\n")

@@ -38,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _stats import paired_interval  # noqa: E402
 from monai_dwp.bundle_utils import run_name  # noqa: E402
 from monai_dwp.pipeline import PipelineSettings, StageRunner, default_bundles_dir, make_handoffs  # noqa: E402
 from monai_dwp.report import collect_metrics  # noqa: E402
@@ -50,7 +51,6 @@ METRICS = ("val_mean_dice", "val_iou", "val_hd95", "ece", "fg_ece", "auc_mutual_
 LABELS = {"val_mean_dice": "Dice ↑", "val_iou": "IoU ↑", "val_hd95": "HD95 ↓", "ece": "ECE ↓",
           "fg_ece": "fg ECE ↓", "auc_mutual_information": "AUC MI→error ↑"}
 HIGHER_IS_BETTER = {"val_mean_dice", "val_iou", "auc_mutual_information"}
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 BUDGET_KEYS = ("scale", "steps", "patch_size", "spacing", "mc_samples")
 
 
@@ -108,14 +108,6 @@ def budget(scale: TransferScale, num_train_cases: int) -> tuple[int, int]:
     return epochs, max(1, epochs // scale.validations)
 
 
-def _interval(diffs: list[float]) -> tuple[float, float, float]:
-    mean = statistics.mean(diffs)
-    if len(diffs) < 2:
-        return mean, math.nan, math.nan
-    half = T_975.get(len(diffs) - 1, 2.0) * statistics.stdev(diffs) / math.sqrt(len(diffs))
-    return mean, mean - half, mean + half
-
-
 def _values(rows: list[dict[str, str]], method: str, n: int, metric: str) -> dict[int, float]:
     return {int(r["seed"]): float(r[metric]) for r in rows
             if r["method"] == method and int(r["num_train_cases"]) == n and r.get(metric) not in (None, "", "nan")}
@@ -159,7 +151,7 @@ def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferS
                 if not seeds:
                     cells.append("–")
                     continue
-                mean, lo, hi = _interval([ref[s] - other[s] for s in seeds])
+                mean, lo, hi = paired_interval([ref[s] - other[s] for s in seeds])
                 cells.append(f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]" if len(seeds) > 1 else f"{mean:+.3f} (1 seed)")
             lines.append(f"| `{m}` | " + " | ".join(cells) + " |")
         lines.append("")

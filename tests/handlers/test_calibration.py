@@ -2,9 +2,7 @@ from __future__ import annotations
 
 import csv
 import math
-import multiprocessing
 import os
-import socket
 import tempfile
 import unittest
 
@@ -14,6 +12,8 @@ from monai.metrics import CalibrationErrorMetric, compute_roc_auc
 
 from monai_dwp.handlers.calibration import SegmentationCalibrationHandler
 from monai_dwp.metrics.calibration import binned_calibration_error, histogram_roc_auc
+
+from .._distributed import requires_fork, run_two_gloo_ranks
 
 
 def _binary_item(fg_prob: torch.Tensor, fg_label: torch.Tensor, **maps: torch.Tensor) -> dict:
@@ -534,23 +534,12 @@ def _serial_values(cases: list[dict]) -> dict:
     return values
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@unittest.skipUnless("fork" in multiprocessing.get_all_start_methods(), "forking start method needed (spawn is slow)")
+@requires_fork
 class TestDistributed(unittest.TestCase):
     def test_gloo_two_processes(self):
         """Two gloo ranks with 2 and 1 iterations: one collective each, global values on both, files once."""
-        import ignite.distributed as idist
-
         with tempfile.TemporaryDirectory() as tmp:
-            with idist.Parallel(
-                backend="gloo", nproc_per_node=2, start_method="fork", master_addr="127.0.0.1", master_port=_free_port()
-            ) as parallel:
-                parallel.run(_ddp_worker, tmp)
+            run_two_gloo_ranks(_ddp_worker, tmp)
             serial = torch.load(os.path.join(tmp, "serial.pt"))
             for rank in (0, 1):
                 result = torch.load(os.path.join(tmp, f"rank{rank}.pt"), weights_only=False)

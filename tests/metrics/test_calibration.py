@@ -1,9 +1,7 @@
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
-import socket
 import tempfile
 import unittest
 from unittest import mock
@@ -19,6 +17,8 @@ from monai_dwp.metrics import (
     reliability_histogram,
     score_histogram,
 )
+
+from .._distributed import requires_fork, run_two_gloo_ranks
 
 
 def _case(seed: int, shape=(6, 7, 8), num_classes: int = 2) -> dict:
@@ -303,23 +303,12 @@ def _ddp_worker(local_rank: int, out_dir: str) -> None:
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@unittest.skipUnless("fork" in multiprocessing.get_all_start_methods(), "forking start method needed (spawn is slow)")
+@requires_fork
 class TestDistributed(unittest.TestCase):
     def test_gloo_sync_all_reduce(self):
         """Two gloo ranks, one without any case: the same histograms, values and table on both as in one process."""
-        import ignite.distributed as idist
-
         with tempfile.TemporaryDirectory() as tmp:
-            with idist.Parallel(
-                backend="gloo", nproc_per_node=2, start_method="fork", master_addr="127.0.0.1", master_port=_free_port()
-            ) as parallel:
-                parallel.run(_ddp_worker, tmp)
+            run_two_gloo_ranks(_ddp_worker, tmp)
             ranks = [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=False) for r in (0, 1)]
         for keys in (("entropy",), ()):
             serial = ranks[0][("serial", keys)]
