@@ -21,11 +21,15 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 __all__ = ["PipelineSettings", "PipelineStageError", "StageRunner", "make_handoffs", "run_pipeline", "default_bundles_dir"]
+
+Stage = tuple[str, Sequence[str], Sequence[Path]]
+"""One stage of a chain: its name (and log file), its command and the outputs whose existence skips it."""
 
 
 @dataclasses.dataclass
@@ -51,6 +55,7 @@ class PipelineSettings:
     num_samples: int = 2
     vae_hidden: tuple[int, int, int] = (32, 64, 128)
     max_kernels: int = 2048
+    workers: int = 2  # target methods fine-tuned side by side, each with cpu_count // workers threads
 
     @classmethod
     def default(cls) -> PipelineSettings:
@@ -144,19 +149,67 @@ class StageRunner:
         self._say(bar, f"[done] {name} in {time.perf_counter() - start:.0f} s")
         return True
 
-    def run_parallel(self, stages: Sequence[tuple[str, Sequence[str], Sequence[Path]]], bar: object | None = None) -> None:
-        """Run independent stages ``(name, cmd, outputs)`` at the same time, each with an equal share of the CPU
-        cores as its thread count: several PyTorch processes that each use every core spin against each other
-        and run slower than one after the other, while one thread each keeps every core busy."""
-        from concurrent.futures import ThreadPoolExecutor
+    def run_parallel(self, stages: Sequence[Stage], bar: object | None = None) -> None:
+        """Run independent stages ``(name, cmd, outputs)`` all at the same time (:meth:`run_chains` of one stage
+        each)."""
+        self.run_chains([[stage] for stage in stages], bar)
 
-        threads = max(1, (os.cpu_count() or 1) // max(1, len(stages)))
-        with ThreadPoolExecutor(max_workers=max(1, len(stages))) as pool:
-            futures = [pool.submit(self.run, name, cmd, outputs, bar, threads) for name, cmd, outputs in stages]
-            for future in futures:
-                future.result()
-                if bar is not None and hasattr(bar, "update"):
-                    bar.update()  # type: ignore[attr-defined]
+    def run_chains(
+        self,
+        chains: Sequence[Sequence[Stage]],
+        bar: object | None = None,
+        workers: int | None = None,
+        on_done: Callable[[int, list[float]], None] | None = None,
+    ) -> None:
+        """Run chains of stages side by side: the stages of a chain in order, up to ``workers`` chains at a time
+        (default: all), each with an equal share of the CPU cores as its thread count. Several PyTorch processes
+        that each use every core spin against each other and run slower than one after the other, while one
+        thread each keeps every core busy, through the single-threaded parts of a run too.
+
+        Args:
+            chains: lists of ``(name, cmd, outputs)`` stages.
+            bar: a tqdm bar advanced after every stage.
+            workers: chains at a time.
+            on_done: called as ``on_done(i, seconds)`` when chain ``i`` has finished, with each stage's wall time
+                (0 for a skipped stage); calls may come from several threads at once.
+
+        Raises:
+            PipelineStageError: a stage failed; no chain starts after it, the running ones finish.
+        """
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        if not chains:
+            return
+        workers = max(1, min(len(chains), workers or len(chains)))
+        threads = max(1, (os.cpu_count() or 1) // workers)
+
+        failed = threading.Event()
+
+        def run_chain(index: int) -> None:
+            if failed.is_set():  # a stage failed: start nothing new
+                return
+            seconds = []
+            for name, cmd, outputs in chains[index]:
+                start = time.perf_counter()
+                try:
+                    ran = self.run(name, cmd, outputs, bar, threads)
+                except BaseException:
+                    failed.set()
+                    raise
+                seconds.append(time.perf_counter() - start if ran else 0.0)
+                _advance(bar)
+            if on_done is not None:
+                on_done(index, seconds)
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(run_chain, i) for i in range(len(chains))]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
 
     @staticmethod
     def _say(bar: object | None, text: str) -> None:
@@ -243,18 +296,18 @@ def run_pipeline(
                 "num_val_cases": s.num_val_cases, "source_ckpt": handoffs["source_ckpt"],
                 "prior_ckpt": prior_ckpt, "max_kernels": s.max_kernels, **common}
     ckpt_dirs: dict[str, Path] = {}
+    chains = []
     for method in methods:
         # the bundle's own method goes to its models/ (served in place); the baselines to runs of their own
         ckpt_dir = models["dwp_finetune"] if method == "dwp" else out / "runs" / run_name(method, s.num_train_cases, 0)
         ckpt_dirs[method] = ckpt_dir
-        cmd = runner.bundle("dwp_finetune", ["train"], method=method, epochs=s.finetune_epochs,
-                            val_interval=s.finetune_val_interval, ckpt_dir=ckpt_dir, **finetune)
-        runner.run(f"finetune_{method}", cmd, [ckpt_dir / "model.pt"], bar)
-        bar.update()
-        cmd = runner.bundle("dwp_finetune", ["train", "evaluate"], method=method, mc_samples=s.mc_samples,
-                            ckpt_dir=ckpt_dir, **finetune)
-        runner.run(f"evaluate_{method}", cmd, [ckpt_dir / "eval" / "metrics.csv"], bar)
-        bar.update()
+        train = runner.bundle("dwp_finetune", ["train"], method=method, epochs=s.finetune_epochs,
+                              val_interval=s.finetune_val_interval, ckpt_dir=ckpt_dir, **finetune)
+        evaluate = runner.bundle("dwp_finetune", ["train", "evaluate"], method=method, mc_samples=s.mc_samples,
+                                 ckpt_dir=ckpt_dir, **finetune)
+        chains.append([(f"finetune_{method}", train, [ckpt_dir / "model.pt"]),
+                       (f"evaluate_{method}", evaluate, [ckpt_dir / "eval" / "metrics.csv"])])
+    runner.run_chains(chains, bar, workers=s.workers)
     # 6. report
     report = write_report(out, ckpt_dirs, s.num_train_cases, elapsed=time.perf_counter() - started)
     bar.update()

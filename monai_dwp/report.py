@@ -15,6 +15,8 @@ __all__ = ["collect_metrics", "write_eval_summary", "write_report"]
 _COLUMNS = (
     ("val_mean_dice", "Dice ↑"),
     ("val_iou", "IoU ↑"),
+    ("val_pooled_dice", "pooled Dice ↑"),
+    ("val_pooled_iou", "pooled IoU ↑"),
     ("val_hd95", "HD95 (voxels) ↓"),
     ("ece", "ECE ↓"),
     ("fg_ece", "foreground ECE ↓"),

@@ -4,72 +4,59 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import unittest
 from pathlib import Path
 
-from monai_dwp.pipeline import PipelineSettings, PipelineStageError, run_pipeline
+from monai_dwp.pipeline import PipelineSettings, PipelineStageError, StageRunner, run_pipeline
 from monai_dwp.transfer import METHODS
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _copy_bundles(root: Path) -> Path:
-    """A copy of the repository's bundles/ under ``root`` (the pipeline trains into the bundles' models/)."""
-    shutil.copytree(REPO / "bundles", root / "bundles", ignore=shutil.ignore_patterns("models", "eval"))
-    return root / "bundles"
+from ._quick_chain import copy_bundles, quick_chain, quiet_env
 
 
 class TestPipeline(unittest.TestCase):
     def test_quick_pipeline_writes_the_report_then_skips(self):
-        with tempfile.TemporaryDirectory() as tmp:
-            repo, out, elsewhere = Path(tmp) / "repo", Path(tmp) / "out", Path(tmp) / "elsewhere"
-            bundles = _copy_bundles(repo)
-            elsewhere.mkdir()
-            env = dict(os.environ, PYTHONWARNINGS="ignore")
-            cmd = [sys.executable, "-m", "monai_dwp", "pipeline", "--quick", "--output-dir", str(out), "--device", "cpu",
-                   "--bundles-dir", str(bundles)]
-            # from a working directory that is not the repository's
-            proc = subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=900)
-            self.assertEqual(proc.returncode, 0, proc.stdout[-3000:] + proc.stderr[-3000:])
-            report = (out / "report.md").read_text()
-            for method in METHODS:
-                self.assertRegex(report, rf"\| `{method}` \| [0-9.]+ \| [0-9.]+ \|")
-            self.assertIn("![montage](montage.png)", report)
-            self.assertGreater((out / "montage.png").stat().st_size, 10_000)
-            for stage in ("data_ms", "pretrain_seed1", "prior", "finetune_dwp", "evaluate_dwp"):
-                self.assertTrue((out / "logs" / f"{stage}.log").is_file(), stage)
-            # the bundles' own layout: data beside bundles/, hand-offs and the dwp model in the bundles' models/
-            for path in ("data/tumour/dataset.json", "bundles/dwp_pretrain/models/seed0/model.pt",
-                         "bundles/dwp_pretrain/models/seed1/model.pt", "bundles/dwp_prior/models/dwp_prior.pt",
-                         "bundles/dwp_finetune/models/model.pt", "bundles/dwp_finetune/models/eval/metrics.csv"):
-                self.assertTrue((repo / path).is_file(), path)
-            self.assertTrue((out / "runs" / "gaussian_prior_n3_seed0" / "model.pt").is_file())
-            self.assertEqual(list(elsewhere.iterdir()), [])
-            # a second run finds every output and skips every stage
-            again = subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
-            self.assertEqual(again.returncode, 0, again.stderr[-3000:])
-            self.assertNotIn("[run ]", again.stdout + again.stderr)
-            self.assertIn("[skip] finetune_dwp_init", again.stdout + again.stderr)
-            # afterwards the README's bundle command runs with no path override (only the quick sizes)
-            used_by = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
-                       "bundles/dwp_finetune/configs/train.json", "--device", "cpu", "--epochs", "1",
-                       "--num_train_cases", "3", "--num_val_cases", "1", "--spacing", "[6,6,6]",
-                       "--patch_size", "[16,16,16]", "--batch_size", "1", "--max_kernels", "256"]
-            before = (repo / "bundles/dwp_finetune/models/model.pt").stat().st_mtime_ns
-            proc = subprocess.run(used_by, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
-            self.assertEqual(proc.returncode, 0, proc.stdout[-3000:] + proc.stderr[-3000:])
-            self.assertGreater((repo / "bundles/dwp_finetune/models/model.pt").stat().st_mtime_ns, before)
+        chain = quick_chain()
+        repo, out, elsewhere, cmd, env = chain.repo, chain.out, chain.elsewhere, list(chain.cmd), quiet_env()
+        # from a working directory that is not the repository's
+        self.assertEqual(chain.first.returncode, 0, chain.first.stdout[-3000:] + chain.first.stderr[-3000:])
+        report = (out / "report.md").read_text()
+        for method in METHODS:
+            self.assertRegex(report, rf"\| `{method}` \| [0-9.]+ \| [0-9.]+ \|")
+        self.assertIn("![montage](montage.png)", report)
+        self.assertGreater((out / "montage.png").stat().st_size, 10_000)
+        for stage in ("data_ms", "pretrain_seed1", "prior", "finetune_dwp", "evaluate_dwp"):
+            self.assertTrue((out / "logs" / f"{stage}.log").is_file(), stage)
+        # the bundles' own layout: data beside bundles/, hand-offs and the dwp model in the bundles' models/
+        for path in ("data/tumour/dataset.json", "bundles/dwp_pretrain/models/seed0/model.pt",
+                     "bundles/dwp_pretrain/models/seed1/model.pt", "bundles/dwp_prior/models/dwp_prior.pt",
+                     "bundles/dwp_finetune/models/model.pt", "bundles/dwp_finetune/models/eval/metrics.csv"):
+            self.assertTrue((repo / path).is_file(), path)
+        self.assertTrue((out / "runs" / "gaussian_prior_n3_seed0" / "model.pt").is_file())
+        self.assertEqual(list(elsewhere.iterdir()), [])
+        # a second run finds every output and skips every stage
+        again = subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+        self.assertEqual(again.returncode, 0, again.stderr[-3000:])
+        self.assertNotIn("[run ]", again.stdout + again.stderr)
+        self.assertIn("[skip] finetune_dwp_init", again.stdout + again.stderr)
+        # afterwards the README's bundle command runs with no path override (only the quick sizes)
+        used_by = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+                   "bundles/dwp_finetune/configs/train.json", "--device", "cpu", "--epochs", "1",
+                   "--num_train_cases", "3", "--num_val_cases", "1", "--spacing", "[6,6,6]",
+                   "--patch_size", "[16,16,16]", "--batch_size", "1", "--max_kernels", "256"]
+        before = (repo / "bundles/dwp_finetune/models/model.pt").stat().st_mtime_ns
+        proc = subprocess.run(used_by, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+        self.assertEqual(proc.returncode, 0, proc.stdout[-3000:] + proc.stderr[-3000:])
+        self.assertGreater((repo / "bundles/dwp_finetune/models/model.pt").stat().st_mtime_ns, before)
 
     def test_used_by_command_on_a_fresh_clone(self):
         """The README's bundle command on a checkout with no data and no hand-offs: one line naming what is
         missing, the key to override and the command that makes it; never a traceback."""
         with tempfile.TemporaryDirectory() as tmp:
             repo = Path(tmp)
-            _copy_bundles(repo)
+            copy_bundles(repo)
             env = dict(os.environ, PYTHONWARNINGS="ignore")
             cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "bundles/dwp_finetune/configs/train.json"]
             proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
@@ -93,7 +80,7 @@ class TestPipeline(unittest.TestCase):
     def test_failing_stage_names_the_command(self):
         settings = dataclasses.replace(PipelineSettings.quick(), patch_size=12, num_source_cases=2, seeds=(0,))
         with tempfile.TemporaryDirectory() as tmp:
-            bundles = _copy_bundles(Path(tmp))
+            bundles = copy_bundles(Path(tmp))
             with self.assertRaises(PipelineStageError) as ctx:
                 run_pipeline(tmp, settings=settings, methods=["random_init"], device="cpu", bundles_dir=bundles)
             message = str(ctx.exception)
@@ -103,6 +90,26 @@ class TestPipeline(unittest.TestCase):
                           f"{bundles}/dwp_pretrain", message)
             self.assertTrue((Path(tmp) / "data" / "ms" / "dataset.json").is_file())
             self.assertTrue((Path(tmp) / "logs" / "pretrain_seed0.log").is_file())
+
+    def test_chains_run_in_order_side_by_side_and_stop_on_a_failure(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            runner = StageRunner(root, None, False, root)
+
+            def touch(name: str, ok: bool = True) -> tuple[str, list[str], list[Path]]:
+                code = f"open({str(root / name)!r}, 'w').close()" if ok else "raise SystemExit(3)"
+                return name, [sys.executable, "-c", code], [root / name]
+
+            done: list[tuple[int, int]] = []
+            chains = [[touch("a1"), touch("a2")], [touch("b1"), touch("b2")], [touch("c1")]]
+            runner.run_chains(chains, workers=2, on_done=lambda i, seconds: done.append((i, len(seconds))))
+            self.assertEqual(sorted(done), [(0, 2), (1, 2), (2, 1)])
+            self.assertTrue(all((root / n).is_file() for n in ("a1", "a2", "b1", "b2", "c1")))
+            # a failing stage stops its chain and raises; no chain starts after it
+            chains = [[touch("x1", ok=False), touch("x2")], [touch("z1")], [touch("z2")]]
+            with self.assertRaisesRegex(PipelineStageError, r"stage 'x1' failed"):
+                runner.run_chains(chains, workers=1)
+            self.assertFalse(any((root / n).exists() for n in ("x2", "z1", "z2")))
 
     def test_unknown_method(self):
         with self.assertRaisesRegex(ValueError, r"methods \['bayes'\] are not fine-tuning methods"):

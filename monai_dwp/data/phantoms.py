@@ -6,11 +6,12 @@ offline loaders, no network access). Every subject gets
 
 * a random global affine (rotation, scaling) and a smooth random elastic deformation,
 * a disease: ``"ms"`` (source; many small ovoid, mostly periventricular white-matter lesions, label 1)
-  or ``"tumour"`` (target; one large irregular mass with enhancing rim, necrotic core and surrounding
-  oedema, with mass effect on the anatomy; BraTS-like labels 1 oedema, 2 non-enhancing/necrotic core,
-  4 enhancing tumour),
+  or ``"tumour"`` (target; an irregular mass, sometimes with satellites, with enhancing rim, necrotic core and
+  surrounding oedema whose signal fades before its label's edge, mass effect on the anatomy and unlabelled
+  FLAIR-bright look-alikes; BraTS-like labels 1 oedema, 2 non-enhancing/necrotic core, 4 enhancing tumour),
 * two modalities synthesised from the tissue fractions with disease-specific intensities (``"T1"``-like,
-  with enhancement, and ``"FLAIR"``-like), contrast jitter, a MONAI bias field and MONAI Rician noise,
+  with enhancement, and ``"FLAIR"``-like), contrast jitter, a MONAI bias field and MONAI Rician noise (the target
+  cohort with the wider :data:`TUMOUR_ACQUISITION` ranges, thick slices and a FLAIR ghost),
 * skull stripping (background exactly 0, like BraTS).
 
 All random draws come from one :class:`numpy.random.Generator` seeded by ``(seed, disease, split, index)``,
@@ -40,6 +41,7 @@ __all__ = [
     "PHANTOM_INTENSITIES",
     "MS_PHANTOM_RANGES",
     "TUMOUR_PHANTOM_RANGES",
+    "TUMOUR_ACQUISITION",
     "PhantomCase",
     "phantom_grid",
     "generate_phantom_case",
@@ -79,18 +81,36 @@ MS_PHANTOM_RANGES: dict[str, tuple[float, float]] = {
 """Per-subject ranges of the MS-like phantom (volumes in mL)."""
 
 TUMOUR_PHANTOM_RANGES: dict[str, tuple[float, float]] = {
-    "core_radius_mm": (12.0, 22.0),  # enhancing + necrotic mass, before boundary irregularity
+    "core_radius_mm": (10.0, 22.0),  # main enhancing + necrotic mass, before boundary irregularity
     "necrosis_fraction": (0.4, 0.75),  # radius of the necrotic core / radius of the mass
     "oedema_factor": (1.4, 2.0),  # outer oedema radius / radius of the mass
     "irregularity": (0.1, 0.25),  # relative amplitude of the boundary perturbation
     "mass_effect": (0.3, 0.5),  # fraction by which anatomy at the centre is compressed
-    "core_volume_ml": (3.0, 120.0),  # resulting labels 2 + 4, checked by the tests
-    "whole_volume_ml": (10.0, 300.0),  # resulting labels 1 + 2 + 4, checked by the tests
+    "satellite_radius": (0.35, 0.7),  # radius of each further (multifocal) mass / radius of the main one
+    "oedema_fade": (0.2, 0.7),  # loss of oedema signal from the core's surface to the label's edge
+    "lookalike_count": (2, 10),  # unlabelled FLAIR-bright white-matter hyperintensities (integers, inclusive)
+    "lookalike_volume_ml": (0.05, 1.5),  # each look-alike (log-uniform)
+    "core_volume_ml": (1.0, 200.0),  # resulting labels 2 + 4, checked by the tests
+    "whole_volume_ml": (3.0, 450.0),  # resulting labels 1 + 2 + 4, checked by the tests
 }
 """Per-subject ranges of the tumour-like phantom (lengths in mm, volumes in mL). A necrotic core is present
-with probability :data:`_NECROSIS_PROBABILITY`; otherwise the whole mass enhances."""
+with probability :data:`_NECROSIS_PROBABILITY`; otherwise the whole mass enhances. :data:`_SATELLITES` gives
+the probabilities of 0, 1 and 2 further masses at other sites. The oedema's signal fades towards the edge of its
+label (the label is the oedema's extent, the image shows ``1 - fade s²`` of its contrast at relative depth ``s``
+through the oedema shell), so its outer part is barely visible, as on real FLAIR."""
+
+TUMOUR_ACQUISITION: dict[str, tuple[float, float]] = {
+    "noise_std": (0.02, 0.05),  # Rician noise std relative to the white-matter T1 intensity
+    "bias_coeff": (-0.2, 0.2),  # MONAI RandBiasField coefficient range (degree 3)
+    "gamma": (0.75, 1.3),
+    "slice_thickness_mm": (1.0, 7.0),  # thick slices along a random axis, averaged then upsampled linearly
+    "ghost": (0.0, 0.12),  # amplitude of a FLAIR flow/pulsation ghost shifted along a phase-encoding axis
+}
+"""Per-subject acquisition ranges of the tumour-like target cohort: more scanners, more noise, stronger bias
+fields and thicker slices than the MS-like source cohort (whose ranges are fixed in the module constants)."""
 
 _NECROSIS_PROBABILITY = 0.85
+_SATELLITES = (0.7, 0.2, 0.1)  # probabilities of 0, 1, 2 further masses
 _DISEASE_CODES = {"ms": 1, "tumour": 2}
 _SPLIT_CODES = {"training": 0, "test": 1}
 _MNI_FOV_MM = (197.0, 233.0, 189.0)  # field of view of the 1 mm nilearn template
@@ -116,7 +136,8 @@ class PhantomCase:
         label: ``(X, Y, Z)`` uint8 label map (values in ``PHANTOM_LABELS[disease]``).
         affine: ``(4, 4)`` voxel-to-world (RAS, mm) matrix.
         fractions: tissue and lesion fractions ``(X, Y, Z)`` in [0, 1] that produced the image
-            (keys ``csf, gm, wm`` and ``lesion`` or ``oedema, necrosis, enhancing``).
+            (keys ``csf, gm, wm, lesion`` for MS; ``csf, gm, wm, oedema, necrosis, enhancing`` and ``lesion`` (the
+            unlabelled look-alikes) for tumours, with the oedema's visible, faded fraction).
         info: the drawn parameters (disease, index, split, seed, spacing, lesion count, ...).
     """
 
@@ -408,46 +429,107 @@ def _add_ovoid(
     np.maximum(volume[box], soft, out=volume[box])
 
 
+def _mass_compartments(
+    rng: np.random.Generator,
+    coords: np.ndarray,
+    tissue: dict[str, np.ndarray],
+    mask: np.ndarray,
+    mass: dict[str, Any],
+    spacing: float,
+) -> dict[str, np.ndarray]:
+    """Soft enhancing / necrotic / oedema fractions of one irregular mass centred at ``mass['centre']``, and the
+    oedema's visible fraction ``oedema (1 - fade s²)`` (``s`` the relative depth through the oedema shell)."""
+    shape = mask.shape
+    offset = coords - mass["centre"].astype(np.float32)[:, None, None, None]
+    r = np.sqrt(np.einsum("i...,i...->...", offset, offset))
+    edge_mm = max(0.5, 0.35 * spacing)
+    bumps = mass["irregularity"] * _smooth_field(rng, shape, spacing, 0.6 * mass["core_radius"])
+    core_radius = mass["core_radius"] * (1.0 + np.clip(bumps, -2.5 * mass["irregularity"], None))
+    core = _sigmoid((core_radius - r) / edge_mm) * mask
+    if mass["necrotic"]:
+        necrosis = _sigmoid((mass["necrosis_fraction"] * core_radius - r) / edge_mm) * mask
+    else:
+        necrosis = np.zeros(shape, dtype=np.float32)
+    oedema_bumps = 1.0 + 1.5 * mass["irregularity"] * _smooth_field(rng, shape, spacing, 12.0)
+    oedema_radius = mass["oedema_factor"] * mass["core_radius"] * oedema_bumps
+    region = _sigmoid((oedema_radius - r) / (2.0 * edge_mm)) * mask
+    affinity = np.clip(1.3 * tissue["wm"] + 0.3 * tissue["gm"], 0.0, 1.0)  # oedema spreads along white matter
+    oedema = np.clip(region - core, 0.0, 1.0) * affinity
+    depth = np.clip((r - core_radius) / np.maximum(oedema_radius - core_radius, 1e-3), 0.0, 1.0)
+    return {"oedema": oedema, "necrosis": necrosis, "enhancing": np.clip(core - necrosis, 0.0, 1.0),
+            "visible_oedema": oedema * (1.0 - np.float32(mass["oedema_fade"]) * depth**2)}
+
+
 def _tumour_compartments(
     rng: np.random.Generator,
     coords: np.ndarray,
     tissue: dict[str, np.ndarray],
     mask: np.ndarray,
-    params: dict[str, Any],
+    tumour: dict[str, Any],
     spacing: float,
 ) -> dict[str, np.ndarray]:
-    """Soft enhancing / necrotic / oedema fractions of one irregular mass centred at ``params['centre']``."""
-    shape = mask.shape
-    offset = coords - params["centre"].astype(np.float32)[:, None, None, None]
-    r = np.sqrt(np.einsum("i...,i...->...", offset, offset))
-    edge_mm = max(0.5, 0.35 * spacing)
-    bumps = params["irregularity"] * _smooth_field(rng, shape, spacing, 0.6 * params["core_radius"])
-    core_radius = params["core_radius"] * (1.0 + np.clip(bumps, -2.5 * params["irregularity"], None))
-    core = _sigmoid((core_radius - r) / edge_mm) * mask
-    if params["necrotic"]:
-        necrosis = _sigmoid((params["necrosis_fraction"] * core_radius - r) / edge_mm) * mask
-    else:
-        necrosis = np.zeros(shape, dtype=np.float32)
-    oedema_bumps = 1.0 + 1.5 * params["irregularity"] * _smooth_field(rng, shape, spacing, 12.0)
-    oedema_radius = params["oedema_factor"] * params["core_radius"] * oedema_bumps
-    region = _sigmoid((oedema_radius - r) / (2.0 * edge_mm)) * mask
-    affinity = np.clip(1.3 * tissue["wm"] + 0.3 * tissue["gm"], 0.0, 1.0)  # oedema spreads along white matter
-    oedema = np.clip(region - core, 0.0, 1.0) * affinity
-    return {"oedema": oedema, "necrosis": necrosis, "enhancing": np.clip(core - necrosis, 0.0, 1.0)}
+    """Union (voxel-wise maximum) of the main mass and its satellites; see :func:`_mass_compartments`."""
+    out: dict[str, np.ndarray] = {}
+    for mass in [tumour, *tumour["satellites"]]:
+        parts = _mass_compartments(rng, coords, tissue, mask, mass, spacing)
+        for key, value in parts.items():
+            out[key] = np.maximum(out[key], value) if key in out else value
+    # a voxel's compartments never exceed one; oedema yields to the solid parts of another mass
+    solid = np.clip(out["necrosis"] + out["enhancing"], 0.0, 1.0)
+    out["oedema"] = np.minimum(out["oedema"], 1.0 - solid)
+    out["visible_oedema"] = np.minimum(out["visible_oedema"], out["oedema"])
+    return out
 
 
-def _draw_tumour(rng: np.random.Generator, template: _Template) -> dict[str, Any]:
+def _draw_mass(rng: np.random.Generator, template: _Template, core_radius: float) -> dict[str, Any]:
     ranges = TUMOUR_PHANTOM_RANGES
     centre = template.tumour_centres_mm[int(rng.integers(len(template.tumour_centres_mm)))]
     return {
         "centre": centre + rng.uniform(-1.0, 1.0, 3),
-        "core_radius": float(rng.uniform(*ranges["core_radius_mm"])),
+        "core_radius": core_radius,
         "necrotic": bool(rng.random() < _NECROSIS_PROBABILITY),
         "necrosis_fraction": float(rng.uniform(*ranges["necrosis_fraction"])),
         "oedema_factor": float(rng.uniform(*ranges["oedema_factor"])),
         "irregularity": float(rng.uniform(*ranges["irregularity"])),
-        "mass_effect": float(rng.uniform(*ranges["mass_effect"])),
     }
+
+
+def _draw_tumour(rng: np.random.Generator, template: _Template) -> dict[str, Any]:
+    """The main mass (with its mass effect and the subject's oedema fade) and 0-2 satellites at other sites."""
+    ranges = TUMOUR_PHANTOM_RANGES
+    main = _draw_mass(rng, template, float(rng.uniform(*ranges["core_radius_mm"])))
+    main["mass_effect"] = float(rng.uniform(*ranges["mass_effect"]))
+    main["oedema_fade"] = float(rng.uniform(*ranges["oedema_fade"]))
+    count = int(rng.choice(len(_SATELLITES), p=_SATELLITES))
+    main["satellites"] = [
+        dict(_draw_mass(rng, template, main["core_radius"] * float(rng.uniform(*ranges["satellite_radius"]))),
+             oedema_fade=main["oedema_fade"])
+        for _ in range(count)
+    ]
+    return main
+
+
+def _lookalikes(rng: np.random.Generator, tissue: dict[str, np.ndarray], spacing: float) -> tuple[np.ndarray, int]:
+    """Unlabelled FLAIR-bright white-matter hyperintensities (soft ovoids in white matter), and their count."""
+    ranges = TUMOUR_PHANTOM_RANGES
+    low, high = ranges["lookalike_count"]
+    count = int(rng.integers(int(low), int(high) + 1))
+    v_low, v_high = ranges["lookalike_volume_ml"]
+    volumes = np.exp(rng.uniform(np.log(v_low), np.log(v_high), count))
+    aspects = rng.uniform(*MS_PHANTOM_RANGES["aspect_ratio"], count)
+    picks, directions = rng.random(count), rng.standard_normal((count, 3))
+    wm = tissue["wm"]
+    candidates = np.flatnonzero((wm > 0.6).ravel())
+    out = np.zeros(wm.shape, dtype=np.float32)
+    if candidates.size == 0:
+        return out, 0
+    edge_mm = max(0.5, 0.35 * spacing)
+    for k in range(count):
+        centre = np.array(np.unravel_index(candidates[int(picks[k] * candidates.size)], wm.shape))
+        axis = directions[k] / max(np.linalg.norm(directions[k]), 1e-9)
+        short = (3.0 * volumes[k] * 1000.0 / (4.0 * math.pi * aspects[k])) ** (1.0 / 3.0)
+        _add_ovoid(out, centre, axis, aspects[k] * short, short, spacing, edge_mm)
+    return out * np.clip(wm + 0.5 * tissue["gm"], 0.0, 1.0), count
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -455,11 +537,21 @@ def _draw_tumour(rng: np.random.Generator, template: _Template) -> dict[str, Any
 
 
 def _synthesise(
-    rng: np.random.Generator, fractions: dict[str, np.ndarray], brain: np.ndarray, spacing: float
-) -> np.ndarray:
-    """Channel-first images ``(2, X, Y, Z)`` from class fractions: jitter, texture, gamma, bias, Rician noise."""
+    rng: np.random.Generator,
+    fractions: dict[str, np.ndarray],
+    brain: np.ndarray,
+    spacing: float,
+    acquisition: dict[str, tuple[float, float]] | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Channel-first images ``(2, X, Y, Z)`` from class fractions: jitter, texture, gamma, bias, Rician noise, and
+    with ``acquisition`` (:data:`TUMOUR_ACQUISITION`) its wider ranges, thick slices and a FLAIR ghost.
+
+    Returns:
+        the images and the drawn acquisition parameters (empty without ``acquisition``).
+    """
     from monai.transforms import RandBiasField, RandRicianNoise
 
+    acq = acquisition or {}
     names = list(PHANTOM_MODALITIES.values())
     shape = brain.shape
     texture = 0.03 * _smooth_field(rng, shape, spacing, max(2.0, 1.5 * spacing))
@@ -469,17 +561,42 @@ def _synthesise(
         for tissue, frac in fractions.items():
             jitter = rng.uniform(1 - _CONTRAST_JITTER, 1 + _CONTRAST_JITTER)
             images[c] += np.float32(means[tissue] * jitter) * frac
-        gamma = rng.uniform(*_GAMMA_RANGE)
+        gamma = rng.uniform(*acq.get("gamma", _GAMMA_RANGE))
         images[c] = np.clip(images[c] * (1.0 + texture), 0.0, None) ** np.float32(gamma)
-    bias = RandBiasField(degree=3, coeff_range=_BIAS_COEFF, prob=1.0)
+    bias = RandBiasField(degree=3, coeff_range=acq.get("bias_coeff", _BIAS_COEFF), prob=1.0)
     bias.set_random_state(seed=int(rng.integers(2**31 - 1)))
     images = np.asarray(bias(images), dtype=np.float32)
-    stds = [float(rng.uniform(*_NOISE_STD)) * PHANTOM_INTENSITIES["T1"]["wm"] for _ in names]
+    stds = [float(rng.uniform(*acq.get("noise_std", _NOISE_STD))) * PHANTOM_INTENSITIES["T1"]["wm"] for _ in names]
     noise = RandRicianNoise(prob=1.0, mean=0.0, std=stds, channel_wise=True, relative=False, sample_std=False)
     noise.set_random_state(seed=int(rng.integers(2**31 - 1)))
     images = np.asarray(noise(images), dtype=np.float32)
     scales = rng.uniform(*_SCANNER_SCALE, len(names)).astype(np.float32)
-    return np.rint(images * scales[:, None, None, None] * brain[None]).astype(np.float32)
+    drawn: dict[str, Any] = {}
+    if acquisition is not None:
+        axis = int(rng.integers(3))
+        factor = max(1, int(round(float(rng.uniform(*acq["slice_thickness_mm"])) / spacing)))
+        ghost, phase_axis = float(rng.uniform(*acq["ghost"])), int(rng.integers(2))
+        images = _thick_slices(images, axis, factor)
+        flair = names.index("FLAIR")
+        images[flair] += np.float32(ghost) * np.roll(images[flair], shape[phase_axis] // 2, axis=phase_axis)
+        drawn = {"slice_axis": axis, "slice_thickness_mm": factor * spacing, "ghost": round(ghost, 3),
+                 "noise_std": [round(v, 4) for v in stds]}
+    return np.rint(images * scales[:, None, None, None] * brain[None]).astype(np.float32), drawn
+
+
+def _thick_slices(images: np.ndarray, axis: int, factor: int) -> np.ndarray:
+    """``(C, X, Y, Z)`` images acquired in slices ``factor`` voxels thick along spatial ``axis`` (block means),
+    linearly interpolated back to the grid, as when thick-slice scans are resampled to isotropic voxels."""
+    if factor == 1:
+        return images
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(images))[None]
+    kernel = [1, 1, 1]
+    kernel[axis] = factor
+    low = F.avg_pool3d(x, kernel_size=kernel, stride=kernel, ceil_mode=True)
+    return F.interpolate(low, size=images.shape[1:], mode="trilinear", align_corners=False)[0].numpy()
 
 
 def _subject_rng(seed: int, disease: str, split: str, index: int) -> np.random.Generator:
@@ -534,19 +651,31 @@ def generate_phantom_case(
     if tumour is None:
         lesion, extra = _ms_lesions(rng, tissue, rest[0], spacing)
         lesions = {"lesion": lesion}
+        visible = lesions
     else:
         lesions = _tumour_compartments(rng, coords, tissue, mask, tumour, spacing)
-        extra = {k: (v.round(2).tolist() if isinstance(v, np.ndarray) else v) for k, v in tumour.items()}
+        visible = {"oedema": lesions.pop("visible_oedema"), "necrosis": lesions["necrosis"],
+                   "enhancing": lesions["enhancing"]}
+        extra = {k: (v.round(2).tolist() if isinstance(v, np.ndarray) else v) for k, v in tumour.items()
+                 if k != "satellites"}
+        extra["satellite_radii"] = [round(m["core_radius"], 2) for m in tumour["satellites"]]
     info.update(extra)
     del coords
     lesion_total = np.clip(sum(lesions.values()), 0.0, 1.0)
-    fractions = {k: v * (1.0 - lesion_total) for k, v in tissue.items()}
-    fractions.update(lesions)
+    # the image shows the visible part of each lesion; the rest of the voxel looks like its normal tissue
+    visible_total = np.clip(sum(visible.values()), 0.0, 1.0)
+    fractions = {k: v * (1.0 - visible_total) for k, v in tissue.items()}
+    fractions.update(visible)
+    if tumour is not None:  # unlabelled FLAIR-bright look-alikes replace part of the normal white matter
+        hyper, info["lookalike_count"] = _lookalikes(rng, tissue, spacing)
+        fractions["lesion"] = hyper * fractions["wm"]
+        fractions["wm"] = fractions["wm"] - fractions["lesion"]
 
     label = _labels(disease, lesions, lesion_total)
     brain = (mask > 0.5).astype(np.float32)
     label *= brain.astype(np.uint8)
-    image = _synthesise(rng, fractions, brain, spacing)
+    image, acquisition = _synthesise(rng, fractions, brain, spacing, TUMOUR_ACQUISITION if tumour else None)
+    info.update(acquisition)
     return PhantomCase(image=image, label=label, affine=affine, fractions=fractions, info=info)
 
 

@@ -4,26 +4,29 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import unittest
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from .._quick_chain import REPO, copy_bundles, quick_chain
 
 
 class TestTransferBenchmark(unittest.TestCase):
     def test_tiny_scale_runs_and_resumes(self):
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
-            shutil.copytree(REPO / "bundles", root / "bundles", ignore=shutil.ignore_patterns("models", "eval"))
+            # the quick chain's bundles with its source nets and prior: the benchmark reuses hand-offs that exist
+            chain = quick_chain()
+            self.assertEqual(chain.first.returncode, 0, chain.first.stderr[-3000:])
+            copy_bundles(root, with_models=chain.repo / "bundles")
             cmd = [sys.executable, str(REPO / "benchmarks" / "transfer.py"), "--scale", "tiny", "--device", "cpu",
                    "--work_dir", str(root / "work"), "--results", str(root / "results"),
                    "--bundles_dir", str(root / "bundles")]
             env = dict(os.environ, PYTHONWARNINGS="ignore")
-            proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+            proc = subprocess.run(cmd + ["--workers", "2"], cwd=root, env=env, capture_output=True, text=True,
+                                  timeout=900)
             self.assertEqual(proc.returncode, 0, proc.stdout[-3000:] + proc.stderr[-3000:])
             rows = list(csv.DictReader((root / "results" / "transfer.csv").open()))
             self.assertEqual(sorted((r["method"], r["num_train_cases"], r["seed"]) for r in rows),
@@ -31,6 +34,8 @@ class TestTransferBenchmark(unittest.TestCase):
             for r in rows:
                 self.assertEqual((r["scale"], r["steps"]), ("tiny", "2"))
                 self.assertTrue(0.0 <= float(r["val_mean_dice"]) <= 1.0, r)
+                self.assertTrue(0.0 <= float(r["val_pooled_dice"]) <= 1.0, r)
+                self.assertGreaterEqual(int(r["best_epoch"]), 1, r)
                 self.assertGreater(float(r["total_seconds"]), 0.0)
             md = (root / "results" / "transfer.md").read_text()
             self.assertIn("Kuzina, Egorov & Burnaev (2019)", md)
@@ -39,8 +44,11 @@ class TestTransferBenchmark(unittest.TestCase):
             self.assertRegex(md, r"\| `random_init` \| [+-][0-9.]+ \(1 seed\) \| [+-][0-9.]+ \(1 seed\) \|")
             self.assertRegex(md, r"\| `dwp` \| (\*\*)?[0-9.]+ ± [0-9.]+ \(1\)(\*\*)? \|")
             self.assertGreater((root / "results" / "transfer.png").stat().st_size, 5_000)
-            # the hand-offs went to the bundles' models/, trained once
-            self.assertTrue((root / "bundles" / "dwp_prior" / "models" / "dwp_prior.pt").is_file())
+            # the hand-offs in the bundles' models/ were reused, the target phantoms made
+            log = proc.stdout + proc.stderr
+            self.assertIn("[skip] pretrain_seed0", log)
+            self.assertIn("[skip] prior", log)
+            self.assertTrue((root / "work" / "data" / "tumour" / "dataset.json").is_file())
             # a second call finds every row and runs nothing
             again = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
             self.assertEqual(again.returncode, 0, again.stderr[-3000:])

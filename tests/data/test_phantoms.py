@@ -179,9 +179,49 @@ class TestPhantomDataset(unittest.TestCase):
                         self.assertLess(mean(t1, case.fractions["necrosis"] > 0.7), mean(t1, gm))  # dark necrosis
 
     def test_skull_stripped_background(self):
-        case = self.cases["tumour"][0]
-        self.assertEqual(float(case.image[:, 0, 0, 0].max()), 0.0)
-        self.assertGreater(float((case.image[0] > 0).mean()), 0.2)
+        for case in self.cases["tumour"]:
+            self.assertEqual(float(case.image[:, 0, 0, 0].max()), 0.0)
+            brain = sum(case.fractions.values()) > 0.5
+            self.assertGreater(float(brain.mean()), 0.1)  # the brain fills a good part of the grid
+            # zero exactly outside the brain, positive inside it in both channels (thick slices, ghost and all)
+            for channel in case.image:
+                self.assertEqual(float(np.abs(channel[~brain]).max()), 0.0)
+                self.assertGreater(float((channel[brain] > 0).mean()), 0.99)
+
+    def test_tumour_target_is_harder_than_its_look(self):
+        """The target's documented difficulties are present: unlabelled FLAIR-bright look-alikes, an oedema whose
+        visible signal fades before its label's edge, and the target cohort's acquisition draws."""
+        flair = list(PHANTOM_MODALITIES.values()).index("FLAIR")
+        for case in self.cases["tumour"]:
+            info = case.info
+            low, high = TUMOUR_PHANTOM_RANGES["lookalike_count"]
+            self.assertTrue(low <= info["lookalike_count"] <= high, info)
+            lookalike = (case.fractions["lesion"] > 0.5) & (case.label == 0)
+            self.assertTrue(lookalike.any(), "no unlabelled look-alike voxel")
+            wm = (case.fractions["wm"] > 0.85) & (case.label == 0)
+            self.assertGreater(float(case.image[flair][lookalike].mean()), float(case.image[flair][wm].mean()))
+            self.assertTrue(TUMOUR_PHANTOM_RANGES["oedema_fade"][0] <= info["oedema_fade"]
+                            <= TUMOUR_PHANTOM_RANGES["oedema_fade"][1])
+            self.assertIn(info["slice_thickness_mm"], (MEDIUM, 2 * MEDIUM))  # 1-7 mm at 4 mm voxels: 1 or 2 slices
+            self.assertEqual(len(info["noise_std"]), 2)
+            self.assertLessEqual(len(info["satellite_radii"]), 2)
+
+    def test_oedema_fades_before_its_label_edge(self):
+        """The same subject drawn without fade: same labels, more visible oedema, most of all at the label's edge."""
+        from scipy import ndimage
+
+        faded = generate_phantom_case("tumour", 0, seed=0, spacing=COARSE)
+        with mock.patch.dict(TUMOUR_PHANTOM_RANGES, {"oedema_fade": (0.0, 0.0)}):
+            plain = generate_phantom_case("tumour", 0, seed=0, spacing=COARSE)
+        np.testing.assert_array_equal(faded.label, plain.label)
+        oedema = faded.label == 1
+        edge = oedema & ndimage.binary_dilation(faded.label == 0)
+        inner = oedema & ndimage.binary_dilation(np.isin(faded.label, (2, 4)))
+        self.assertTrue(edge.any() and inner.any())
+        loss = plain.fractions["oedema"] - faded.fractions["oedema"]
+        self.assertGreaterEqual(float(loss.min()), -1e-6)
+        self.assertGreater(float(loss[oedema].mean()), 0.02)  # fade 0.2-0.7 of the shell's contrast
+        self.assertGreater(float(loss[edge].mean()), float(loss[inner].mean()))
 
     def test_deterministic_and_independent_of_num_cases(self):
         again = generate_phantom_case("ms", 1, seed=0, spacing=MEDIUM)
