@@ -13,10 +13,14 @@ benchmark resumes where it stopped and never redoes a row. ``transfer.md`` (mean
 difference of ``dwp`` against each other method with its 95 % t-interval over seeds, best per column in bold) and
 ``transfer.png`` (Dice and ECE against N, one line per method) are written from the CSV after every run.
 
+Ablations (:data:`ABLATIONS`): variants of ``dwp`` that change one setting, run with the same seeds, splits and
+budget at the scale's ``ablation_sizes`` right after the main runs of that N, and compared with ``dwp`` in a second
+table of ``transfer.md``; a variant is chosen on the validation split only.
+
 Scales (``--scale``):
 
 - ``tiny``: seconds per stage, for the test suite (6 mm phantoms, 16³ patches, one epoch).
-- ``cpu``: the paper's protocol reduced for 2 CPU cores: 3 mm phantoms, 32³ patches, 120 optimiser steps per run,
+- ``cpu``: the paper's protocol reduced for 2 CPU cores: 3 mm phantoms, 32³ patches, 300 optimiser steps per run,
   5 Monte Carlo samples; what is reduced is written into ``transfer.md``.
 - ``paper``: the full setting for a GPU (2 mm phantoms, 64³ patches, 1,000 optimiser steps, 10 samples).
 
@@ -74,6 +78,8 @@ class TransferScale:
         steps: optimiser steps per run, the same for every method and N (epochs = steps / iterations per epoch).
         validations: about how many validations a run makes (checkpoint selection on the validation split).
         reduced: what this scale reduces against the paper, for ``transfer.md``.
+        ablations: the :data:`ABLATIONS` run at ``ablation_sizes`` (same seeds, budget and splits).
+        ablation_sizes: the N of the ablations.
     """
 
     handoffs: PipelineSettings
@@ -83,6 +89,21 @@ class TransferScale:
     steps: int
     validations: int
     reduced: str
+    ablations: tuple[str, ...] = ()
+    ablation_sizes: tuple[int, ...] = ()
+
+
+ABLATIONS: dict[str, tuple[str, dict[str, object]]] = {
+    "dwp_source_init": ("dwp", {"source_init": True}),
+    "dwp_temperature_0.1": ("dwp", {"kl_temperature": 0.1}),
+    "dwp_no_dwp_init": ("dwp", {"dwp_init": False}),
+    "gaussian_prior_source_init": ("gaussian_prior", {"source_init": True}),
+}
+"""Ablations of ``dwp`` (and their controls): name -> (method, overrides of the finetune bundle). Each is judged
+against ``dwp`` on the validation split; the test set only reports. ``dwp_source_init`` starts the posterior at the
+source network (fine-tuning with the kernel prior) and ``gaussian_prior_source_init`` is its control (the same
+start under a Gaussian prior), ``dwp_temperature_0.1`` weakens the prior tenfold, ``dwp_no_dwp_init`` starts at
+PyTorch's initialisation instead of VAE samples."""
 
 
 SCALES: dict[str, TransferScale] = {
@@ -90,6 +111,7 @@ SCALES: dict[str, TransferScale] = {
         handoffs=dataclasses.replace(PipelineSettings.quick(), num_target_pool=5, num_target_test=1, seeds=(0,)),
         sizes=(2, 3), seeds=(0,), methods=("random_init", "dwp"), steps=2, validations=1,
         reduced="a smoke test: 6 mm phantoms, 16³ patches, 2 optimiser steps; its numbers mean nothing",
+        ablations=("dwp_no_dwp_init",), ablation_sizes=(2,),
     ),
     "cpu": TransferScale(
         handoffs=dataclasses.replace(PipelineSettings.default(), num_target_pool=23, num_target_test=20,
@@ -98,12 +120,14 @@ SCALES: dict[str, TransferScale] = {
         reduced="3 mm phantoms (the paper: 1 mm BraTS), 32³ patches, 300 optimiser steps of batch 2 × 2 patches per "
                 "run (from-scratch validation Dice levels off after about 200 steps at N = 5 and 300 at N = 20), 5 "
                 "Monte Carlo samples, 3 seeds",
+        ablations=tuple(ABLATIONS), ablation_sizes=(5,),
     ),
     "paper": TransferScale(
         handoffs=dataclasses.replace(PipelineSettings.default(), spacing=2.0, patch_size=64, num_target_pool=23,
                                      num_target_test=20, pretrain_epochs=200, mc_samples=10),
         sizes=(5, 10, 15, 20), seeds=(0, 1, 2, 3, 4), methods=METHODS, steps=1000, validations=20,
         reduced="2 mm phantoms (the paper: 1 mm BraTS), 64³ patches",
+        ablations=tuple(ABLATIONS), ablation_sizes=(5, 10),
     ),
 }
 
@@ -180,6 +204,47 @@ def _paired(rows: list[dict[str, str]], methods: list[str], sizes: list[int], me
     return lines + [""]
 
 
+def _ablation_table(rows: list[dict[str, str]], scale: TransferScale, n: int) -> list[str]:
+    """The ablations at N = ``n``: best validation Dice (the choice) and test metrics, each with its paired
+    difference against ``dwp`` over the seeds both ran, and the variant chosen on validation."""
+    names = [a for a in ("dwp", "gaussian_prior", *scale.ablations) if _values(rows, a, n, "best_val_dice")]
+    lines = [f"### N = {n}", "",
+             "| variant | what differs | best validation Dice | − `dwp` | test pooled Dice | − `dwp` | ECE |",
+             "|---|---|---|---|---|---|---|"]
+    val_means = {}
+    for name in names:
+        method, overrides = ABLATIONS.get(name, (name, {}))
+        what = (f"`{method}`, " + ", ".join(f"`{k}={v}`" for k, v in overrides.items()) if name in ABLATIONS
+                else "reference (the table above)")
+        cells = []
+        for metric in ("best_val_dice", "val_pooled_dice"):
+            mine, ref = _values(rows, name, n, metric), _values(rows, "dwp", n, metric)
+            if not mine:
+                cells += ["–", "–"]
+                continue
+            if metric == "best_val_dice":
+                val_means[name] = statistics.mean(mine.values())
+            cells.append(f"{statistics.mean(mine.values()):.3f} ± {statistics.pstdev(mine.values()):.3f} "
+                         f"({len(mine)})")
+            seeds = sorted(set(mine) & set(ref))
+            if name == "dwp" or not seeds:
+                cells.append("–")
+                continue
+            mean, lo, hi = paired_interval([mine[k] - ref[k] for k in seeds])
+            cells.append(f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]" if len(seeds) > 1 else f"{mean:+.3f} (1 seed)")
+        ece = list(_values(rows, name, n, "ece").values())
+        cells.append(f"{statistics.mean(ece):.4f}" if ece else "–")
+        lines.append(f"| `{name}` | {what} | " + " | ".join(cells) + " |")
+    dwp_like = {k: v for k, v in val_means.items() if ABLATIONS.get(k, (k,))[0] == "dwp"}
+    if dwp_like:
+        chosen = max(dwp_like, key=dwp_like.get)
+        test = _values(rows, chosen, n, "val_pooled_dice")
+        lines += ["", f"Chosen on the validation split among the `dwp` variants: **`{chosen}`** (mean best "
+                      f"validation Dice {dwp_like[chosen]:.3f}); its test pooled Dice: "
+                      + (f"{statistics.mean(test.values()):.3f}." if test else "not evaluated.")]
+    return lines + [""]
+
+
 def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferScale, path: Path,
                    machine: str = "") -> None:
     """Every metric as mean ± sd per method and N (best per column in bold), the paired differences of ``dwp``
@@ -190,7 +255,8 @@ def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferS
     lines = [f"# Transfer benchmark (`--scale {scale_name}`)", "",
              f"Protocol of {CITATION}: source nets and kernel prior trained once on MS-like phantoms, target methods "
              f"on nested subsets of N tumour phantoms (binary whole tumour), {scale.steps} optimiser steps per run "
-             "for every method and N, the checkpoint of the best validation Dice (3 validation cases per seed, "
+             f"for every method and N, the checkpoint of the best validation Dice ({scale.handoffs.num_val_cases} "
+             "validation cases per seed, "
              "never the test set), one fixed held-out test set of "
              f"{scale.handoffs.num_target_test} cases. Reduced against the paper: {scale.reduced}. Each seed draws "
              "its own validation cases and nested training subsets. Written by `benchmarks/transfer.py` from "
@@ -213,6 +279,16 @@ def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferS
         if any(_values(rows, m, n, metric) for m in methods for n in sizes):
             lines += [f"## {LABELS[metric]} (mean ± sd over seeds, number of seeds)", ""]
             lines += _table(rows, methods, sizes, metric)
+    ablation_sizes = [n for n in scale.ablation_sizes if any(_values(rows, a, n, "best_val_dice")
+                                                             for a in scale.ablations)]
+    if ablation_sizes:
+        lines += ["## Ablations of `dwp`, chosen on the validation split", "",
+                  "Same seeds, splits and budget as the table above; each variant changes one thing (the overrides "
+                  "of the finetune bundle in the second column). The choice is the highest mean best-validation Dice "
+                  f"({scale.handoffs.num_val_cases} validation cases per seed, so a noisy choice); the test columns "
+                  "only report.", ""]
+        for n in ablation_sizes:
+            lines += _ablation_table(rows, scale, n)
     lines += ["## Did training plateau?", "",
               "Best validation epoch / epochs per run, mean over seeds (a best epoch at the end means more steps "
               "would still have helped):", "",
@@ -259,7 +335,7 @@ def write_figure(rows: list[dict[str, str]], scale: TransferScale, path: Path) -
 
 
 def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | None = None, device: str | None = None,
-         bundles_dir: str | None = None, methods: str | None = None, workers: int = 1) -> Path:
+         bundles_dir: str | None = None, methods: str | None = None, workers: int = 1, ablations: bool = True) -> Path:
     """Run (or resume) the benchmark and write ``transfer.csv``, ``transfer.md`` and ``transfer.png``.
 
     Args:
@@ -271,6 +347,8 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         bundles_dir: the ``bundles/`` folder to run (default: the repository's; its ``models/`` receive the source
             nets and the prior, which are reused when they exist).
         methods: comma-separated subset of the scale's methods.
+        ablations: also run the scale's :data:`ABLATIONS` of ``dwp`` (at its ``ablation_sizes``, right after the
+            main runs of that N); they go into the same CSV, named after the ablation, and into their own table.
         workers: runs side by side, each with ``cpu_count // workers`` PyTorch threads (2 on a 2-core machine
             keeps both cores busy through the single-threaded parts of each run). Wall times in the CSV are then
             those of runs sharing the machine; ``workers`` is recorded in every row.
@@ -312,19 +390,26 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
     same = [r for r in rows if all(str(r.get(k)) == str(v) for k, v in budget_row.items())]
     done = {(r["method"], int(r["num_train_cases"]), int(r["seed"])) for r in same}
     # N by N, seed by seed: an interrupted benchmark leaves complete (method) sets for the sizes it reached
+    variants = tuple(s.ablations) if ablations else ()
     jobs = [(n, seed, m) for n in s.sizes for seed in s.seeds for m in s.methods if (m, n, seed) not in done]
+    # the ablations right after the main runs of their N: a session that stops early has both for the first N
+    extra = [(n, seed, a) for n in s.ablation_sizes for a in variants for seed in s.seeds if (a, n, seed) not in done]
+    for job in extra:
+        later = [i for i, (n, _, m) in enumerate(jobs) if n > job[0] and m in s.methods]
+        jobs.insert(later[0] if later else len(jobs), job)
     workers = check_int(workers, "workers", minimum=1, hint="e.g. --workers 2 on a 2-core machine")
     machine = describe_machine(device, workers)
     chains = []
-    for n, seed, method in jobs:
+    for n, seed, name in jobs:
         epochs, val_interval = budget(s, n)
-        ckpt_dir = work / "runs" / run_name(method, n, seed)
-        args = dict(common, method=method, num_train_cases=n, seed=seed, ckpt_dir=ckpt_dir)
+        ckpt_dir = work / "runs" / run_name(name, n, seed)
+        method, overrides = ABLATIONS.get(name, (name, {}))
+        args = dict(common, method=method, num_train_cases=n, seed=seed, ckpt_dir=ckpt_dir, **overrides)
         chains.append([
-            (f"{run_name(method, n, seed)}_train",
+            (f"{run_name(name, n, seed)}_train",
              runner.bundle("dwp_finetune", ["train"], epochs=epochs, val_interval=val_interval, **args),
              [ckpt_dir / "model.pt"]),
-            (f"{run_name(method, n, seed)}_evaluate",
+            (f"{run_name(name, n, seed)}_evaluate",
              runner.bundle("dwp_finetune", ["train", "evaluate"], mc_samples=h.mc_samples, **args),
              [ckpt_dir / "eval" / "metrics.csv"]),
         ])

@@ -106,6 +106,7 @@ KEY_RULES: dict[str, Callable[[Any, str], Any]] = {
     "resume": as_bool,
     "train_encoder": as_bool,
     "dwp_init": as_bool,
+    "source_init": as_bool,
     # counts
     "epochs": _positive_int,
     "val_interval": _positive_int,

@@ -72,12 +72,14 @@ HANDOFFS: dict[str, tuple[str, ...]] = {
 """The hand-off files each method needs: the prior checkpoint of ``dwp_prior`` or a source net of ``dwp_pretrain``."""
 
 
-def check_handoffs(method: str, **files: str | os.PathLike | None) -> dict[str, str]:
+def check_handoffs(method: str, source_init: bool = False, **files: str | os.PathLike | None) -> dict[str, str]:
     """Check, before anything is built, that the hand-off files ``method`` needs exist (the bundles' second
     ``initialize`` step, so that a missing file stops with one line naming the key and the command that makes it).
 
     Args:
         method: one of :data:`METHODS`.
+        source_init: a Bayesian method started at the source network (:func:`prepare_network`): it needs
+            ``source_ckpt`` too.
         files: the hand-off keys and their files, e.g. ``prior_ckpt=..., source_ckpt=...``; the ones ``method``
             does not need (:data:`HANDOFFS`) are not checked.
 
@@ -88,7 +90,8 @@ def check_handoffs(method: str, **files: str | os.PathLike | None) -> dict[str, 
         MissingHandoffError: (a ``FileNotFoundError``) a needed file does not exist or was not given.
     """
     _check_method(method)
-    return {key: require_handoff(files.get(key) or "", key) for key in HANDOFFS[method]}
+    keys = HANDOFFS[method] + (("source_ckpt",) if source_init and "source_ckpt" not in HANDOFFS[method] else ())
+    return {key: require_handoff(files.get(key) or "", key) for key in keys}
 
 
 def make_prior(
@@ -121,12 +124,16 @@ def make_prior(
 
 
 def _load_source(network: nn.Module, source_ckpt: str | os.PathLike) -> None:
+    """Load a deterministic source network into ``network``; a Bayesian layer's ``loc`` takes the source ``weight``
+    of the layer of the same name (its ``log_scale`` is left as it is)."""
     path = require_handoff(source_ckpt, "source_ckpt")
     try:
         state = load_state_dict(path)
     except ValueError as err:
         raise ValueError(f"source_ckpt {path!r} is not a network checkpoint: {err}") from err
-    own = network.state_dict()
+    renamed = {f"{name}.weight": f"{name}.loc" for name in bayesian_modules(network)}
+    state = {renamed.get(k, k): v for k, v in state.items()}
+    own = {k: v for k, v in network.state_dict().items() if not k.endswith(".log_scale")}
     for name, value in state.items():
         if name in own and own[name].shape != value.shape:
             raise ValueError(
@@ -139,7 +146,7 @@ def _load_source(network: nn.Module, source_ckpt: str | os.PathLike) -> None:
             f"source_ckpt {path!r} does not fit the network: it lacks {missing[:5]}{'...' if len(missing) > 5 else ''}; "
             "is it a DWPUNet checkpoint of the dwp_pretrain bundle?"
         )
-    network.load_state_dict({k: v for k, v in state.items() if k in own})
+    network.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
 def prepare_network(
@@ -150,6 +157,7 @@ def prepare_network(
     dwp_init: bool = True,
     generator: torch.Generator | None = None,
     init_scale_ratio: float | None = None,
+    source_init: bool = False,
 ) -> nn.Module:
     """Initialise ``network`` for ``method`` (in place) and check the hand-offs it needs, before any training.
 
@@ -159,6 +167,9 @@ def prepare_network(
         source_ckpt: the source network's checkpoint (``finetune``, ``finetune_frozen``).
         prior: the :class:`DeepWeightPrior` (``dwp``, ``dwp_init``); checked against the network here.
         dwp_init: for ``dwp``, start the posterior locations at VAE samples (otherwise PyTorch's initialisation).
+        source_init: for a Bayesian method, start the posterior locations (and the other parameters) at the
+            source network of ``source_ckpt``: fine-tuning with the method's prior. It takes the place of
+            ``dwp_init``.
         generator: random generator of the DWP initialisation.
         init_scale_ratio: for a Bayesian network, set every posterior scale to this fraction of the RMS of its
             layer's locations once they are initialised (:func:`~monai_dwp.networks.utils.init_relative_scale`);
@@ -183,6 +194,20 @@ def prepare_network(
             for name, param in network.named_parameters():
                 if name.startswith(ENCODER_PREFIXES):
                     param.requires_grad_(False)
+    elif source_init and not bayesian:
+        raise ValueError(
+            f"source_init=True is for the Bayesian methods {BAYESIAN_METHODS}, got method {method!r}; a deterministic "
+            "net starts at the source network with method 'finetune'."
+        )
+    elif source_init:
+        if source_ckpt is None:
+            raise ValueError("source_init=True needs source_ckpt, a checkpoint of the dwp_pretrain bundle.")
+        if method == "dwp":
+            if not isinstance(prior, DeepWeightPrior):
+                raise ValueError(f"method 'dwp' needs the DeepWeightPrior of the dwp_prior bundle, got {prior!r}.")
+            prior.check_network(network)
+        _load_source(network, source_ckpt)
+        logger.info("posterior locations start at the source network %s", source_ckpt)
     elif method in ("dwp", "dwp_init"):
         if not isinstance(prior, DeepWeightPrior):
             raise ValueError(f"method {method!r} needs the DeepWeightPrior of the dwp_prior bundle, got {prior!r}.")

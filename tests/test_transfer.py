@@ -52,6 +52,36 @@ class TestTransfer(unittest.TestCase):
             self.assertEqual(p.requires_grad, not name.startswith(ENCODER_PREFIXES), name)
         self.assertTrue(all(p.requires_grad for p in trainable_parameters(net)))
 
+    def test_source_init_starts_a_bayesian_net_at_the_source_weights(self):
+        source = DWPUNet(**SMALL)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.pt"
+            torch.save(source.state_dict(), path)
+            self.assertEqual(check_handoffs("dwp", source_init=True, prior_ckpt=path, source_ckpt=path),
+                             {"prior_ckpt": str(path), "source_ckpt": str(path)})
+            with self.assertRaisesRegex(FileNotFoundError, r"source_ckpt file '.*nope.pt' does not exist"):
+                check_handoffs("gaussian_prior", source_init=True, source_ckpt=Path(tmp) / "nope.pt")
+            for method in ("dwp", "gaussian_prior"):
+                net = DWPUNet(bayesian=True, **SMALL)
+                prior = _prior(net) if method == "dwp" else GaussianPrior()
+                prepare_network(net, method, source_ckpt=path, prior=prior, source_init=True, init_scale_ratio=0.1)
+                mine, modules, locs = net.state_dict(), dict(net.named_modules()), 0
+                for name, value in source.state_dict().items():
+                    layer, _, leaf = name.rpartition(".")
+                    bayesian_weight = leaf == "weight" and hasattr(modules.get(layer), "loc")
+                    locs += bayesian_weight
+                    torch.testing.assert_close(mine[f"{layer}.loc" if bayesian_weight else name], value)
+                self.assertEqual(locs, len([m for m in modules.values() if hasattr(m, "loc")]))
+                # the posterior scales start relative to the source weights, not at the source (it has none)
+                torch.testing.assert_close(net.init_conv.scale, 0.1 * net.init_conv.loc.square().mean().sqrt()
+                                           .expand_as(net.init_conv.scale))
+            with self.assertRaisesRegex(ValueError, r"source_init=True is for the Bayesian methods .* got method "
+                                                    r"'random_init'; .* method 'finetune'"):
+                prepare_network(DWPUNet(**SMALL), "random_init", source_ckpt=path, source_init=True)
+            with self.assertRaisesRegex(ValueError, r"source_init=True needs source_ckpt"):
+                prepare_network(DWPUNet(bayesian=True, **SMALL), "gaussian_prior", prior=GaussianPrior(),
+                                source_init=True)
+
     def test_dwp_initialises_from_the_prior(self):
         net = DWPUNet(bayesian=True, **SMALL)
         prior = _prior(net)

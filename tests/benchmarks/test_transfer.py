@@ -30,7 +30,8 @@ class TestTransferBenchmark(unittest.TestCase):
             self.assertEqual(proc.returncode, 0, proc.stdout[-3000:] + proc.stderr[-3000:])
             rows = list(csv.DictReader((root / "results" / "transfer.csv").open()))
             self.assertEqual(sorted((r["method"], r["num_train_cases"], r["seed"]) for r in rows),
-                             [("dwp", "2", "0"), ("dwp", "3", "0"), ("random_init", "2", "0"), ("random_init", "3", "0")])
+                             [("dwp", "2", "0"), ("dwp", "3", "0"), ("dwp_no_dwp_init", "2", "0"),
+                              ("random_init", "2", "0"), ("random_init", "3", "0")])
             for r in rows:
                 self.assertEqual((r["scale"], r["steps"]), ("tiny", "2"))
                 self.assertTrue(0.0 <= float(r["val_mean_dice"]) <= 1.0, r)
@@ -43,6 +44,12 @@ class TestTransferBenchmark(unittest.TestCase):
             # one seed: a paired difference without an interval
             self.assertRegex(md, r"\| `random_init` \| [+-][0-9.]+ \(1 seed\) \| [+-][0-9.]+ \(1 seed\) \|")
             self.assertRegex(md, r"\| `dwp` \| (\*\*)?[0-9.]+ ± [0-9.]+ \(1\)(\*\*)? \|")
+            # the ablation: its own table against dwp, chosen on validation
+            self.assertIn("## Ablations of `dwp`, chosen on the validation split", md)
+            self.assertRegex(md, r"\| `dwp_no_dwp_init` \| `dwp`, `dwp_init=False` \| [0-9.]+ ± [0-9.]+ \(1\) \| [+-][0-9.]+ "
+                                 r"\(1 seed\) \|")
+            self.assertRegex(md, r"Chosen on the validation split among the `dwp` variants: \*\*`dwp(_no_dwp_init)?`\*\*")
+            self.assertIn("--dwp_init False", (root / "work" / "logs" / "dwp_no_dwp_init_n2_seed0_train.log").read_text())
             self.assertGreater((root / "results" / "transfer.png").stat().st_size, 5_000)
             # the hand-offs in the bundles' models/ were reused, the target phantoms made
             log = proc.stdout + proc.stderr
@@ -53,7 +60,7 @@ class TestTransferBenchmark(unittest.TestCase):
             again = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
             self.assertEqual(again.returncode, 0, again.stderr[-3000:])
             self.assertNotIn("[run ]", again.stdout + again.stderr)
-            self.assertEqual(len(list(csv.DictReader((root / "results" / "transfer.csv").open()))), 4)
+            self.assertEqual(len(list(csv.DictReader((root / "results" / "transfer.csv").open()))), 5)
 
 
 if __name__ == "__main__":

@@ -135,6 +135,14 @@ class TestFinetune(unittest.TestCase):
         out = check(_finetune("dwp", output="no_init", dwp_init="false", amp="False", train_encoder="0"))
         self.assertNotIn("DWP initialisation:", out)  # the string 'false' is not truthy here
 
+    def test_source_init_from_the_command_line(self):
+        out = check(_finetune("dwp", output="source_init", source_init="true"))
+        self.assertIn("posterior locations start at the source network", out)
+        self.assertNotIn("DWP initialisation:", out)  # the source start takes the place of the VAE draws
+        proc = _finetune("gaussian_prior", output="source_init", source_init="true", source_ckpt=ROOT / "nope.pt")
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("source_ckpt file", proc.stdout + proc.stderr)
+
     def test_sampled_training_mode(self):
         check(_finetune("gaussian_prior", output="sampled", train_mode="sampled"))
 
