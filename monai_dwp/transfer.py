@@ -186,6 +186,11 @@ def prepare_network(
         raise ValueError(
             f"method {method!r} needs {want} network; build DWPUNet with bayesian={is_bayesian_method(method)}."
         )
+    if method in ("dwp", "dwp_init"):
+        if not isinstance(prior, DeepWeightPrior):
+            raise ValueError(f"method {method!r} needs the DeepWeightPrior of the dwp_prior bundle, got {prior!r}.")
+        if method == "dwp":
+            prior.check_network(network)
     if method in ("finetune", "finetune_frozen"):
         if source_ckpt is None:
             raise ValueError(f"method {method!r} needs source_ckpt, a checkpoint of the dwp_pretrain bundle.")
@@ -202,17 +207,9 @@ def prepare_network(
     elif source_init:
         if source_ckpt is None:
             raise ValueError("source_init=True needs source_ckpt, a checkpoint of the dwp_pretrain bundle.")
-        if method == "dwp":
-            if not isinstance(prior, DeepWeightPrior):
-                raise ValueError(f"method 'dwp' needs the DeepWeightPrior of the dwp_prior bundle, got {prior!r}.")
-            prior.check_network(network)
         _load_source(network, source_ckpt)
         logger.info("posterior locations start at the source network %s", source_ckpt)
     elif method in ("dwp", "dwp_init"):
-        if not isinstance(prior, DeepWeightPrior):
-            raise ValueError(f"method {method!r} needs the DeepWeightPrior of the dwp_prior bundle, got {prior!r}.")
-        if method == "dwp":
-            prior.check_network(network)
         if method == "dwp_init" or dwp_init:
             names = prior.initialize(network, generator=generator)
             modules = dict(network.named_modules())
