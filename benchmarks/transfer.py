@@ -48,7 +48,7 @@ from _stats import paired_interval  # noqa: E402
 from monai_dwp.bundle_utils import run_name  # noqa: E402
 from monai_dwp.pipeline import PipelineSettings, StageRunner, default_bundles_dir, make_handoffs  # noqa: E402
 from monai_dwp.report import collect_metrics  # noqa: E402
-from monai_dwp.transfer import METHODS  # noqa: E402
+from monai_dwp.transfer import LR_SCHEDULES, METHODS  # noqa: E402
 from monai_dwp.utils.io import atomic_write  # noqa: E402
 from monai_dwp.utils.validation import check_int  # noqa: E402
 
@@ -61,7 +61,7 @@ LABELS = {"val_mean_dice": "Dice, per-case mean ↑", "val_iou": "IoU, per-case 
           "val_hd95": "HD95 (voxels) ↓", "ece": "ECE ↓", "fg_ece": "foreground ECE ↓",
           "auc_mutual_information": "AUC mutual information→error ↑"}
 HIGHER_IS_BETTER = {"val_mean_dice", "val_iou", "val_pooled_dice", "val_pooled_iou", "auc_mutual_information"}
-BUDGET_KEYS = ("scale", "steps", "patch_size", "spacing", "mc_samples")
+BUDGET_KEYS = ("scale", "steps", "lr_schedule", "patch_size", "spacing", "mc_samples")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +80,7 @@ class TransferScale:
         reduced: what this scale reduces against the paper, for ``transfer.md``.
         ablations: the :data:`ABLATIONS` run at ``ablation_sizes`` (same seeds, budget and splits).
         ablation_sizes: the N of the ablations.
+        lr_schedule: the finetune bundle's ``lr_schedule`` for every run (``constant`` or ``cosine``).
     """
 
     handoffs: PipelineSettings
@@ -91,6 +92,7 @@ class TransferScale:
     reduced: str
     ablations: tuple[str, ...] = ()
     ablation_sizes: tuple[int, ...] = ()
+    lr_schedule: str = "constant"
 
 
 ABLATIONS: dict[str, tuple[str, dict[str, object]]] = {
@@ -255,6 +257,7 @@ def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferS
     lines = [f"# Transfer benchmark (`--scale {scale_name}`)", "",
              f"Protocol of {CITATION}: source nets and kernel prior trained once on MS-like phantoms, target methods "
              f"on nested subsets of N tumour phantoms (binary whole tumour), {scale.steps} optimiser steps per run "
+             f"(Adam, {'cosine-annealed' if scale.lr_schedule == 'cosine' else 'constant'} learning rate) "
              f"for every method and N, the checkpoint of the best validation Dice ({scale.handoffs.num_val_cases} "
              "validation cases per seed, "
              "never the test set), one fixed held-out test set of "
@@ -335,7 +338,9 @@ def write_figure(rows: list[dict[str, str]], scale: TransferScale, path: Path) -
 
 
 def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | None = None, device: str | None = None,
-         bundles_dir: str | None = None, methods: str | None = None, workers: int = 1, ablations: bool = True) -> Path:
+         bundles_dir: str | None = None, methods: str | None = None, workers: int = 1, ablations: bool = True,
+         sizes: str | int | None = None, steps: int | None = None, lr_schedule: str | None = None,
+         data_dir: str | None = None) -> Path:
     """Run (or resume) the benchmark and write ``transfer.csv``, ``transfer.md`` and ``transfer.png``.
 
     Args:
@@ -352,6 +357,11 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         workers: runs side by side, each with ``cpu_count // workers`` PyTorch threads (2 on a 2-core machine
             keeps both cores busy through the single-threaded parts of each run). Wall times in the CSV are then
             those of runs sharing the machine; ``workers`` is recorded in every row.
+        sizes: comma-separated subset of the scale's N (e.g. ``5,20``), for a budget study.
+        steps: optimiser steps per run instead of the scale's (a budget study; use its own ``--results``).
+        lr_schedule: ``constant`` or ``cosine`` instead of the scale's (a budget study; use its own ``--results``).
+        data_dir: the phantoms' folder (default ``<work_dir>/data``; made there when it holds none), so that studies
+            with their own ``work_dir`` share one set of phantoms.
 
     Returns:
         the path of ``transfer.md``.
@@ -362,11 +372,28 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         raise SystemExit(f"--scale must be one of {sorted(SCALES)}, got {scale!r}.")
     s = SCALES[scale]
     if methods:
-        chosen = tuple(m.strip() for m in str(methods).split(","))
+        # fire turns ``--methods a,b`` into the tuple ``('a', 'b')`` and ``--methods a`` into ``'a'``
+        chosen = tuple(methods) if isinstance(methods, (list, tuple)) else tuple(str(methods).split(","))
+        chosen = tuple(str(m).strip() for m in chosen)
         unknown = [m for m in chosen if m not in s.methods]
         if unknown:
             raise SystemExit(f"--methods {unknown} are not methods of --scale {scale}: {s.methods}.")
         s = dataclasses.replace(s, methods=chosen)
+    if sizes:
+        listed = sizes if isinstance(sizes, (list, tuple)) else str(sizes).split(",")
+        chosen_sizes = tuple(check_int(int(str(n).strip()) if str(n).strip().isdigit() else n, "sizes")
+                             for n in listed)
+        unknown = [n for n in chosen_sizes if n not in s.sizes]
+        if unknown:
+            raise SystemExit(f"--sizes {unknown} are not sizes of --scale {scale}: {s.sizes}.")
+        s = dataclasses.replace(s, sizes=chosen_sizes, ablation_sizes=tuple(n for n in s.ablation_sizes
+                                                                            if n in chosen_sizes))
+    if steps is not None:
+        s = dataclasses.replace(s, steps=check_int(steps, "steps", minimum=1, hint="e.g. --steps 600"))
+    if lr_schedule is not None:
+        if lr_schedule not in LR_SCHEDULES:
+            raise SystemExit(f"--lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}.")
+        s = dataclasses.replace(s, lr_schedule=lr_schedule)
     need = max(s.sizes) + s.handoffs.num_val_cases
     if s.handoffs.num_target_pool < need:
         raise SystemExit(f"scale {scale}: num_target_pool {s.handoffs.num_target_pool} < max(N) + validation {need}.")
@@ -379,24 +406,24 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
     bundles = Path(bundles_dir).resolve() if bundles_dir else default_bundles_dir()
     runner = StageRunner(work, device, False, bundles)
     h = s.handoffs
-    handoffs = make_handoffs(runner, h, work / "data")
+    handoffs = make_handoffs(runner, h, Path(data_dir).resolve() if data_dir else work / "data")
     common = {"spacing": [h.spacing] * 3, "patch_size": [h.patch_size] * 3, "batch_size": h.batch_size,
               "num_samples": h.num_samples, "dataset_dir": handoffs["target_data"],
               "num_val_cases": h.num_val_cases, "source_ckpt": handoffs["source_ckpt"],
               "prior_ckpt": handoffs["prior_ckpt"], "max_kernels": h.max_kernels}
-    budget_row = {"scale": scale, "steps": s.steps, "patch_size": h.patch_size, "spacing": h.spacing,
-                  "mc_samples": h.mc_samples}
+    budget_row = {"scale": scale, "steps": s.steps, "lr_schedule": s.lr_schedule, "patch_size": h.patch_size,
+                  "spacing": h.spacing, "mc_samples": h.mc_samples}
     rows = list(csv.DictReader(csv_path.open())) if csv_path.is_file() else []
     same = [r for r in rows if all(str(r.get(k)) == str(v) for k, v in budget_row.items())]
     done = {(r["method"], int(r["num_train_cases"]), int(r["seed"])) for r in same}
     # N by N, seed by seed: an interrupted benchmark leaves complete (method) sets for the sizes it reached
     variants = tuple(s.ablations) if ablations else ()
-    jobs = [(n, seed, m) for n in s.sizes for seed in s.seeds for m in s.methods if (m, n, seed) not in done]
-    # the ablations right after the main runs of their N: a session that stops early has both for the first N
-    extra = [(n, seed, a) for n in s.ablation_sizes for a in variants for seed in s.seeds if (a, n, seed) not in done]
-    for job in extra:
-        later = [i for i, (n, _, m) in enumerate(jobs) if n > job[0] and m in s.methods]
-        jobs.insert(later[0] if later else len(jobs), job)
+    jobs = []
+    for n in s.sizes:
+        jobs += [(n, seed, m) for seed in s.seeds for m in s.methods if (m, n, seed) not in done]
+        # the ablations right after the main runs of their N: a session that stops early has both for the first N
+        if n in s.ablation_sizes:
+            jobs += [(n, seed, a) for a in variants for seed in s.seeds if (a, n, seed) not in done]
     workers = check_int(workers, "workers", minimum=1, hint="e.g. --workers 2 on a 2-core machine")
     machine = describe_machine(device, workers)
     chains = []
@@ -404,7 +431,8 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         epochs, val_interval = budget(s, n)
         ckpt_dir = work / "runs" / run_name(name, n, seed)
         method, overrides = ABLATIONS.get(name, (name, {}))
-        args = dict(common, method=method, num_train_cases=n, seed=seed, ckpt_dir=ckpt_dir, **overrides)
+        args = dict(common, method=method, num_train_cases=n, seed=seed, ckpt_dir=ckpt_dir, lr_schedule=s.lr_schedule,
+                    **overrides)
         chains.append([
             (f"{run_name(name, n, seed)}_train",
              runner.bundle("dwp_finetune", ["train"], epochs=epochs, val_interval=val_interval, **args),

@@ -100,6 +100,14 @@ def _nonnegative_float(value: Any, name: str) -> float:
     return check_float(value, name, minimum=0.0)
 
 
+def _lr_schedule(value: Any, name: str) -> str:
+    from monai_dwp.transfer import LR_SCHEDULES  # transfer imports this module
+
+    if value not in LR_SCHEDULES:
+        raise ValueError(f"{name} must be one of {', '.join(LR_SCHEDULES)}, got {value!r}.")
+    return str(value)
+
+
 KEY_RULES: dict[str, Callable[[Any, str], Any]] = {
     # booleans: fire passes `--amp false` as the string 'false'
     "amp": as_bool,
@@ -136,6 +144,8 @@ KEY_RULES: dict[str, Callable[[Any, str], Any]] = {
     "aux_weight": _nonnegative_float,
     "prior_scale": _positive_float,
     "min_norm": _nonnegative_float,
+    # names
+    "lr_schedule": _lr_schedule,
     "val_fraction": lambda v, n: check_float(v, n, minimum=0.0, maximum=1.0, include_minimum=False,
                                              include_maximum=False),
 }

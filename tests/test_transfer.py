@@ -8,8 +8,8 @@ import torch
 
 from monai_dwp.losses import DeepWeightPrior, ELBOLoss, GaussianPrior
 from monai_dwp.networks import DWPUNet, KernelVAE
-from monai_dwp.transfer import (ENCODER_PREFIXES, METHODS, check_handoffs, is_bayesian_method, make_loss, make_prior,
-                                parameter_groups, prepare_network, trainable_parameters)
+from monai_dwp.transfer import (ENCODER_PREFIXES, METHODS, check_handoffs, is_bayesian_method, make_loss,
+                                make_lr_scheduler, make_prior, parameter_groups, prepare_network, trainable_parameters)
 
 SMALL = {"channels": (4, 4, 8, 8)}
 
@@ -107,6 +107,27 @@ class TestTransfer(unittest.TestCase):
         self.assertEqual([g["lr"] for g in opt.param_groups], [1e-3, 0.01])
         with self.assertRaisesRegex(ValueError, r"log_scale_lr must lie in \(0.0, inf\], got 0.0; or None"):
             parameter_groups(net, log_scale_lr=0)
+
+    def test_lr_schedules(self):
+        net = DWPUNet(spatial_dims=3, bayesian=True, **SMALL)
+        optimizer = torch.optim.Adam(parameter_groups(net, log_scale_lr=0.01), lr=1e-3)
+        self.assertIsNone(make_lr_scheduler(optimizer, "constant", 10))
+        scheduler = make_lr_scheduler(optimizer, "cosine", 10)
+        rates = []
+        for _ in range(10):
+            optimizer.step()
+            scheduler.step()
+            rates.append([group["lr"] for group in optimizer.param_groups])
+        # eta_t = eta_0 (1 + cos(pi t / T)) / 2 for each group, from its own rate, 0 at the last step
+        for t, (lr, lr_scale) in enumerate(rates, start=1):
+            factor = (1 + torch.cos(torch.tensor(torch.pi * t / 10)).item()) / 2
+            self.assertAlmostEqual(lr, 1e-3 * factor, places=9)
+            self.assertAlmostEqual(lr_scale, 1e-2 * factor, places=9)
+        self.assertAlmostEqual(rates[-1][0], 0.0, places=12)
+        with self.assertRaisesRegex(ValueError, r"lr_schedule must be one of \('constant', 'cosine'\), got 'linear'"):
+            make_lr_scheduler(optimizer, "linear", 10)
+        with self.assertRaisesRegex(ValueError, r"total_steps must be .*got 0"):
+            make_lr_scheduler(optimizer, "cosine", 0)
 
     def test_errors_before_training(self):
         with self.assertRaisesRegex(ValueError, "method 'dwp' needs a Bayesian network; build DWPUNet with bayesian=True"):

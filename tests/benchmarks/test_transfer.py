@@ -61,6 +61,23 @@ class TestTransferBenchmark(unittest.TestCase):
             self.assertEqual(again.returncode, 0, again.stderr[-3000:])
             self.assertNotIn("[run ]", again.stdout + again.stderr)
             self.assertEqual(len(list(csv.DictReader((root / "results" / "transfer.csv").open()))), 5)
+            # the recipe study: a cosine learning rate on the same phantoms, beside the benchmark's own rows
+            budget = subprocess.run(
+                [sys.executable, str(REPO / "benchmarks" / "transfer_budget.py"), "--scale", "tiny", "--device", "cpu",
+                 "--work_dir", str(root / "budget"), "--results", str(root / "results"),
+                 "--bundles_dir", str(root / "bundles"), "--data_dir", str(root / "work" / "data"), "--workers", "2"],
+                cwd=root, env=env, capture_output=True, text=True, timeout=900)
+            self.assertEqual(budget.returncode, 0, budget.stdout[-3000:] + budget.stderr[-3000:])
+            rows = list(csv.DictReader((root / "results" / "transfer_budget" / "cosine_2" / "transfer.csv").open()))
+            self.assertEqual(sorted((r["method"], r["num_train_cases"], r["lr_schedule"]) for r in rows),
+                             [("random_init", "2", "cosine"), ("random_init", "3", "cosine")])
+            self.assertIn("--lr_schedule cosine",
+                          (root / "budget" / "cosine_2" / "logs" / "random_init_n2_seed0_train.log").read_text())
+            md = (root / "results" / "transfer_budget.md").read_text()
+            self.assertRegex(md, r"\| `random_init` \| constant, 2 steps \| [0-9.]+ ± [0-9.]+ \(1\) \|")
+            self.assertRegex(md, r"\| `random_init` \| cosine, 2 steps \| [+-][0-9.]+ \(1 seed\) \| [+-][0-9.]+ "
+                                 r"\(1 seed\) \|")
+            self.assertFalse((root / "budget" / "cosine_2" / "data").exists())  # the benchmark's phantoms reused
 
 
 if __name__ == "__main__":

@@ -143,6 +143,15 @@ class TestFinetune(unittest.TestCase):
         self.assertNotEqual(proc.returncode, 0)
         self.assertIn("source_ckpt file", proc.stdout + proc.stderr)
 
+    def test_cosine_learning_rate(self):
+        check(_finetune("random_init", output="cosine", lr_schedule="cosine", epochs=2))
+        state = torch.load(ROOT / "cosine" / "random_init_n3_seed0" / "checkpoint_epoch=2.pt", weights_only=True)
+        self.assertEqual(state["lr_scheduler"]["last_epoch"], 6)  # stepped per iteration: 2 epochs x 3 iterations
+        self.assertAlmostEqual(state["optimizer"]["param_groups"][0]["lr"], 0.0, places=12)  # annealed to 0
+        proc = _finetune("random_init", output="cosine_bad", lr_schedule="linear")
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("--lr_schedule must be one of constant, cosine, got 'linear'", proc.stdout + proc.stderr)
+
     def test_sampled_training_mode(self):
         check(_finetune("gaussian_prior", output="sampled", train_mode="sampled"))
 
@@ -246,7 +255,9 @@ class TestKillAndResume(unittest.TestCase):
         return steps
 
     def test_finetune(self):
-        common = dict(TINY, dataset_dir=ROOT / "tumour", method="gaussian_prior", num_train_cases=3, epochs=3)
+        # a cosine learning rate: the resumed run must also continue the schedule where it stopped
+        common = dict(TINY, dataset_dir=ROOT / "tumour", method="gaussian_prior", num_train_cases=3, epochs=3,
+                      lr_schedule="cosine")
         check(run_bundle("dwp_finetune", "train", ckpt_dir=ROOT / "uninterrupted" / "gaussian_prior_n3_seed0", **common))
         killed = ROOT / "killed" / "gaussian_prior_n3_seed0"
         # killed right after the first of the 3 iterations of epoch 2
