@@ -33,12 +33,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
 import statistics
 import os
 import re
+import shutil
 import sys
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,12 +103,15 @@ ABLATIONS: dict[str, tuple[str, dict[str, object]]] = {
     "dwp_temperature_0.1": ("dwp", {"kl_temperature": 0.1}),
     "dwp_no_dwp_init": ("dwp", {"dwp_init": False}),
     "gaussian_prior_source_init": ("gaussian_prior", {"source_init": True}),
+    "source_gaussian_scale_0.01": ("source_gaussian", {"prior_scale": 0.01}),
+    "source_gaussian_scale_0.001": ("source_gaussian", {"prior_scale": 0.001}),
 }
 """Ablations of ``dwp`` (and their controls): name -> (method, overrides of the finetune bundle). Each is judged
 against ``dwp`` on the validation split; the test set only reports. ``dwp_source_init`` starts the posterior at the
 source network (fine-tuning with the kernel prior) and ``gaussian_prior_source_init`` is its control (the same
 start under a Gaussian prior), ``dwp_temperature_0.1`` weakens the prior tenfold, ``dwp_no_dwp_init`` starts at
-PyTorch's initialisation instead of VAE samples."""
+PyTorch's initialisation instead of VAE samples. ``source_gaussian_scale_*`` tighten the L2-SP prior around the
+source weights (``prior_scale`` 0.1 in the main table): its scale is chosen on validation among the three."""
 
 
 SCALES: dict[str, TransferScale] = {
@@ -147,6 +153,25 @@ def best_validation(log: Path) -> tuple[float, int]:
     found = re.findall(r"Key metric: val_mean_dice best value: ([0-9.eE+-]+) at epoch: (\d+)",
                        log.read_text(errors="replace")) if log.is_file() else []
     return (float(found[-1][0]), int(found[-1][1])) if found else (float("nan"), -1)
+
+
+def claim_run_dir(ckpt_dir: Path, settings: dict[str, object]) -> None:
+    """Make ``ckpt_dir`` the folder of a run with ``settings`` (its bundle overrides): a folder left by a run with
+    other settings (another split, budget or protocol; or one from before this check) moves to
+    ``<work_dir>/replaced/`` instead of being reused, so a stage is only skipped for outputs of this very run (a
+    benchmark interrupted between training and evaluation resumes at the evaluation)."""
+    marker = ckpt_dir / "benchmark_run.json"
+    want = json.dumps(settings, sort_keys=True, default=str)
+    if ckpt_dir.exists() and not (marker.is_file() and marker.read_text() == want):
+        base = ckpt_dir.parent.parent / "replaced" / f"{ckpt_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        target, k = base, 1
+        while target.exists():
+            target, k = base.with_name(f"{base.name}-{k}"), k + 1
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(ckpt_dir), str(target))
+        print(f"[move] {ckpt_dir.name}: made with other settings, moved to {target}", flush=True)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(want)
 
 
 def describe_machine(device: str | None, workers: int) -> str:
@@ -209,7 +234,8 @@ def _paired(rows: list[dict[str, str]], methods: list[str], sizes: list[int], me
 def _ablation_table(rows: list[dict[str, str]], scale: TransferScale, n: int) -> list[str]:
     """The ablations at N = ``n``: best validation Dice (the choice) and test metrics, each with its paired
     difference against ``dwp`` over the seeds both ran, and the variant chosen on validation."""
-    names = [a for a in ("dwp", "gaussian_prior", *scale.ablations) if _values(rows, a, n, "best_val_dice")]
+    names = [a for a in ("dwp", "gaussian_prior", "source_gaussian", *scale.ablations)
+             if _values(rows, a, n, "best_val_dice")]
     lines = [f"### N = {n}", "",
              "| variant | what differs | best validation Dice | − `dwp` | test pooled Dice | − `dwp` | ECE |",
              "|---|---|---|---|---|---|---|"]
@@ -237,12 +263,14 @@ def _ablation_table(rows: list[dict[str, str]], scale: TransferScale, n: int) ->
         ece = list(_values(rows, name, n, "ece").values())
         cells.append(f"{statistics.mean(ece):.4f}" if ece else "–")
         lines.append(f"| `{name}` | {what} | " + " | ".join(cells) + " |")
-    dwp_like = {k: v for k, v in val_means.items() if ABLATIONS.get(k, (k,))[0] == "dwp"}
-    if dwp_like:
-        chosen = max(dwp_like, key=dwp_like.get)
+    for family in ("dwp", "source_gaussian"):
+        variants = {k: v for k, v in val_means.items() if ABLATIONS.get(k, (k,))[0] == family}
+        if len(variants) < 2:
+            continue
+        chosen = max(variants, key=variants.get)
         test = _values(rows, chosen, n, "val_pooled_dice")
-        lines += ["", f"Chosen on the validation split among the `dwp` variants: **`{chosen}`** (mean best "
-                      f"validation Dice {dwp_like[chosen]:.3f}); its test pooled Dice: "
+        lines += ["", f"Chosen on the validation split among the `{family}` variants: **`{chosen}`** (mean best "
+                      f"validation Dice {variants[chosen]:.3f}); its test pooled Dice: "
                       + (f"{statistics.mean(test.values()):.3f}." if test else "not evaluated.")]
     return lines + [""]
 
@@ -262,7 +290,7 @@ def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferS
              "validation cases per seed, "
              "never the test set), one fixed held-out test set of "
              f"{scale.handoffs.num_target_test} cases. Reduced against the paper: {scale.reduced}. Each seed draws "
-             "its own validation cases and nested training subsets. Written by `benchmarks/transfer.py` from "
+             "its own validation cases and nested training subsets (`split_seed` = seed). Written by `benchmarks/transfer.py` from "
              "`transfer.csv`" + (f"; {machine}" if machine else "") + ".", ""]
     if "random_init" in methods:
         levels = {n: statistics.mean(v.values()) for n in sizes if (v := _values(rows, "random_init", n,
@@ -414,7 +442,9 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
     budget_row = {"scale": scale, "steps": s.steps, "lr_schedule": s.lr_schedule, "patch_size": h.patch_size,
                   "spacing": h.spacing, "mc_samples": h.mc_samples}
     rows = list(csv.DictReader(csv_path.open())) if csv_path.is_file() else []
-    same = [r for r in rows if all(str(r.get(k)) == str(v) for k, v in budget_row.items())]
+    # the same budget, and each seed's own cases (rows made before ``split_seed`` existed all used split 0)
+    same = [r for r in rows if all(str(r.get(k)) == str(v) for k, v in budget_row.items())
+            and str(r.get("split_seed")) == str(r["seed"])]
     done = {(r["method"], int(r["num_train_cases"]), int(r["seed"])) for r in same}
     # N by N, seed by seed: an interrupted benchmark leaves complete (method) sets for the sizes it reached
     variants = tuple(s.ablations) if ablations else ()
@@ -431,8 +461,9 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         epochs, val_interval = budget(s, n)
         ckpt_dir = work / "runs" / run_name(name, n, seed)
         method, overrides = ABLATIONS.get(name, (name, {}))
-        args = dict(common, method=method, num_train_cases=n, seed=seed, ckpt_dir=ckpt_dir, lr_schedule=s.lr_schedule,
-                    **overrides)
+        args = dict(common, method=method, num_train_cases=n, seed=seed, split_seed=seed, ckpt_dir=ckpt_dir,
+                    lr_schedule=s.lr_schedule, **overrides)
+        claim_run_dir(ckpt_dir, {"epochs": epochs, "val_interval": val_interval, "mc_samples": h.mc_samples, **args})
         chains.append([
             (f"{run_name(name, n, seed)}_train",
              runner.bundle("dwp_finetune", ["train"], epochs=epochs, val_interval=val_interval, **args),
@@ -447,7 +478,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         n, seed, method = jobs[index]
         metrics = collect_metrics(work / "runs" / run_name(method, n, seed) / "eval")
         best_dice, best_epoch = best_validation(runner.log_dir / f"{run_name(method, n, seed)}_train.log")
-        row = {"method": method, "num_train_cases": n, "seed": seed, **budget_row, "epochs": budget(s, n)[0],
+        row = {"method": method, "num_train_cases": n, "seed": seed, "split_seed": seed, **budget_row, "epochs": budget(s, n)[0],
                "workers": workers, "train_seconds": round(seconds[0], 1), "total_seconds": round(sum(seconds), 1),
                "best_val_dice": best_dice, "best_epoch": best_epoch,
                **{m: metrics.get(m, float("nan")) for m in METRICS}}

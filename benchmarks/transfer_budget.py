@@ -225,7 +225,8 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer_budget", results: st
     own = transfer.SCALES[scale]
     baseline = (own.lr_schedule, own.steps)
     data = Path(data_dir).resolve() if data_dir else work / "data"
-    rows = [r for r in _read(out / "transfer.csv") if _key(r) == baseline and r.get("scale") == scale]
+    rows = [r for r in _read(out / "transfer.csv") if _key(r) == baseline and r.get("scale") == scale
+            and str(r.get("split_seed")) == r["seed"]]
     for recipe in recipes:
         folder = out / "transfer_budget" / recipe.name
         if (recipe.schedule, recipe.steps) == baseline and not (folder / "transfer.csv").is_file() and rows:

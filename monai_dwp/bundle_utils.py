@@ -125,6 +125,7 @@ KEY_RULES: dict[str, Callable[[Any, str], Any]] = {
     "sw_batch_size": _positive_int,
     "num_val_cases": _positive_int,
     "num_train_cases": _optional_positive_int,
+    "swag_start_epoch": _optional_positive_int,
     "grad_ratio_interval": _positive_int,
     "max_kernels": _positive_int,
     "prior_samples": _positive_int,
@@ -133,6 +134,7 @@ KEY_RULES: dict[str, Callable[[Any, str], Any]] = {
     "num_groups": _positive_int,
     "latent_size": _positive_int,
     "seed": lambda v, n: check_int(v, n, minimum=0),
+    "split_seed": lambda v, n: check_int(v, n, minimum=0),
     "num_workers": lambda v, n: check_int(v, n, minimum=0),
     # real numbers
     "learning_rate": _positive_float,

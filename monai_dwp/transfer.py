@@ -5,6 +5,7 @@ method             network     start and prior
 =================  ==========  ======================================================================
 ``dwp``            Bayesian    Deep Weight Prior over the 3×3×3 kernels (optionally DWP-initialised)
 ``gaussian_prior`` Bayesian    factorized ``N(0, prior_scale²)`` prior
+``source_gaussian`` Bayesian   ``N(w_source, prior_scale²)`` per weight (L2-SP), posterior at the source network
 ``random_init``    plain       PyTorch's default initialisation
 ``finetune``       plain       the source network's weights, all trained
 ``finetune_frozen`` plain      the source network's weights, encoder (``init_conv``, ``down1..6``) frozen
@@ -45,8 +46,10 @@ __all__ = [
     "make_lr_scheduler",
 ]
 
-METHODS: tuple[str, ...] = ("dwp", "gaussian_prior", "random_init", "finetune", "finetune_frozen", "dwp_init")
-BAYESIAN_METHODS: tuple[str, ...] = ("dwp", "gaussian_prior")
+METHODS: tuple[str, ...] = (
+    "dwp", "gaussian_prior", "random_init", "finetune", "finetune_frozen", "dwp_init", "source_gaussian",
+)
+BAYESIAN_METHODS: tuple[str, ...] = ("dwp", "gaussian_prior", "source_gaussian")
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 ENCODER_PREFIXES: tuple[str, ...] = ("init_conv", "down1", "down2", "down3", "down4", "down5", "down6")
 
@@ -60,7 +63,7 @@ def _check_method(method: str) -> str:
 
 
 def is_bayesian_method(method: str) -> bool:
-    """Whether ``method`` trains a Bayesian network (``dwp``, ``gaussian_prior``)."""
+    """Whether ``method`` trains a Bayesian network (:data:`BAYESIAN_METHODS`)."""
     return _check_method(method) in BAYESIAN_METHODS
 
 
@@ -71,6 +74,7 @@ HANDOFFS: dict[str, tuple[str, ...]] = {
     "random_init": (),
     "finetune": ("source_ckpt",),
     "finetune_frozen": ("source_ckpt",),
+    "source_gaussian": ("source_ckpt",),
 }
 """The hand-off files each method needs: the prior checkpoint of ``dwp_prior`` or a source net of ``dwp_pretrain``."""
 
@@ -105,9 +109,11 @@ def make_prior(
     num_samples: int = 1,
     train_encoder: bool = False,
     map_location: str | torch.device = "cpu",
+    source_ckpt: str | os.PathLike | None = None,
 ) -> nn.Module | None:
     """The prior of ``method``: :class:`DeepWeightPrior` from ``prior_ckpt`` (``dwp``, ``dwp_init``),
-    :class:`GaussianPrior` (``gaussian_prior``), or ``None`` (the others).
+    :class:`GaussianPrior` ``N(0, prior_scale²)`` (``gaussian_prior``) or ``N(w_source, prior_scale²)`` from
+    ``source_ckpt`` (``source_gaussian``, :meth:`GaussianPrior.from_source`), or ``None`` (the others).
 
     Raises:
         FileNotFoundError: the prior checkpoint is needed and missing (names the key and the dwp_prior command).
@@ -123,6 +129,10 @@ def make_prior(
         )
     if method == "gaussian_prior":
         return GaussianPrior(loc=0.0, scale=prior_scale)
+    if method == "source_gaussian":
+        if source_ckpt is None:
+            raise ValueError("method 'source_gaussian' needs source_ckpt, a checkpoint of the dwp_pretrain bundle.")
+        return GaussianPrior.from_source(require_handoff(source_ckpt, "source_ckpt"), scale=prior_scale)
     return None
 
 
@@ -165,14 +175,15 @@ def prepare_network(
     """Initialise ``network`` for ``method`` (in place) and check the hand-offs it needs, before any training.
 
     Args:
-        network: a :class:`DWPUNet`, Bayesian for ``dwp``/``gaussian_prior``, deterministic otherwise.
+        network: a :class:`DWPUNet`, Bayesian for :data:`BAYESIAN_METHODS`, deterministic otherwise.
         method: one of :data:`METHODS`.
-        source_ckpt: the source network's checkpoint (``finetune``, ``finetune_frozen``).
+        source_ckpt: the source network's checkpoint (``finetune``, ``finetune_frozen``, ``source_gaussian`` and
+            ``source_init``).
         prior: the :class:`DeepWeightPrior` (``dwp``, ``dwp_init``); checked against the network here.
         dwp_init: for ``dwp``, start the posterior locations at VAE samples (otherwise PyTorch's initialisation).
         source_init: for a Bayesian method, start the posterior locations (and the other parameters) at the
             source network of ``source_ckpt``: fine-tuning with the method's prior. It takes the place of
-            ``dwp_init``.
+            ``dwp_init``; ``source_gaussian`` always starts there.
         generator: random generator of the DWP initialisation.
         init_scale_ratio: for a Bayesian network, set every posterior scale to this fraction of the RMS of its
             layer's locations once they are initialised (:func:`~monai_dwp.networks.utils.init_relative_scale`);
@@ -207,9 +218,10 @@ def prepare_network(
             f"source_init=True is for the Bayesian methods {BAYESIAN_METHODS}, got method {method!r}; a deterministic "
             "net starts at the source network with method 'finetune'."
         )
-    elif source_init:
+    elif source_init or method == "source_gaussian":
         if source_ckpt is None:
-            raise ValueError("source_init=True needs source_ckpt, a checkpoint of the dwp_pretrain bundle.")
+            raise ValueError(f"{'source_init=True' if source_init else 'method source_gaussian'} needs source_ckpt, "
+                             "a checkpoint of the dwp_pretrain bundle.")
         _load_source(network, source_ckpt)
         logger.info("posterior locations start at the source network %s", source_ckpt)
     elif method in ("dwp", "dwp_init"):

@@ -24,7 +24,7 @@ def _prior(net: torch.nn.Module) -> DeepWeightPrior:
 
 class TestTransfer(unittest.TestCase):
     def test_methods(self):
-        self.assertEqual([m for m in METHODS if is_bayesian_method(m)], ["dwp", "gaussian_prior"])
+        self.assertEqual([m for m in METHODS if is_bayesian_method(m)], ["dwp", "gaussian_prior", "source_gaussian"])
         with self.assertRaisesRegex(ValueError, r"method must be one of .* got 'bayes'; e.g. --method dwp"):
             is_bayesian_method("bayes")
 
@@ -51,6 +51,35 @@ class TestTransfer(unittest.TestCase):
             torch.testing.assert_close(p, q)
             self.assertEqual(p.requires_grad, not name.startswith(ENCODER_PREFIXES), name)
         self.assertTrue(all(p.requires_grad for p in trainable_parameters(net)))
+
+    def test_source_gaussian_is_centred_on_the_source_network(self):
+        source = DWPUNet(**SMALL)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.pt"
+            torch.save(source.state_dict(), path)
+            self.assertEqual(check_handoffs("source_gaussian", prior_ckpt=None, source_ckpt=path),
+                             {"source_ckpt": str(path)})
+            prior = make_prior("source_gaussian", source_ckpt=path, prior_scale=0.05)
+            net = prepare_network(DWPUNet(bayesian=True, **SMALL), "source_gaussian", source_ckpt=path, prior=prior,
+                                  init_scale_ratio=0.1)
+            with self.assertRaisesRegex(ValueError, "method 'source_gaussian' needs source_ckpt"):
+                make_prior("source_gaussian", prior_scale=0.05)
+            with self.assertRaisesRegex(ValueError, "method source_gaussian needs source_ckpt"):
+                prepare_network(DWPUNet(bayesian=True, **SMALL), "source_gaussian", prior=prior)
+        self.assertIsInstance(prior, GaussianPrior)
+        weights = source.state_dict()
+        layers = dict(net.named_modules())
+        for name in prior.layer_names:
+            if hasattr(layers[name], "loc"):  # the posterior starts where the prior is centred
+                torch.testing.assert_close(layers[name].loc, weights[f"{name}.weight"])
+        # the KL is then the scale mismatch alone: moving a mean away from the source weight costs more
+        base = prior(net)
+        first = next(m for m in layers.values() if hasattr(m, "loc"))
+        with torch.no_grad():
+            first.loc.add_(0.1)
+        self.assertGreater(prior(net).item(), base.item())
+        loss = make_loss("source_gaussian", net, prior, dataset_size=5, voxels_per_case=1000)
+        self.assertIsInstance(loss, ELBOLoss)
 
     def test_source_init_starts_a_bayesian_net_at_the_source_weights(self):
         source = DWPUNet(**SMALL)
@@ -191,7 +220,7 @@ class TestBadHandoffs(unittest.TestCase):
         for call in (lambda: make_prior("dpw"), lambda: prepare_network(DWPUNet(**SMALL), "dpw"),
                      lambda: is_bayesian_method("dpw")):
             with self.assertRaisesRegex(ValueError, r"^method must be one of \('dwp', 'gaussian_prior', "
-                                                    r"'random_init', 'finetune', 'finetune_frozen', 'dwp_init'\), got "
+                                                    r"'random_init', 'finetune', 'finetune_frozen', 'dwp_init', 'source_gaussian'\), got "
                                                     r"'dpw'; e\.g\. --method dwp\.$"):
                 call()
 

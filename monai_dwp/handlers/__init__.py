@@ -13,6 +13,7 @@ from .non_finite import NonFiniteLossError, NonFiniteLossHandler
 from .resample import ResampleWeightsHandler
 from .resume import BestMetricState, RandomStates, random_generators, training_state
 from .stochastic_mode import StochasticModeHandler
+from .swag import SWAG_FORMAT, SWAGHandler, load_swag
 
 __all__ = [
     "AtomicMetricsSaver",
@@ -30,5 +31,8 @@ __all__ = [
     "ResampleWeightsHandler",
     "SegmentationCalibrationHandler",
     "StochasticModeHandler",
+    "SWAG_FORMAT",
+    "SWAGHandler",
+    "load_swag",
     "kernel_elbo_metrics",
 ]

@@ -112,7 +112,7 @@ class DeepWeightPrior(nn.Module):
         max_kernels: if set, the number of kernels per group sampled per step; ``None`` uses all.
         train_encoder: let the encoders (the auxiliary :math:`r(z|w)`) be fine-tuned.
         fallback_prior: the prior of uncovered Bayesian layers; a module ``f(network) -> Tensor`` with a
-            ``kl_layers(layers) -> Tensor`` method, like :class:`GaussianPrior`.
+            ``kl_layers({name: layer}) -> Tensor`` method, like :class:`GaussianPrior`.
         strict: raise for uncovered Bayesian layers instead of using the fallback.
         layer_scales: ``{layer: s_l}`` for every layer of ``layer_groups`` (as
             :class:`~monai_dwp.data.KernelDataset` computes them); ``None`` uses the group scales.
@@ -296,7 +296,7 @@ class DeepWeightPrior(nn.Module):
             term = neg_entropy + cross
             total = term if total is None else total + term
         if uncovered:
-            fallback = self.fallback_prior.kl_layers(uncovered.values())
+            fallback = self.fallback_prior.kl_layers(uncovered)
             total = fallback if total is None else total + fallback
         if total is None:
             raise ValueError(

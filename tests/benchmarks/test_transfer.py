@@ -33,7 +33,8 @@ class TestTransferBenchmark(unittest.TestCase):
                              [("dwp", "2", "0"), ("dwp", "3", "0"), ("dwp_no_dwp_init", "2", "0"),
                               ("random_init", "2", "0"), ("random_init", "3", "0")])
             for r in rows:
-                self.assertEqual((r["scale"], r["steps"]), ("tiny", "2"))
+                self.assertEqual((r["scale"], r["steps"], r["lr_schedule"]), ("tiny", "2", "constant"))
+                self.assertEqual(r["split_seed"], r["seed"])  # each seed its own cases
                 self.assertTrue(0.0 <= float(r["val_mean_dice"]) <= 1.0, r)
                 self.assertTrue(0.0 <= float(r["val_pooled_dice"]) <= 1.0, r)
                 self.assertGreaterEqual(int(r["best_epoch"]), 1, r)
@@ -49,7 +50,9 @@ class TestTransferBenchmark(unittest.TestCase):
             self.assertRegex(md, r"\| `dwp_no_dwp_init` \| `dwp`, `dwp_init=False` \| [0-9.]+ ± [0-9.]+ \(1\) \| [+-][0-9.]+ "
                                  r"\(1 seed\) \|")
             self.assertRegex(md, r"Chosen on the validation split among the `dwp` variants: \*\*`dwp(_no_dwp_init)?`\*\*")
-            self.assertIn("--dwp_init False", (root / "work" / "logs" / "dwp_no_dwp_init_n2_seed0_train.log").read_text())
+            log = (root / "work" / "logs" / "dwp_no_dwp_init_n2_seed0_train.log").read_text()
+            self.assertIn("--dwp_init False", log)
+            self.assertIn("--split_seed 0", log)
             self.assertGreater((root / "results" / "transfer.png").stat().st_size, 5_000)
             # the hand-offs in the bundles' models/ were reused, the target phantoms made
             log = proc.stdout + proc.stderr
@@ -78,6 +81,30 @@ class TestTransferBenchmark(unittest.TestCase):
             self.assertRegex(md, r"\| `random_init` \| cosine, 2 steps \| [+-][0-9.]+ \(1 seed\) \| [+-][0-9.]+ "
                                  r"\(1 seed\) \|")
             self.assertFalse((root / "budget" / "cosine_2" / "data").exists())  # the benchmark's phantoms reused
+
+
+class TestClaimRunDir(unittest.TestCase):
+    """A run folder is reused only by the run that made it; one made with other settings moves aside."""
+
+    def test_claim(self):
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from transfer import claim_run_dir
+
+        with tempfile.TemporaryDirectory() as tmp:
+            run = Path(tmp) / "runs" / "dwp_n5_seed1"
+            run.mkdir(parents=True)
+            (run / "model.pt").write_text("made before the check")
+            claim_run_dir(run, {"split_seed": 1})
+            self.assertFalse((run / "model.pt").exists())  # unknown origin: not reused
+            moved = list((Path(tmp) / "replaced").glob("dwp_n5_seed1-*"))
+            self.assertEqual(len(moved), 1)
+            self.assertEqual((moved[0] / "model.pt").read_text(), "made before the check")  # kept, not deleted
+            (run / "model.pt").write_text("this run")
+            claim_run_dir(run, {"split_seed": 1})
+            self.assertEqual((run / "model.pt").read_text(), "this run")  # the same settings: resumed
+            claim_run_dir(run, {"split_seed": 0})
+            self.assertFalse((run / "model.pt").exists())
+            self.assertEqual(len(list((Path(tmp) / "replaced").iterdir())), 2)  # side by side, never nested
 
 
 if __name__ == "__main__":

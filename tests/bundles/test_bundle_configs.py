@@ -122,6 +122,26 @@ class TestMethodSwitch(unittest.TestCase):
         self.assertEqual(_parser("dwp_finetune", "train")["priors#dwp#_target_"], "monai_dwp.losses.DeepWeightPrior.load")
 
 
+class TestSplitSeed(unittest.TestCase):
+    """``split_seed`` draws the validation and nested training cases; the test cases never move."""
+
+    def test_split_seed_draws_the_cases(self):
+        from monai_dwp.data import decathlon_split
+
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp) / "tumour"
+            make_phantom_dataset(data, disease="tumour", num_cases=8, num_test=2, spacing=6.0, progress=False)
+            splits = {}
+            for seed in (0, 1, 2):
+                parser = _parser("dwp_finetune", "train", dataset_dir=str(data), num_train_cases=3, num_val_cases=2,
+                                 split_seed=seed, seed=0)
+                splits[seed] = parser.get_parsed_content("split")
+                expected = decathlon_split(data, num_train_cases=3, num_val_cases=2, seed=seed)
+                self.assertEqual(splits[seed], expected)
+        self.assertTrue(all(splits[k]["test"] == splits[0]["test"] for k in splits))
+        self.assertGreater(len({tuple(c["image"] for c in v["train"] + v["val"]) for v in splits.values()}), 1)
+
+
 class TestDeclarativeChains(unittest.TestCase):
     """The Compose lists in the JSON configs are the chains of :func:`train_transforms` / :func:`eval_transforms`."""
 

@@ -17,6 +17,7 @@ from parameterized import parameterized
 
 from monai_dwp.data.phantoms import make_phantom_dataset
 from monai_dwp.losses import DeepWeightPrior
+from monai_dwp.handlers import load_swag
 from monai_dwp.transfer import METHODS
 
 from ._utils import REPO, TINY, _args, check, config_files, run_bundle
@@ -59,6 +60,21 @@ class TestPretrainAndPrior(unittest.TestCase):
             self.assertTrue((folder / "model.pt").is_file())
             self.assertTrue((folder / "checkpoint_epoch=1.pt").is_file())
             self.assertTrue(any((folder / "tensorboard").iterdir()))
+
+    def test_pretrain_collects_swag_moments(self):
+        out_dir = ROOT / "swag"
+        check(run_bundle("dwp_pretrain", "train", dataset_dir=ROOT / "ms", output_dir=out_dir,
+                         **dict(TINY, epochs=3, swag_start_epoch=2)))
+        mean, variance = load_swag(out_dir / "seed0" / "swag.pt")
+        last = torch.load(out_dir / "seed0" / "checkpoint_epoch=3.pt", weights_only=True)
+        self.assertEqual(last["swag"]["count"], 2)  # epochs 2 and 3, saved with the training state (resume)
+        self.assertEqual(set(mean), {k for k, v in last["model"].items() if v.is_floating_point()})
+        self.assertTrue(all(bool((v >= 0).all()) for v in variance.values()))
+        self.assertGreater(max(float(v.max()) for v in variance.values()), 0.0)  # the weights moved
+        proc = run_bundle("dwp_pretrain", "train", dataset_dir=ROOT / "ms", output_dir=ROOT / "swag_bad",
+                          **dict(TINY, swag_start_epoch=0))
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("--swag_start_epoch must be", proc.stdout + proc.stderr)
 
     def test_pretrain_evaluate_and_inference(self):
         out = check(run_bundle("dwp_pretrain", "train", "evaluate", dataset_dir=ROOT / "ms", output_dir=ROOT / "pretrain",
@@ -126,9 +142,11 @@ class TestFinetune(unittest.TestCase):
         self.assertTrue((folder / "model.pt").is_file())
         self.assertIn("val_mean_dice", out)
         self.assertIn("loss_data", out)
-        if method in ("dwp", "gaussian_prior"):
+        if method in ("dwp", "gaussian_prior", "source_gaussian"):
             kl = float(re.search(r"loss_kl: ([0-9.e+]+)", out).group(1))
             self.assertGreater(kl, 0.0)
+        if method == "source_gaussian":  # centred on the source weights, which it starts at
+            self.assertIn("posterior locations start at the source network", out)
         self.assertEqual("DWP initialisation:" in out, method in ("dwp", "dwp_init"))
 
     def test_dwp_init_false_from_the_command_line(self):
