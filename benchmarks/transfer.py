@@ -467,7 +467,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         chains.append([
             (f"{run_name(name, n, seed)}_train",
              runner.bundle("dwp_finetune", ["train"], epochs=epochs, val_interval=val_interval, **args),
-             [ckpt_dir / "model.pt"]),
+             [ckpt_dir / "model.pt", ckpt_dir / f"checkpoint_epoch={epochs}.pt"]),  # a finished training only
             (f"{run_name(name, n, seed)}_evaluate",
              runner.bundle("dwp_finetune", ["train", "evaluate"], mc_samples=h.mc_samples, **args),
              [ckpt_dir / "eval" / "metrics.csv"]),

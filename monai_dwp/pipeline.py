@@ -118,11 +118,15 @@ class StageRunner:
 
     def run(
         self, name: str, cmd: Sequence[str], outputs: Sequence[Path], bar: object | None = None,
-        threads: int | None = None,
+        threads: int | None = None, force: bool = False,
     ) -> bool:
-        """Run ``cmd`` unless every path in ``outputs`` exists; returns whether it ran. ``threads`` caps the
-        stage's PyTorch/OpenMP threads (``OMP_NUM_THREADS``)."""
-        if not self.force and outputs and all(Path(p).exists() for p in outputs):
+        """Run ``cmd`` unless every path in ``outputs`` exists (and neither ``force`` nor the runner's ``force`` is
+        set); returns whether it ran. ``threads`` caps the stage's PyTorch/OpenMP threads (``OMP_NUM_THREADS``).
+
+        ``outputs`` are what only a *finished* stage leaves: for a training stage its last
+        ``checkpoint_epoch=<epochs>.pt`` besides ``model.pt``, which the best-metric saver writes mid-run, so that a
+        training killed part-way is run again rather than taken as done."""
+        if not (self.force or force) and outputs and all(Path(p).exists() for p in outputs):
             self._say(bar, f"[skip] {name}: outputs exist")
             return False
         log = self.log_dir / f"{name}.log"
@@ -161,7 +165,8 @@ class StageRunner:
         workers: int | None = None,
         on_done: Callable[[int, list[float]], None] | None = None,
     ) -> None:
-        """Run chains of stages side by side: the stages of a chain in order, up to ``workers`` chains at a time
+        """Run chains of stages side by side: the stages of a chain in order (once a stage runs, the later stages
+        of its chain run too, as their outputs came from the old input), up to ``workers`` chains at a time
         (default: all), each with an equal share of the CPU cores as its thread count. Several PyTorch processes
         that each use every core spin against each other and run slower than one after the other, while one
         thread each keeps every core busy, through the single-threaded parts of a run too.
@@ -189,10 +194,12 @@ class StageRunner:
             if failed.is_set():  # a stage failed: start nothing new
                 return
             seconds = []
+            upstream_ran = False  # a stage that ran makes the later stages of its chain stale
             for name, cmd, outputs in chains[index]:
                 start = time.perf_counter()
                 try:
-                    ran = self.run(name, cmd, outputs, bar, threads)
+                    ran = self.run(name, cmd, outputs, bar, threads, force=upstream_ran)
+                    upstream_ran = upstream_ran or ran
                 except BaseException:
                     failed.set()
                     raise
@@ -305,7 +312,8 @@ def run_pipeline(
                               val_interval=s.finetune_val_interval, ckpt_dir=ckpt_dir, **finetune)
         evaluate = runner.bundle("dwp_finetune", ["train", "evaluate"], method=method, mc_samples=s.mc_samples,
                                  ckpt_dir=ckpt_dir, **finetune)
-        chains.append([(f"finetune_{method}", train, [ckpt_dir / "model.pt"]),
+        done = [ckpt_dir / "model.pt", ckpt_dir / f"checkpoint_epoch={s.finetune_epochs}.pt"]  # a finished run
+        chains.append([(f"finetune_{method}", train, done),
                        (f"evaluate_{method}", evaluate, [ckpt_dir / "eval" / "metrics.csv"])])
     runner.run_chains(chains, bar, workers=s.workers)
     # 6. report
@@ -339,7 +347,8 @@ def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: obj
         (f"pretrain_seed{seed}",
          runner.bundle("dwp_pretrain", ["train"], dataset_dir=data / "ms", seed=seed, epochs=s.pretrain_epochs,
                        val_interval=s.pretrain_val_interval, num_val_cases=s.num_source_test, **common),
-         [models["dwp_pretrain"] / f"seed{seed}" / "model.pt"])
+         [models["dwp_pretrain"] / f"seed{seed}" / "model.pt",
+          models["dwp_pretrain"] / f"seed{seed}" / f"checkpoint_epoch={s.pretrain_epochs}.pt"])
         for seed in s.seeds
     ], bar)
     # 3. prior

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,13 @@ class TestPipeline(unittest.TestCase):
         self.assertEqual(again.returncode, 0, again.stderr[-3000:])
         self.assertNotIn("[run ]", again.stdout + again.stderr)
         self.assertIn("[skip] finetune_dwp_init", again.stdout + again.stderr)
+        # a training killed part-way leaves model.pt (best so far) but not its last checkpoint: it runs again,
+        # and so does its evaluation; the finished stages stay skipped
+        (out / "runs" / "gaussian_prior_n3_seed0" / "checkpoint_epoch=1.pt").unlink()
+        third = subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
+        self.assertEqual(third.returncode, 0, third.stderr[-3000:])
+        ran = re.findall(r"\[run \] (\w+):", third.stdout + third.stderr)
+        self.assertEqual(ran, ["finetune_gaussian_prior", "evaluate_gaussian_prior"])
         # afterwards the README's bundle command runs with no path override (only the quick sizes)
         used_by = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
                    "bundles/dwp_finetune/configs/train.json", "--device", "cpu", "--epochs", "1",
@@ -110,6 +118,16 @@ class TestPipeline(unittest.TestCase):
             with self.assertRaisesRegex(PipelineStageError, r"stage 'x1' failed"):
                 runner.run_chains(chains, workers=1)
             self.assertFalse(any((root / n).exists() for n in ("x2", "z1", "z2")))
+            # a stage that runs again makes the rest of its chain run again, even where outputs exist
+            (root / "a1").unlink()
+            stamp = (root / "a2").stat().st_mtime_ns
+            ran: list[tuple[int, list[float]]] = []
+            runner.run_chains([[touch("a1"), touch("a2")], [touch("b1"), touch("b2")]],
+                              on_done=lambda i, seconds: ran.append((i, seconds)))
+            seconds = dict(ran)
+            self.assertTrue(all(t > 0 for t in seconds[0]))  # a1 and a2 ran
+            self.assertEqual(seconds[1], [0.0, 0.0])  # b1 and b2 skipped
+            self.assertGreaterEqual((root / "a2").stat().st_mtime_ns, stamp)
 
     def test_unknown_method(self):
         with self.assertRaisesRegex(ValueError, r"methods \['bayes'\] are not fine-tuning methods"):
