@@ -155,6 +155,43 @@ def best_validation(log: Path) -> tuple[float, int]:
     return (float(found[-1][0]), int(found[-1][1])) if found else (float("nan"), -1)
 
 
+COLUMN_DEFAULTS = {"lr_schedule": "constant", "split_seed": "0"}
+"""The values of columns added later, for rows written before them (every earlier run had these settings)."""
+
+
+def append_row(csv_path: Path, row: dict[str, object]) -> None:
+    """Append one run's ``row`` to ``csv_path``; a file whose header differs from the row's columns (written
+    before some of them existed) is first rewritten, atomically, under the new header, its rows completed by
+    :data:`COLUMN_DEFAULTS`, so that no value lands under another column's name.
+
+    Raises:
+        ValueError: the file has columns the row lacks (another tool's file).
+    """
+    fields = list(row)
+    if csv_path.is_file():
+        with csv_path.open() as f:
+            header = next(csv.reader(f), [])
+        if header != fields:
+            unknown = sorted(set(header) - set(fields))
+            if unknown:
+                raise ValueError(f"{csv_path} has columns this benchmark does not write ({unknown}); move it aside "
+                                 "or pass another --results folder.")
+            old = [{**COLUMN_DEFAULTS, **r} for r in csv.DictReader(csv_path.open())]
+
+            def rewrite(f) -> None:
+                writer = csv.DictWriter(f, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows({k: r.get(k, "") for k in fields} for r in old)
+
+            atomic_write(csv_path, "w", rewrite)
+    new = not csv_path.is_file()
+    with open(csv_path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
 def claim_run_dir(ckpt_dir: Path, settings: dict[str, object]) -> None:
     """Make ``ckpt_dir`` the folder of a run with ``settings`` (its bundle overrides): a folder left by a run with
     other settings (another split, budget or protocol; or one from before this check) moves to
@@ -441,7 +478,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
               "prior_ckpt": handoffs["prior_ckpt"], "max_kernels": h.max_kernels}
     budget_row = {"scale": scale, "steps": s.steps, "lr_schedule": s.lr_schedule, "patch_size": h.patch_size,
                   "spacing": h.spacing, "mc_samples": h.mc_samples}
-    rows = list(csv.DictReader(csv_path.open())) if csv_path.is_file() else []
+    rows = [{**COLUMN_DEFAULTS, **r} for r in csv.DictReader(csv_path.open())] if csv_path.is_file() else []
     # the same budget, and each seed's own cases (rows made before ``split_seed`` existed all used split 0)
     same = [r for r in rows if all(str(r.get(k)) == str(v) for k, v in budget_row.items())
             and str(r.get("split_seed")) == str(r["seed"])]
@@ -483,12 +520,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
                "best_val_dice": best_dice, "best_epoch": best_epoch,
                **{m: metrics.get(m, float("nan")) for m in METRICS}}
         with lock:  # one whole row per finished run
-            new = not csv_path.is_file()
-            with open(csv_path, "a", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(row))
-                if new:
-                    writer.writeheader()
-                writer.writerow(row)
+            append_row(csv_path, row)
             same.append({k: str(v) for k, v in row.items()})
             write_markdown(same, scale, s, out / "transfer.md", machine)
             write_figure(same, s, out / "transfer.png")

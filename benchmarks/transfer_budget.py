@@ -5,8 +5,9 @@ With 300 optimiser steps at a constant Adam learning rate no method of the trans
 N = 10 than at N = 5, and one run's validation Dice swings by tens of points between neighbouring validations, so
 the best-validation checkpoint is partly luck. This study runs the fast methods at the smallest and the largest N
 under several recipes (:data:`STUDIES`: learning-rate schedule × steps), with the transfer benchmark's seeds,
-splits, phantoms and hand-offs (each recipe is one ``benchmarks/transfer.py`` run with ``--lr_schedule``,
-``--steps`` and ``--sizes``), and writes one comparison:
+splits and hand-offs (and its phantoms with ``--data_dir``; the phantoms are deterministic, so others are the same
+cases made again). Each recipe is one ``benchmarks/transfer.py`` run with ``--lr_schedule``, ``--steps`` and
+``--sizes``. The study writes one comparison:
 
 - test Dice pooled over voxels, mean ± sd per recipe, method and N; the best validation Dice and where it fell;
 - N_max − N_min paired by seed (the nested subsets of one seed), per recipe and method: does the recipe show the
@@ -52,6 +53,7 @@ class Recipe:
 
     @property
     def name(self) -> str:
+        """The recipe's folder name, e.g. ``cosine_300``."""
         return f"{self.schedule}_{self.steps}"
 
 

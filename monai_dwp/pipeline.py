@@ -356,10 +356,20 @@ def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: obj
     cmd = runner.bundle("dwp_prior", ["train"], source_ckpts=[models["dwp_pretrain"] / f"seed{seed}" / "model.pt"
                                                              for seed in s.seeds],
                         epochs=s.prior_epochs, hidden_channels=list(s.vae_hidden))
-    runner.run("prior", cmd, [prior_ckpt], bar)
+    # a prior older than a source net it is fitted to is stale (the nets were trained again): fit it again
+    sources = [models["dwp_pretrain"] / f"seed{seed}" / "model.pt" for seed in s.seeds]
+    runner.run("prior", cmd, [prior_ckpt], bar, force=is_stale(prior_ckpt, sources))
     _advance(bar)
     return {"source_data": data / "ms", "target_data": data / "tumour",
             "source_ckpt": models["dwp_pretrain"] / f"seed{s.seeds[0]}" / "model.pt", "prior_ckpt": prior_ckpt}
+
+
+def is_stale(output: Path, inputs: Sequence[Path]) -> bool:
+    """Whether ``output`` exists but is older than one of the existing ``inputs`` it was made from."""
+    if not output.is_file():
+        return False
+    made = output.stat().st_mtime
+    return any(p.is_file() and p.stat().st_mtime > made for p in inputs)
 
 
 def _advance(bar: object | None) -> None:

@@ -132,7 +132,8 @@ def make_prior(
     if method == "source_gaussian":
         if source_ckpt is None:
             raise ValueError("method 'source_gaussian' needs source_ckpt, a checkpoint of the dwp_pretrain bundle.")
-        return GaussianPrior.from_source(require_handoff(source_ckpt, "source_ckpt"), scale=prior_scale)
+        return GaussianPrior.from_source(require_handoff(source_ckpt, "source_ckpt"), scale=prior_scale,
+                                         map_location=map_location)
     return None
 
 
@@ -324,7 +325,8 @@ def make_lr_scheduler(
 
     - ``"constant"``: no scheduler (``None``); every step uses the optimizer's learning rate(s).
     - ``"cosine"``: :class:`torch.optim.lr_scheduler.CosineAnnealingLR` with ``T_max = total_steps``, i.e.
-      :math:`\eta_t = \eta_0 (1 + \cos(\pi t / T)) / 2` for every parameter group, reaching 0 at the last step.
+      :math:`\eta_t = \eta_0 (1 + \cos(\pi t / T)) / 2` for every parameter group after step :math:`t`: the
+      last step runs at a small rate, and the rate reaches 0 after it.
       With a few cases and a fixed step budget Adam at a constant rate keeps the weights moving to the end: the
       validation Dice of one run swings by tens of points between neighbouring epochs, so the chosen checkpoint
       is mostly luck. Annealing lets the last epochs settle.

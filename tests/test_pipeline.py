@@ -11,7 +11,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from monai_dwp.pipeline import PipelineSettings, PipelineStageError, StageRunner, run_pipeline
+from monai_dwp.pipeline import PipelineSettings, PipelineStageError, StageRunner, is_stale, run_pipeline
 from monai_dwp.transfer import METHODS
 
 from ._quick_chain import copy_bundles, quick_chain, quiet_env
@@ -128,6 +128,18 @@ class TestPipeline(unittest.TestCase):
             self.assertTrue(all(t > 0 for t in seconds[0]))  # a1 and a2 ran
             self.assertEqual(seconds[1], [0.0, 0.0])  # b1 and b2 skipped
             self.assertGreaterEqual((root / "a2").stat().st_mtime_ns, stamp)
+
+    def test_a_prior_older_than_its_source_nets_is_stale(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            prior, source = Path(tmp) / "dwp_prior.pt", Path(tmp) / "model.pt"
+            self.assertFalse(is_stale(prior, [source]))  # nothing made yet: the stage runs anyway
+            source.write_text("net")
+            prior.write_text("prior")
+            os.utime(source, (1_000, 1_000))
+            os.utime(prior, (2_000, 2_000))
+            self.assertFalse(is_stale(prior, [source, Path(tmp) / "missing.pt"]))
+            os.utime(source, (3_000, 3_000))  # the source net was trained again
+            self.assertTrue(is_stale(prior, [source]))
 
     def test_unknown_method(self):
         with self.assertRaisesRegex(ValueError, r"methods \['bayes'\] are not fine-tuning methods"):

@@ -1,5 +1,5 @@
-r"""Diagonal SWAG moments of a network's weights over the last epochs of its training (the hand-off of the
-``swag_prior`` target method).
+r"""Diagonal SWAG moments of a network's weights over the last epochs of its training, a hand-off of the
+source bundle from which :meth:`~monai_dwp.losses.GaussianPrior.from_swag` builds a prior for the target task.
 
 SWA-Gaussian (Maddox et al., NeurIPS 2019) summarises the iterates of SGD/Adam late in training by their running
 first and second moments; "Pre-Train Your Loss" (Shwartz-Ziv et al., NeurIPS 2022) uses the resulting diagonal
@@ -38,7 +38,8 @@ class SWAGHandler:
     (atomically, after every update, so the file always holds the moments of the epochs finished so far).
 
     With :math:`n` epochs collected, :math:`\bar w_{n} = \bar w_{n-1} + (w - \bar w_{n-1}) / n` and likewise for
-    :math:`w^2`; the diagonal variance is :math:`\overline{w^2} - \bar w^2` (see :func:`load_swag`).
+    :math:`w^2`, accumulated in float64 (late in training the weights move little, and in float32 the difference
+    :math:`\overline{w^2} - \bar w^2`, the diagonal variance of :func:`load_swag`, would be mostly rounding).
 
     The moments are part of the training state (``state_dict``/``load_state_dict``), so a resumed run continues
     them instead of restarting.
@@ -62,11 +63,19 @@ class SWAGHandler:
         self.sq_mean: dict[str, Tensor] = {}
 
     def attach(self, engine: Engine) -> None:
-        """Register the handler on ``engine``'s ``EPOCH_COMPLETED``."""
+        """Register the handler on ``engine``'s ``EPOCH_COMPLETED``.
+
+        Raises:
+            ValueError: ``start_epoch`` lies after the engine's last epoch (nothing would be collected).
+        """
+        last = getattr(engine.state, "max_epochs", None)
+        if last is not None and self.start_epoch > last:
+            raise ValueError(f"swag_start_epoch {self.start_epoch} lies after the last epoch ({last}), so no SWAG "
+                             f"moments would be collected; use a value in [1, {last - 1}] (at least 2 epochs).")
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def _weights(self) -> dict[str, Tensor]:
-        return {k: v.detach().float().cpu() for k, v in self.network.state_dict().items() if v.is_floating_point()}
+        return {k: v.detach().double().cpu() for k, v in self.network.state_dict().items() if v.is_floating_point()}
 
     def update(self) -> None:
         """Add the network's current weights to the moments."""
@@ -81,6 +90,7 @@ class SWAGHandler:
             self.sq_mean[k] += (v.square() - self.sq_mean[k]) / self.count
 
     def __call__(self, engine: Engine) -> None:
+        """At the end of an epoch from ``start_epoch`` on: :meth:`update` the moments and :meth:`save` them."""
         if engine.state.epoch < self.start_epoch:
             return
         self.update()
@@ -92,10 +102,19 @@ class SWAGHandler:
         atomic_write(self.path, "wb", lambda f: torch.save(self.state_dict(), f))
 
     def state_dict(self) -> dict[str, Any]:
+        """The moments file's content: ``{"format", "count", "start_epoch", "mean", "sq_mean"}`` (float64)."""
         return {"format": SWAG_FORMAT, "count": self.count, "start_epoch": self.start_epoch, "mean": self.mean,
                 "sq_mean": self.sq_mean}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the moments of a resumed run.
+
+        Raises:
+            ValueError: ``state`` was collected from another ``start_epoch`` (the windows would mix).
+        """
+        if int(state["start_epoch"]) != self.start_epoch:
+            raise ValueError(f"swag_start_epoch {self.start_epoch} differs from the {state['start_epoch']} of the run "
+                             "being resumed; resume with the same --swag_start_epoch.")
         self.count = int(state["count"])
         self.mean = {k: v.clone() for k, v in state["mean"].items()}
         self.sq_mean = {k: v.clone() for k, v in state["sq_mean"].items()}
@@ -103,7 +122,7 @@ class SWAGHandler:
 
 def load_swag(path: str | os.PathLike, min_variance: float = 1e-12) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     r"""The SWAG mean and diagonal variance :math:`\max(\overline{w^2} - \bar w^2, \text{min\_variance})` per
-    state-dict entry, from a file written by :class:`SWAGHandler`.
+    state-dict entry (float32, computed in float64), from a file written by :class:`SWAGHandler`.
 
     Raises:
         FileNotFoundError: ``path`` does not exist (names the bundle setting that writes it).
@@ -120,6 +139,6 @@ def load_swag(path: str | os.PathLike, min_variance: float = 1e-12) -> tuple[dic
     if int(state["count"]) < 2:
         raise ValueError(f"swag_ckpt {str(path)!r} holds {state['count']} epoch(s); a variance needs at least 2: "
                          "start collecting earlier (--swag_start_epoch).")
-    mean = state["mean"]
-    variance = {k: (state["sq_mean"][k] - v.square()).clamp_min(min_variance) for k, v in mean.items()}
+    mean = {k: v.float() for k, v in state["mean"].items()}
+    variance = {k: (state["sq_mean"][k] - v.square()).clamp_min(min_variance).float() for k, v in state["mean"].items()}
     return mean, variance

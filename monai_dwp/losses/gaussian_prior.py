@@ -137,6 +137,9 @@ class GaussianPrior(nn.Module):
         loc: Tensor | float = self.loc
         log_scale: Tensor | float = math.log(self.scale)
         if self.layer_names:
+            if name is None:
+                raise ValueError("GaussianPrior has per-layer locations: pass the layers by name, e.g. "
+                                 "kl_layers(bayesian_modules(network)).")
             if name not in self.layer_names:
                 raise ValueError(
                     f"GaussianPrior has per-layer locations for {len(self.layer_names)} layers but none for the "
@@ -146,8 +149,14 @@ class GaussianPrior(nn.Module):
             if loc.shape != layer.loc.shape:
                 raise ValueError(f"GaussianPrior: the prior location of {name!r} has shape {tuple(loc.shape)}, the "
                                  f"layer's weight {tuple(layer.loc.shape)}.")
+        if self.scale_names and name is None:
+            raise ValueError("GaussianPrior has per-layer scales: pass the layers by name, e.g. "
+                             "kl_layers(bayesian_modules(network)).")
         if name is not None and name in self.scale_names:
             log_scale = getattr(self, f"log_scale{_SEP}{name.replace('.', _SEP)}")
+            if log_scale.ndim and log_scale.shape != layer.loc.shape:
+                raise ValueError(f"GaussianPrior: the prior scale of {name!r} has shape {tuple(log_scale.shape)}, the "
+                                 f"layer's weight {tuple(layer.loc.shape)}.")
         return loc, log_scale
 
     def layer_kl(self, layer: BayesianConv, name: str | None = None) -> Tensor:

@@ -80,7 +80,27 @@ class TestTransferBenchmark(unittest.TestCase):
             self.assertRegex(md, r"\| `random_init` \| constant, 2 steps \| [0-9.]+ ± [0-9.]+ \(1\) \|")
             self.assertRegex(md, r"\| `random_init` \| cosine, 2 steps \| [+-][0-9.]+ \(1 seed\) \| [+-][0-9.]+ "
                                  r"\(1 seed\) \|")
-            self.assertFalse((root / "budget" / "cosine_2" / "data").exists())  # the benchmark's phantoms reused
+            self.assertFalse((root / "budget" / "data").exists())  # the benchmark's phantoms reused (--data_dir)
+
+
+class TestAppendRow(unittest.TestCase):
+    def test_old_header_is_migrated(self):
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from transfer import append_row
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "transfer.csv"
+            path.write_text("method,seed,steps,val_pooled_dice\nrandom_init,1,300,0.5\n")  # before two new columns
+            append_row(path, {"method": "dwp", "seed": 2, "split_seed": 2, "steps": 300, "lr_schedule": "cosine",
+                              "val_pooled_dice": 0.6})
+            rows = list(csv.DictReader(path.open()))
+            self.assertEqual(rows[0], {"method": "random_init", "seed": "1", "split_seed": "0", "steps": "300",
+                                       "lr_schedule": "constant", "val_pooled_dice": "0.5"})
+            self.assertEqual(rows[1]["lr_schedule"], "cosine")
+            self.assertEqual(rows[1]["split_seed"], "2")
+            path.write_text("method,colour\nrandom_init,red\n")
+            with self.assertRaisesRegex(ValueError, r"has columns this benchmark does not write \(\['colour'\]\)"):
+                append_row(path, {"method": "dwp"})
 
 
 class TestClaimRunDir(unittest.TestCase):

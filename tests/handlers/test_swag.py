@@ -56,6 +56,24 @@ class TestSWAG(unittest.TestCase):
             torch.testing.assert_close(mean[name], stack.mean(0))
             torch.testing.assert_close(variance[name], stack.var(0, unbiased=False), rtol=1e-4, atol=1e-6)
 
+    def test_small_late_movements_keep_their_variance(self):
+        """Weights of size 0.1 moving by 1e-4: float32 moments would lose the variance to rounding."""
+        net = nn.Conv3d(1, 64, 3)
+        with tempfile.TemporaryDirectory() as tmp:
+            handler = SWAGHandler(net, Path(tmp) / "swag.pt", start_epoch=1)
+            torch.manual_seed(0)
+            base = 0.1 + 0.01 * torch.randn_like(net.weight)
+            draws = []
+            for _ in range(20):
+                with torch.no_grad():
+                    net.weight.copy_(base + 1e-4 * torch.randn_like(base))
+                draws.append(net.weight.detach().double().clone())
+                handler.update()
+            handler.save()
+            _, variance = load_swag(Path(tmp) / "swag.pt")
+        expected = torch.stack(draws).var(0, unbiased=False).float()
+        torch.testing.assert_close(variance["weight"], expected, rtol=1e-3, atol=1e-14)
+
     def test_resume_continues_the_moments(self):
         with tempfile.TemporaryDirectory() as tmp:
             whole = SWAGHandler(_net(), Path(tmp) / "a.pt", start_epoch=2)
@@ -99,6 +117,13 @@ class TestSWAG(unittest.TestCase):
                 GaussianPrior.from_swag(Path(tmp) / "one.pt")
             with self.assertRaisesRegex(ValueError, r"start_epoch must be"):
                 SWAGHandler(net, Path(tmp) / "x.pt", start_epoch=0)
+            with self.assertRaisesRegex(ValueError, r"differs from the 3 of the run being resumed"):
+                SWAGHandler(net, Path(tmp) / "x.pt", start_epoch=2).load_state_dict(
+                    torch.load(Path(tmp) / "one.pt", weights_only=True))
+            engine = Engine(lambda e, b: None)
+            engine.state.max_epochs = 5
+            with self.assertRaisesRegex(ValueError, r"swag_start_epoch 6 lies after the last epoch \(5\)"):
+                SWAGHandler(net, Path(tmp) / "x.pt", start_epoch=6).attach(engine)
             with self.assertRaisesRegex(ValueError, r"scale_factor must lie in \(0.0, inf\], got 0.0"):
                 GaussianPrior.from_swag(Path(tmp) / "one.pt", scale_factor=0.0)
 
