@@ -327,8 +327,9 @@ def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferS
              "validation cases per seed, "
              "never the test set), one fixed held-out test set of "
              f"{scale.handoffs.num_target_test} cases. Reduced against the paper: {scale.reduced}. Each seed draws "
-             "its own validation cases and nested training subsets (`split_seed` = seed). Written by `benchmarks/transfer.py` from "
-             "`transfer.csv`" + (f"; {machine}" if machine else "") + ".", ""]
+             "its own validation cases and nested training subsets (`split_seed` = seed; rows of `transfer.csv` with "
+             "`split_seed` ≠ seed are earlier runs that repeated seed 0's cases, kept but not tabled). Written by "
+             "`benchmarks/transfer.py` from `transfer.csv`" + (f"; {machine}" if machine else "") + ".", ""]
     if "random_init" in methods:
         levels = {n: statistics.mean(v.values()) for n in sizes if (v := _values(rows, "random_init", n,
                                                                                    "val_pooled_dice"))}
