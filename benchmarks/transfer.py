@@ -391,16 +391,26 @@ def write_figure(rows: list[dict[str, str]], scale: TransferScale, path: Path) -
             pts = [(n, v) for n, v in pts if v]
             ax.errorbar([n for n, _ in pts], [statistics.mean(v) for _, v in pts],
                         yerr=[statistics.pstdev(v) for _, v in pts], marker="o", capsize=3, label=m)
-        ax.set_xlabel("target training cases N")
-        ax.set_ylabel(LABELS[metric])
-        ax.set_xticks(sizes)
-        ax.grid(alpha=0.3)
+        size_axis(ax, sizes, LABELS[metric])
     axes[0].legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def size_axis(ax: object, sizes: list[int], ylabel: str) -> None:
+    """An axis of some metric against the target training size N."""
+    ax.set_xlabel("target training cases N")
+    ax.set_ylabel(ylabel)
+    ax.set_xticks(sizes)
+    ax.grid(alpha=0.3)
+
+
+def save_figure(fig: object, path: Path) -> None:
+    """Write ``fig`` to ``path`` as a PNG (atomically) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    with open(path.with_suffix(".tmp.png"), "wb") as f:
-        fig.savefig(f, dpi=90)
+    atomic_write(path, "wb", lambda f: fig.savefig(f, dpi=90, format="png"))
     plt.close(fig)
-    path.with_suffix(".tmp.png").replace(path)
 
 
 def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | None = None, device: str | None = None,

@@ -183,16 +183,9 @@ def write_figure(rows: list[dict[str, str]], recipes: tuple[Recipe, ...], baseli
                     ax.errorbar([n for n, _ in pts], [statistics.mean(v) for _, v in pts],
                                 yerr=[statistics.pstdev(v) for _, v in pts], marker="o", capsize=3,
                                 linestyle="-" if k[0] == "cosine" else "--", label=f"{m}, {k[0]} {k[1]}")
-        ax.set_xlabel("target training cases N")
-        ax.set_ylabel(title)
-        ax.set_xticks(sizes)
-        ax.grid(alpha=0.3)
+        transfer.size_axis(ax, sizes, title)
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    with open(path.with_suffix(".tmp.png"), "wb") as f:
-        fig.savefig(f, dpi=90)
-    plt.close(fig)
-    path.with_suffix(".tmp.png").replace(path)
+    transfer.save_figure(fig, path)
 
 
 def _read(path: Path) -> list[dict[str, str]]:
