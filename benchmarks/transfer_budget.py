@@ -58,7 +58,7 @@ class Recipe:
 
 
 STUDIES: dict[str, tuple[Recipe, ...]] = {
-    "tiny": (Recipe("cosine", 2, (2, 3), ("random_init",)),),
+    "tiny": (Recipe("cosine", 2, (2,), ("random_init",)),),
     "cpu": (
         Recipe("cosine", 300, (5, 20), ("random_init", "finetune")),
         Recipe("constant", 300, (5, 20), ("random_init", "finetune")),

@@ -77,7 +77,7 @@ class TestCheckKeys(unittest.TestCase):
     def test_ranges(self):
         for bad in ({"epochs": 0}, {"epochs": 2.5}, {"seed": -1}, {"sw_overlap": 1.0}, {"cache_rate": 1.5},
                     {"learning_rate": 0}, {"val_fraction": 0.0}, {"out_channels": 1}, {"mc_samples": 0},
-                    {"kl_temperature": -1.0}, {"num_train_cases": 0}):
+                    {"kl_temperature": -1.0}, {"num_train_cases": 0}, {"swag_start_epoch": 0}, {"split_seed": -1}):
             self.assertIsNotNone(self._first(bad), bad)
         self.assertIsInstance(InvalidKeyError("x"), ValueError)
         self.assertIsInstance(MissingHandoffError("x"), FileNotFoundError)

@@ -44,11 +44,11 @@ class TestPipeline(unittest.TestCase):
         self.assertIn("[skip] finetune_dwp_init", again.stdout + again.stderr)
         # a training killed part-way leaves model.pt (best so far) but not its last checkpoint: it runs again,
         # and so does its evaluation; the finished stages stay skipped
-        (out / "runs" / "gaussian_prior_n3_seed0" / "checkpoint_epoch=1.pt").unlink()
+        (out / "runs" / "random_init_n3_seed0" / "checkpoint_epoch=1.pt").unlink()
         third = subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
         self.assertEqual(third.returncode, 0, third.stderr[-3000:])
         ran = re.findall(r"\[run \] (\w+):", third.stdout + third.stderr)
-        self.assertEqual(ran, ["finetune_gaussian_prior", "evaluate_gaussian_prior"])
+        self.assertEqual(ran, ["finetune_random_init", "evaluate_random_init"])
         # afterwards the README's bundle command runs with no path override (only the quick sizes)
         used_by = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
                    "bundles/dwp_finetune/configs/train.json", "--device", "cpu", "--epochs", "1",

@@ -157,6 +157,12 @@ class TestTransfer(unittest.TestCase):
             make_lr_scheduler(optimizer, "linear", 10)
         with self.assertRaisesRegex(ValueError, r"total_steps must be .*got 0"):
             make_lr_scheduler(optimizer, "cosine", 0)
+        # the bundle key, checked at start-up
+        from monai_dwp.bundle_utils import InvalidKeyError, check_keys
+
+        with self.assertRaisesRegex(InvalidKeyError, r"^--lr_schedule must be one of constant, cosine, got 'linear'\. "
+                                                     r"Fix the override or the config value of 'lr_schedule'\.$"):
+            check_keys(lr_schedule="linear")
 
     def test_errors_before_training(self):
         with self.assertRaisesRegex(ValueError, "method 'dwp' needs a Bayesian network; build DWPUNet with bayesian=True"):

@@ -72,8 +72,8 @@ class TestTransferBenchmark(unittest.TestCase):
                 cwd=root, env=env, capture_output=True, text=True, timeout=900)
             self.assertEqual(budget.returncode, 0, budget.stdout[-3000:] + budget.stderr[-3000:])
             rows = list(csv.DictReader((root / "results" / "transfer_budget" / "cosine_2" / "transfer.csv").open()))
-            self.assertEqual(sorted((r["method"], r["num_train_cases"], r["lr_schedule"]) for r in rows),
-                             [("random_init", "2", "cosine"), ("random_init", "3", "cosine")])
+            self.assertEqual([(r["method"], r["num_train_cases"], r["lr_schedule"]) for r in rows],
+                             [("random_init", "2", "cosine")])
             self.assertIn("--lr_schedule cosine",
                           (root / "budget" / "cosine_2" / "logs" / "random_init_n2_seed0_train.log").read_text())
             md = (root / "results" / "transfer_budget.md").read_text()

@@ -64,17 +64,13 @@ class TestPretrainAndPrior(unittest.TestCase):
     def test_pretrain_collects_swag_moments(self):
         out_dir = ROOT / "swag"
         check(run_bundle("dwp_pretrain", "train", dataset_dir=ROOT / "ms", output_dir=out_dir,
-                         **dict(TINY, epochs=3, swag_start_epoch=2)))
+                         **dict(TINY, epochs=2, swag_start_epoch=1)))
         mean, variance = load_swag(out_dir / "seed0" / "swag.pt")
-        last = torch.load(out_dir / "seed0" / "checkpoint_epoch=3.pt", weights_only=True)
-        self.assertEqual(last["swag"]["count"], 2)  # epochs 2 and 3, saved with the training state (resume)
+        last = torch.load(out_dir / "seed0" / "checkpoint_epoch=2.pt", weights_only=True)
+        self.assertEqual(last["swag"]["count"], 2)  # epochs 1 and 2, saved with the training state (resume)
         self.assertEqual(set(mean), {k for k, v in last["model"].items() if v.is_floating_point()})
         self.assertTrue(all(bool((v >= 0).all()) for v in variance.values()))
         self.assertGreater(max(float(v.max()) for v in variance.values()), 0.0)  # the weights moved
-        proc = run_bundle("dwp_pretrain", "train", dataset_dir=ROOT / "ms", output_dir=ROOT / "swag_bad",
-                          **dict(TINY, swag_start_epoch=0))
-        self.assertNotEqual(proc.returncode, 0)
-        self.assertIn("--swag_start_epoch must be", proc.stdout + proc.stderr)
 
     def test_pretrain_evaluate_and_inference(self):
         out = check(run_bundle("dwp_pretrain", "train", "evaluate", dataset_dir=ROOT / "ms", output_dir=ROOT / "pretrain",
@@ -160,15 +156,6 @@ class TestFinetune(unittest.TestCase):
         proc = _finetune("gaussian_prior", output="source_init", source_init="true", source_ckpt=ROOT / "nope.pt")
         self.assertNotEqual(proc.returncode, 0)
         self.assertIn("source_ckpt file", proc.stdout + proc.stderr)
-
-    def test_cosine_learning_rate(self):
-        check(_finetune("random_init", output="cosine", lr_schedule="cosine", epochs=2))
-        state = torch.load(ROOT / "cosine" / "random_init_n3_seed0" / "checkpoint_epoch=2.pt", weights_only=True)
-        self.assertEqual(state["lr_scheduler"]["last_epoch"], 6)  # stepped per iteration: 2 epochs x 3 iterations
-        self.assertAlmostEqual(state["optimizer"]["param_groups"][0]["lr"], 0.0, places=12)  # annealed to 0
-        proc = _finetune("random_init", output="cosine_bad", lr_schedule="linear")
-        self.assertNotEqual(proc.returncode, 0)
-        self.assertIn("--lr_schedule must be one of constant, cosine, got 'linear'", proc.stdout + proc.stderr)
 
     def test_sampled_training_mode(self):
         check(_finetune("gaussian_prior", output="sampled", train_mode="sampled"))
@@ -283,6 +270,11 @@ class TestKillAndResume(unittest.TestCase):
         out = check(run_bundle("dwp_finetune", "train", ckpt_dir=killed, resume="true", **common))
         self.assertNotIn("Epoch: 1/3", out)
         self._compare(ROOT / "uninterrupted" / "gaussian_prior_n3_seed0", killed, epochs=3)
+        # the schedule was stepped per iteration (3 epochs x 3) and annealed to 0, in both runs
+        for run in (ROOT / "uninterrupted" / "gaussian_prior_n3_seed0", killed):
+            state = torch.load(run / "checkpoint_epoch=3.pt", weights_only=True)
+            self.assertEqual(state["lr_scheduler"]["last_epoch"], 9)
+            self.assertAlmostEqual(state["optimizer"]["param_groups"][0]["lr"], 0.0, places=12)
         # TensorBoard: the resumed run's curve continues at the step it resumed from instead of restarting at 1
         runs = self._tensorboard_steps(killed / "tensorboard")
         self.assertGreaterEqual(len(runs), 2)
