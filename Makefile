@@ -1,5 +1,6 @@
 # `make demo`: set up .venv (once) and run the main job on the embedded default data.
-# `make test`: set up .venv (once) and run the test suite.
+# `make test`: set up .venv (once) and run the test suite, two tests at a time (pytest-xdist; the tests that share
+# an expensive set-up carry one xdist_group and run in one worker).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -20,7 +21,7 @@ demo: $(STAMP)
 	$(PY) -m monai_dwp pipeline --output-dir outputs/pipeline
 
 test: $(STAMP)
-	$(PY) -m pytest tests -q -p no:cacheprovider
+	$(PY) -m pytest tests -q -p no:cacheprovider -n 2 --dist loadgroup
 
 # MONAI Label integration tests, in their own environment .venv-monailabel (see docs/monailabel.md)
 test-monailabel:

@@ -30,7 +30,7 @@ setup(
         "jsonschema>=4",  # monai.bundle verify_metadata
     ],
     extras_require={
-        "test": ["pytest>=7", "parameterized>=0.9"],
+        "test": ["pytest>=7", "pytest-xdist>=3.5", "parameterized>=0.9"],
         "monailabel": ["monailabel>=0.8.5,<0.9"],
     },
     entry_points={"console_scripts": ["monai-dwp=monai_dwp.cli:main"]},

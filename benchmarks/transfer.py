@@ -105,14 +105,23 @@ ABLATIONS: dict[str, tuple[str, dict[str, object]]] = {
     "gaussian_prior_source_init": ("gaussian_prior", {"source_init": True}),
     "source_gaussian_scale_0.01": ("source_gaussian", {"prior_scale": 0.01}),
     "source_gaussian_scale_0.001": ("source_gaussian", {"prior_scale": 0.001}),
+    "swag_prior_scale_100": ("swag_prior", {"swag_scale_factor": 100.0}),
+    "swag_prior_scale_10000": ("swag_prior", {"swag_scale_factor": 10000.0}),
 }
 """Ablations of ``dwp`` (and their controls): name -> (method, overrides of the finetune bundle). Each is judged
 against ``dwp`` on the validation split; the test set only reports. ``dwp_source_init`` starts the posterior at the
 source network (fine-tuning with the kernel prior) and ``gaussian_prior_source_init`` is its control (the same
 start under a Gaussian prior), ``dwp_temperature_0.1`` weakens the prior tenfold, ``dwp_no_dwp_init`` starts at
 PyTorch's initialisation instead of VAE samples. ``source_gaussian_scale_*`` tighten the L2-SP prior around the
-source weights (``prior_scale`` 0.1 in the main table): its scale is chosen on validation among the three."""
+source weights (``prior_scale`` 0.1 in the main table): its scale is chosen on validation among the three.
+``swag_prior_scale_*`` widen the SWAG prior (``swag_scale_factor`` λ = 1 in the main table, the SWAG variance
+itself) tenfold and a hundredfold in standard deviation, as "Pre-Train Your Loss" rescales it: λ is chosen on
+validation among the three."""
 
+
+ABLATION_FAMILIES: tuple[str, ...] = ("dwp", "gaussian_prior", "source_gaussian", "swag_prior")
+"""The methods whose variants (:data:`ABLATIONS` of that method) the ablation table compares, with the variant of
+each chosen on the validation split."""
 
 SCALES: dict[str, TransferScale] = {
     "tiny": TransferScale(
@@ -271,7 +280,7 @@ def _paired(rows: list[dict[str, str]], methods: list[str], sizes: list[int], me
 def _ablation_table(rows: list[dict[str, str]], scale: TransferScale, n: int) -> list[str]:
     """The ablations at N = ``n``: best validation Dice (the choice) and test metrics, each with its paired
     difference against ``dwp`` over the seeds both ran, and the variant chosen on validation."""
-    names = [a for a in ("dwp", "gaussian_prior", "source_gaussian", *scale.ablations)
+    names = [a for a in (*ABLATION_FAMILIES, *scale.ablations)
              if _values(rows, a, n, "best_val_dice")]
     lines = [f"### N = {n}", "",
              "| variant | what differs | best validation Dice | − `dwp` | test pooled Dice | − `dwp` | ECE |",
@@ -300,7 +309,7 @@ def _ablation_table(rows: list[dict[str, str]], scale: TransferScale, n: int) ->
         ece = list(_values(rows, name, n, "ece").values())
         cells.append(f"{statistics.mean(ece):.4f}" if ece else "–")
         lines.append(f"| `{name}` | {what} | " + " | ".join(cells) + " |")
-    for family in ("dwp", "source_gaussian"):
+    for family in ABLATION_FAMILIES:
         variants = {k: v for k, v in val_means.items() if ABLATIONS.get(k, (k,))[0] == family}
         if len(variants) < 2:
             continue
@@ -413,8 +422,19 @@ def save_figure(fig: object, path: Path) -> None:
     plt.close(fig)
 
 
+def _chosen(value: object, allowed: tuple[str, ...], flag: str, scale: str) -> tuple[str, ...]:
+    """The names of a comma-separated option (fire turns ``--flag a,b`` into ``('a', 'b')`` and ``--flag a`` into
+    ``'a'``), each one of ``allowed``."""
+    listed = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    chosen = tuple(str(v).strip() for v in listed)
+    unknown = [v for v in chosen if v not in allowed]
+    if unknown:
+        raise SystemExit(f"--{flag} {unknown} are not {flag} of --scale {scale}: {allowed}.")
+    return chosen
+
+
 def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | None = None, device: str | None = None,
-         bundles_dir: str | None = None, methods: str | None = None, workers: int = 1, ablations: bool = True,
+         bundles_dir: str | None = None, methods: str | None = None, workers: int = 1, ablations: bool | str = True,
          sizes: str | int | None = None, steps: int | None = None, lr_schedule: str | None = None,
          data_dir: str | None = None) -> Path:
     """Run (or resume) the benchmark and write ``transfer.csv``, ``transfer.md`` and ``transfer.png``.
@@ -428,8 +448,9 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         bundles_dir: the ``bundles/`` folder to run (default: the repository's; its ``models/`` receive the source
             nets and the prior, which are reused when they exist).
         methods: comma-separated subset of the scale's methods.
-        ablations: also run the scale's :data:`ABLATIONS` of ``dwp`` (at its ``ablation_sizes``, right after the
-            main runs of that N); they go into the same CSV, named after the ablation, and into their own table.
+        ablations: also run the scale's :data:`ABLATIONS` (at its ``ablation_sizes``, right after the main runs of
+            that N), or only those named (comma-separated, e.g. ``swag_prior_scale_100,swag_prior_scale_10000``);
+            they go into the same CSV, named after the ablation, and into their own table.
         workers: runs side by side, each with ``cpu_count // workers`` PyTorch threads (2 on a 2-core machine
             keeps both cores busy through the single-threaded parts of each run). Wall times in the CSV are then
             those of runs sharing the machine; ``workers`` is recorded in every row.
@@ -448,13 +469,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         raise SystemExit(f"--scale must be one of {sorted(SCALES)}, got {scale!r}.")
     s = SCALES[scale]
     if methods:
-        # fire turns ``--methods a,b`` into the tuple ``('a', 'b')`` and ``--methods a`` into ``'a'``
-        chosen = tuple(methods) if isinstance(methods, (list, tuple)) else tuple(str(methods).split(","))
-        chosen = tuple(str(m).strip() for m in chosen)
-        unknown = [m for m in chosen if m not in s.methods]
-        if unknown:
-            raise SystemExit(f"--methods {unknown} are not methods of --scale {scale}: {s.methods}.")
-        s = dataclasses.replace(s, methods=chosen)
+        s = dataclasses.replace(s, methods=_chosen(methods, s.methods, "methods", scale))
     if sizes:
         listed = sizes if isinstance(sizes, (list, tuple)) else str(sizes).split(",")
         chosen_sizes = tuple(check_int(int(str(n).strip()) if str(n).strip().isdigit() else n, "sizes")
@@ -486,7 +501,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
     common = {"spacing": [h.spacing] * 3, "patch_size": [h.patch_size] * 3, "batch_size": h.batch_size,
               "num_samples": h.num_samples, "dataset_dir": handoffs["target_data"],
               "num_val_cases": h.num_val_cases, "source_ckpt": handoffs["source_ckpt"],
-              "prior_ckpt": handoffs["prior_ckpt"], "max_kernels": h.max_kernels}
+              "prior_ckpt": handoffs["prior_ckpt"], "swag_ckpt": handoffs["swag_ckpt"], "max_kernels": h.max_kernels}
     budget_row = {"scale": scale, "steps": s.steps, "lr_schedule": s.lr_schedule, "patch_size": h.patch_size,
                   "spacing": h.spacing, "mc_samples": h.mc_samples}
     rows = [{**COLUMN_DEFAULTS, **r} for r in csv.DictReader(csv_path.open())] if csv_path.is_file() else []
@@ -495,7 +510,8 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
             and str(r.get("split_seed")) == str(r["seed"])]
     done = {(r["method"], int(r["num_train_cases"]), int(r["seed"])) for r in same}
     # N by N, seed by seed: an interrupted benchmark leaves complete (method) sets for the sizes it reached
-    variants = tuple(s.ablations) if ablations else ()
+    variants = _chosen(ablations, s.ablations, "ablations", scale) if not isinstance(ablations, bool) else (
+        tuple(s.ablations) if ablations else ())
     jobs = []
     for n in s.sizes:
         jobs += [(n, seed, m) for seed in s.seeds for m in s.methods if (m, n, seed) not in done]

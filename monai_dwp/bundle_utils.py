@@ -45,6 +45,7 @@ PRODUCERS: dict[str, str] = {
     "source_ckpts": f"{_PRETRAIN} --seed 0",
     "source_ckpt": f"{_PRETRAIN} --seed 0",
     "prior_ckpt": "python -m monai.bundle run --config_file bundles/dwp_prior/configs/train.json",
+    "swag_ckpt": f"{_PRETRAIN} --seed 0 --swag_start_epoch 61",
     "model": "python -m monai.bundle run --config_file bundles/dwp_finetune/configs/train.json",
 }
 """The bundle command that writes each hand-off key's file (run from the repository root)."""
@@ -145,6 +146,7 @@ KEY_RULES: dict[str, Callable[[Any, str], Any]] = {
     "kl_temperature": _nonnegative_float,
     "aux_weight": _nonnegative_float,
     "prior_scale": _positive_float,
+    "swag_scale_factor": _positive_float,
     "min_norm": _nonnegative_float,
     # names
     "lr_schedule": _lr_schedule,
@@ -322,6 +324,7 @@ def resume_handlers(
             f"--resume true but {str(ckpt_dir)!r} holds no checkpoint_epoch=N.pt to resume from; "
             "run without --resume, or point --ckpt_dir at the interrupted run."
         )
+    load_dict = _loadable(path, dict(load_dict))
     interval = getattr(saver, "_interval_checkpoint", None)
     if interval is not None:
         found = []
@@ -330,7 +333,42 @@ def resume_handlers(
             if match:
                 found.append(Checkpoint.Item(int(match.group(1)), os.path.basename(f)))
         interval.load_state_dict({"_saved": sorted(found, key=lambda item: item.priority)})
-    return [CheckpointLoader(load_path=path, load_dict=dict(load_dict), map_location=map_location)]
+    return [CheckpointLoader(load_path=path, load_dict=load_dict, map_location=map_location)]
+
+
+def _loadable(path: str, load_dict: dict[str, Any]) -> dict[str, Any]:
+    """``load_dict`` without the objects a resumed run may start afresh, after checking the checkpoint holds the rest.
+
+    An object with a ``start_epoch`` after the checkpoint's epoch (a :class:`~monai_dwp.handlers.SWAGHandler` whose
+    window has not begun) has nothing to restore, so a run may switch it on at resume. Any other object missing from
+    the checkpoint means the run is resumed with other settings than it was started with (a learning-rate schedule
+    switched on, another method), which would mix two runs: that stops with the key and the fix, not Ignite's error.
+
+    Raises:
+        ValueError: the checkpoint lacks the state of an object that must be restored.
+    """
+    import torch
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"--resume: {path!r} is not a training checkpoint (a dict of states); resume from the "
+                         "checkpoint_epoch=N.pt files the bundle writes.")
+    trainer = checkpoint.get("trainer", {})
+    epoch = int(trainer.get("epoch") or int(trainer.get("iteration", 0)) // max(int(trainer.get("epoch_length") or 1), 1))
+    kept = {}
+    for name, obj in load_dict.items():
+        if name in checkpoint:
+            kept[name] = obj
+            continue
+        start = getattr(obj, "start_epoch", None)
+        if isinstance(start, int) and start > epoch:
+            continue  # its window begins after the resumed epoch: nothing was collected yet
+        raise ValueError(
+            f"--resume: {path!r} holds no {name!r} state, so the interrupted run was made without it (checkpoint "
+            f"entries: {sorted(checkpoint)}); resume with the settings it was started with, or start a new run "
+            "in another --ckpt_dir."
+        )
+    return kept
 
 
 def save_prior(

@@ -47,6 +47,7 @@ class PipelineSettings:
     seeds: tuple[int, ...] = (0, 1)
     pretrain_epochs: int = 80
     pretrain_val_interval: int = 4
+    swag_epochs: int = 20  # the last epochs of source pretraining whose weights make the SWAG moments (swag_prior)
     prior_epochs: int = 50
     finetune_epochs: int = 40
     finetune_val_interval: int = 5
@@ -64,9 +65,10 @@ class PipelineSettings:
 
     @classmethod
     def quick(cls) -> PipelineSettings:
-        """The smallest chain that exercises every stage (tests): 6 mm phantoms, one epoch each."""
+        """The smallest chain that exercises every stage (tests): 6 mm phantoms, one epoch each (two of source
+        pretraining, the fewest that give a SWAG variance)."""
         return cls(spacing=6.0, patch_size=16, num_source_cases=3, num_source_test=1, num_target_pool=5,
-                   num_target_test=2, num_train_cases=3, num_val_cases=1, seeds=(0, 1), pretrain_epochs=1,
+                   num_target_test=2, num_train_cases=3, num_val_cases=1, seeds=(0, 1), pretrain_epochs=2, swag_epochs=2,
                    prior_epochs=1, finetune_epochs=1, finetune_val_interval=1, pretrain_val_interval=1, mc_samples=2, batch_size=1,
                    vae_hidden=(4, 8, 16),
                    max_kernels=256)
@@ -301,7 +303,7 @@ def run_pipeline(
     # 4.-5. fine-tune every method, then Monte Carlo inference + evaluation on the held-out target cases
     finetune = {"dataset_dir": data / "tumour", "num_train_cases": s.num_train_cases,
                 "num_val_cases": s.num_val_cases, "source_ckpt": handoffs["source_ckpt"],
-                "prior_ckpt": prior_ckpt, "max_kernels": s.max_kernels, **common}
+                "prior_ckpt": prior_ckpt, "swag_ckpt": handoffs["swag_ckpt"], "max_kernels": s.max_kernels, **common}
     ckpt_dirs: dict[str, Path] = {}
     chains = []
     for method in methods:
@@ -326,11 +328,13 @@ def run_pipeline(
 
 def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: object | None = None) -> dict[str, Path]:
     """Stages 1–3 of the chain: the source (MS) and target (tumour) phantoms in ``data``, the source networks
-    (``dwp_pretrain``, seeds ``s.seeds`` side by side) and the kernel prior (``dwp_prior``), into the bundles'
-    ``models/`` of ``runner``. Stages whose outputs exist are skipped, so the hand-offs are made once and reused.
+    (``dwp_pretrain``, seeds ``s.seeds`` side by side, with the SWAG moments of their last ``s.swag_epochs``
+    epochs) and the kernel prior (``dwp_prior``), into the bundles' ``models/`` of ``runner``. Stages whose outputs
+    exist are skipped, so the hand-offs are made once and reused.
 
     Returns:
-        ``{"source_data", "target_data", "source_ckpt" (the first seed's net), "prior_ckpt"}`` paths.
+        ``{"source_data", "target_data", "source_ckpt" (the first seed's net), "swag_ckpt" (its SWAG moments),
+        "prior_ckpt"}`` paths.
     """
     models = {name: runner.bundles_dir / name / "models" for name in ("dwp_pretrain", "dwp_prior")}
     common = {"spacing": [s.spacing] * 3, "patch_size": [s.patch_size] * 3, "batch_size": s.batch_size,
@@ -343,12 +347,16 @@ def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: obj
         runner.run(f"data_{disease}", cmd, [data / disease / "dataset.json"], bar)
         _advance(bar)
     # 2. source networks, trained side by side
+    if not 2 <= s.swag_epochs <= s.pretrain_epochs:
+        raise ValueError(f"swag_epochs must lie in [2, pretrain_epochs={s.pretrain_epochs}] (a variance needs two "
+                         f"epochs), got {s.swag_epochs}.")
     runner.run_parallel([
         (f"pretrain_seed{seed}",
          runner.bundle("dwp_pretrain", ["train"], dataset_dir=data / "ms", seed=seed, epochs=s.pretrain_epochs,
-                       val_interval=s.pretrain_val_interval, num_val_cases=s.num_source_test, **common),
-         [models["dwp_pretrain"] / f"seed{seed}" / "model.pt",
-          models["dwp_pretrain"] / f"seed{seed}" / f"checkpoint_epoch={s.pretrain_epochs}.pt"])
+                       val_interval=s.pretrain_val_interval, num_val_cases=s.num_source_test,
+                       swag_start_epoch=s.pretrain_epochs - s.swag_epochs + 1, **common),
+         [models["dwp_pretrain"] / f"seed{seed}" / name
+          for name in ("model.pt", f"checkpoint_epoch={s.pretrain_epochs}.pt", "swag.pt")])
         for seed in s.seeds
     ], bar)
     # 3. prior
@@ -361,7 +369,8 @@ def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: obj
     runner.run("prior", cmd, [prior_ckpt], bar, force=is_stale(prior_ckpt, sources))
     _advance(bar)
     return {"source_data": data / "ms", "target_data": data / "tumour",
-            "source_ckpt": models["dwp_pretrain"] / f"seed{s.seeds[0]}" / "model.pt", "prior_ckpt": prior_ckpt}
+            "source_ckpt": models["dwp_pretrain"] / f"seed{s.seeds[0]}" / "model.pt",
+            "swag_ckpt": models["dwp_pretrain"] / f"seed{s.seeds[0]}" / "swag.pt", "prior_ckpt": prior_ckpt}
 
 
 def is_stale(output: Path, inputs: Sequence[Path]) -> bool:

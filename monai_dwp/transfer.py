@@ -6,6 +6,8 @@ method             network     start and prior
 ``dwp``            Bayesian    Deep Weight Prior over the 3×3×3 kernels (optionally DWP-initialised)
 ``gaussian_prior`` Bayesian    factorized ``N(0, prior_scale²)`` prior
 ``source_gaussian`` Bayesian   ``N(w_source, prior_scale²)`` per weight (L2-SP), posterior at the source network
+``swag_prior``     Bayesian    ``N(w_SWAG, swag_scale_factor·σ²_SWAG)`` per weight (Pre-Train Your Loss), posterior at the
+                               source network
 ``random_init``    plain       PyTorch's default initialisation
 ``finetune``       plain       the source network's weights, all trained
 ``finetune_frozen`` plain      the source network's weights, encoder (``init_conv``, ``down1..6``) frozen
@@ -33,6 +35,7 @@ from monai_dwp.utils.validation import check_float, check_int
 __all__ = [
     "METHODS",
     "BAYESIAN_METHODS",
+    "SOURCE_START_METHODS",
     "ENCODER_PREFIXES",
     "HANDOFFS",
     "check_handoffs",
@@ -47,9 +50,11 @@ __all__ = [
 ]
 
 METHODS: tuple[str, ...] = (
-    "dwp", "gaussian_prior", "random_init", "finetune", "finetune_frozen", "dwp_init", "source_gaussian",
+    "dwp", "gaussian_prior", "random_init", "finetune", "finetune_frozen", "dwp_init", "source_gaussian", "swag_prior",
 )
-BAYESIAN_METHODS: tuple[str, ...] = ("dwp", "gaussian_prior", "source_gaussian")
+BAYESIAN_METHODS: tuple[str, ...] = ("dwp", "gaussian_prior", "source_gaussian", "swag_prior")
+SOURCE_START_METHODS: tuple[str, ...] = ("finetune", "finetune_frozen", "source_gaussian", "swag_prior")
+"""The methods whose network always starts at the source network of ``source_ckpt``."""
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 ENCODER_PREFIXES: tuple[str, ...] = ("init_conv", "down1", "down2", "down3", "down4", "down5", "down6")
 
@@ -75,8 +80,10 @@ HANDOFFS: dict[str, tuple[str, ...]] = {
     "finetune": ("source_ckpt",),
     "finetune_frozen": ("source_ckpt",),
     "source_gaussian": ("source_ckpt",),
+    "swag_prior": ("source_ckpt", "swag_ckpt"),
 }
-"""The hand-off files each method needs: the prior checkpoint of ``dwp_prior`` or a source net of ``dwp_pretrain``."""
+"""The hand-off files each method needs: the prior checkpoint of ``dwp_prior``, a source net of ``dwp_pretrain`` or
+its SWAG moments (``swag.pt``, written with ``--swag_start_epoch``)."""
 
 
 def check_handoffs(method: str, source_init: bool = False, **files: str | os.PathLike | None) -> dict[str, str]:
@@ -110,10 +117,14 @@ def make_prior(
     train_encoder: bool = False,
     map_location: str | torch.device = "cpu",
     source_ckpt: str | os.PathLike | None = None,
+    swag_ckpt: str | os.PathLike | None = None,
+    swag_scale_factor: float = 1.0,
 ) -> nn.Module | None:
     """The prior of ``method``: :class:`DeepWeightPrior` from ``prior_ckpt`` (``dwp``, ``dwp_init``),
-    :class:`GaussianPrior` ``N(0, prior_scale²)`` (``gaussian_prior``) or ``N(w_source, prior_scale²)`` from
-    ``source_ckpt`` (``source_gaussian``, :meth:`GaussianPrior.from_source`), or ``None`` (the others).
+    :class:`GaussianPrior` ``N(0, prior_scale²)`` (``gaussian_prior``), ``N(w_source, prior_scale²)`` from
+    ``source_ckpt`` (``source_gaussian``, :meth:`GaussianPrior.from_source`), ``N(w_SWAG, λ σ²_SWAG)`` from
+    ``swag_ckpt`` with ``λ = swag_scale_factor`` (``swag_prior``, :meth:`GaussianPrior.from_swag`), or ``None``
+    (the others).
 
     Raises:
         FileNotFoundError: the prior checkpoint is needed and missing (names the key and the dwp_prior command).
@@ -134,6 +145,11 @@ def make_prior(
             raise ValueError("method 'source_gaussian' needs source_ckpt, a checkpoint of the dwp_pretrain bundle.")
         return GaussianPrior.from_source(require_handoff(source_ckpt, "source_ckpt"), scale=prior_scale,
                                          map_location=map_location)
+    if method == "swag_prior":
+        if swag_ckpt is None:
+            raise ValueError("method 'swag_prior' needs swag_ckpt, the swag.pt of a dwp_pretrain run with "
+                             "--swag_start_epoch.")
+        return GaussianPrior.from_swag(swag_ckpt, scale_factor=swag_scale_factor, map_location=map_location)
     return None
 
 
@@ -178,13 +194,12 @@ def prepare_network(
     Args:
         network: a :class:`DWPUNet`, Bayesian for :data:`BAYESIAN_METHODS`, deterministic otherwise.
         method: one of :data:`METHODS`.
-        source_ckpt: the source network's checkpoint (``finetune``, ``finetune_frozen``, ``source_gaussian`` and
-            ``source_init``).
+        source_ckpt: the source network's checkpoint (:data:`SOURCE_START_METHODS` and ``source_init``).
         prior: the :class:`DeepWeightPrior` (``dwp``, ``dwp_init``); checked against the network here.
         dwp_init: for ``dwp``, start the posterior locations at VAE samples (otherwise PyTorch's initialisation).
         source_init: for a Bayesian method, start the posterior locations (and the other parameters) at the
             source network of ``source_ckpt``: fine-tuning with the method's prior. It takes the place of
-            ``dwp_init``; ``source_gaussian`` always starts there.
+            ``dwp_init``; ``source_gaussian`` and ``swag_prior`` always start there.
         generator: random generator of the DWP initialisation.
         init_scale_ratio: for a Bayesian network, set every posterior scale to this fraction of the RMS of its
             layer's locations once they are initialised (:func:`~monai_dwp.networks.utils.init_relative_scale`);
@@ -219,9 +234,9 @@ def prepare_network(
             f"source_init=True is for the Bayesian methods {BAYESIAN_METHODS}, got method {method!r}; a deterministic "
             "net starts at the source network with method 'finetune'."
         )
-    elif source_init or method == "source_gaussian":
+    elif source_init or method in SOURCE_START_METHODS:
         if source_ckpt is None:
-            raise ValueError(f"{'source_init=True' if source_init else 'method source_gaussian'} needs source_ckpt, "
+            raise ValueError(f"{'source_init=True' if source_init else f'method {method}'} needs source_ckpt, "
                              "a checkpoint of the dwp_pretrain bundle.")
         _load_source(network, source_ckpt)
         logger.info("posterior locations start at the source network %s", source_ckpt)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+import types
 import unittest
 from pathlib import Path
 
@@ -30,7 +31,7 @@ class TestBundleUtils(unittest.TestCase):
             root = Path(tmp)
             self.assertIsNone(latest_checkpoint(root))
             for epoch in (2, 10, 9):
-                torch.save({}, root / f"checkpoint_epoch={epoch}.pt")
+                torch.save({"model": torch.nn.Linear(1, 1).state_dict()}, root / f"checkpoint_epoch={epoch}.pt")
             self.assertTrue(latest_checkpoint(root).endswith("checkpoint_epoch=10.pt"))
             self.assertEqual(resume_handlers(root, {"model": torch.nn.Linear(1, 1)}, resume=False), [])
             self.assertEqual(len(resume_handlers(root, {"model": torch.nn.Linear(1, 1)}, resume=True)), 1)
@@ -45,9 +46,27 @@ class TestBundleUtils(unittest.TestCase):
             require_handoff("p.pt", "prior_ckpt")
 
 
+    def test_resume_with_other_settings(self):
+        """A state the checkpoint lacks stops with its name, unless its window starts after the resumed epoch."""
+        swag = types.SimpleNamespace(start_epoch=5, state_dict=dict)
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = {"iteration": 12, "epoch_length": 3, "max_epochs": 4}  # epoch 4
+            torch.save({"model": {}, "trainer": trainer}, Path(tmp) / "checkpoint_epoch=4.pt")
+            (loader,) = resume_handlers(tmp, {"model": 1, "trainer": 2, "swag": swag}, resume=True)
+            self.assertEqual(sorted(loader.load_dict), ["model", "trainer"])
+            swag.start_epoch = 4  # its window began before the interruption: those moments are lost
+            with self.assertRaisesRegex(ValueError, r"holds no 'swag' state, so the interrupted run was made without "
+                                                    r"it \(checkpoint entries: \['model', 'trainer'\]\)"):
+                resume_handlers(tmp, {"model": 1, "trainer": 2, "swag": swag}, resume=True)
+            with self.assertRaisesRegex(ValueError, r"holds no 'lr_scheduler' state"):
+                resume_handlers(tmp, {"model": 1, "lr_scheduler": 3}, resume=True)
+            torch.save([1], Path(tmp) / "checkpoint_epoch=5.pt")
+            with self.assertRaisesRegex(ValueError, r"is not a training checkpoint"):
+                resume_handlers(tmp, {"model": 1}, resume=True)
+
     def test_resume_accepts_command_line_words(self):
         with tempfile.TemporaryDirectory() as tmp:
-            torch.save({}, Path(tmp) / "checkpoint_epoch=1.pt")
+            torch.save({"model": torch.nn.Linear(1, 1).state_dict()}, Path(tmp) / "checkpoint_epoch=1.pt")
             self.assertEqual(resume_handlers(tmp, {"model": torch.nn.Linear(1, 1)}, resume="false"), [])
             self.assertEqual(len(resume_handlers(tmp, {"model": torch.nn.Linear(1, 1)}, resume="true")), 1)
 

@@ -11,10 +11,15 @@ import tempfile
 import unittest
 from pathlib import Path
 
+import pytest
+
 from monai_dwp.pipeline import PipelineSettings, PipelineStageError, StageRunner, is_stale, run_pipeline
 from monai_dwp.transfer import METHODS
 
 from ._quick_chain import copy_bundles, quick_chain, quiet_env
+
+# the tests that share the cached quick chain run in one worker (``--dist loadgroup``, see the Makefile)
+pytestmark = pytest.mark.xdist_group("quick_chain")
 
 
 class TestPipeline(unittest.TestCase):
@@ -32,6 +37,7 @@ class TestPipeline(unittest.TestCase):
             self.assertTrue((out / "logs" / f"{stage}.log").is_file(), stage)
         # the bundles' own layout: data beside bundles/, hand-offs and the dwp model in the bundles' models/
         for path in ("data/tumour/dataset.json", "bundles/dwp_pretrain/models/seed0/model.pt",
+                     "bundles/dwp_pretrain/models/seed0/swag.pt",
                      "bundles/dwp_pretrain/models/seed1/model.pt", "bundles/dwp_prior/models/dwp_prior.pt",
                      "bundles/dwp_finetune/models/model.pt", "bundles/dwp_finetune/models/eval/metrics.csv"):
             self.assertTrue((repo / path).is_file(), path)

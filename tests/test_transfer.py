@@ -5,9 +5,11 @@ import unittest
 from pathlib import Path
 
 import torch
+from torch.distributions import Normal, kl_divergence
 
+from monai_dwp.handlers import SWAG_FORMAT
 from monai_dwp.losses import DeepWeightPrior, ELBOLoss, GaussianPrior
-from monai_dwp.networks import DWPUNet, KernelVAE
+from monai_dwp.networks import DWPUNet, KernelVAE, bayesian_modules
 from monai_dwp.transfer import (ENCODER_PREFIXES, METHODS, check_handoffs, is_bayesian_method, make_loss,
                                 make_lr_scheduler, make_prior, parameter_groups, prepare_network, trainable_parameters)
 
@@ -24,7 +26,7 @@ def _prior(net: torch.nn.Module) -> DeepWeightPrior:
 
 class TestTransfer(unittest.TestCase):
     def test_methods(self):
-        self.assertEqual([m for m in METHODS if is_bayesian_method(m)], ["dwp", "gaussian_prior", "source_gaussian"])
+        self.assertEqual([m for m in METHODS if is_bayesian_method(m)], ["dwp", "gaussian_prior", "source_gaussian", "swag_prior"])
         with self.assertRaisesRegex(ValueError, r"method must be one of .* got 'bayes'; e.g. --method dwp"):
             is_bayesian_method("bayes")
 
@@ -80,6 +82,40 @@ class TestTransfer(unittest.TestCase):
         self.assertGreater(prior(net).item(), base.item())
         loss = make_loss("source_gaussian", net, prior, dataset_size=5, voxels_per_case=1000)
         self.assertIsInstance(loss, ELBOLoss)
+
+    def test_swag_prior_is_the_swag_gaussian_around_a_source_start(self):
+        source = DWPUNet(**SMALL)
+        state = {k: v.double() for k, v in source.state_dict().items() if v.is_floating_point()}
+        with tempfile.TemporaryDirectory() as tmp:
+            path, swag = Path(tmp) / "model.pt", Path(tmp) / "swag.pt"
+            torch.save(source.state_dict(), path)
+            # the moments of two epochs, w and w + 0.02: mean w + 0.01, variance 1e-4
+            torch.save({"format": SWAG_FORMAT, "count": 2, "start_epoch": 1,
+                        "mean": {k: v + 0.01 for k, v in state.items()},
+                        "sq_mean": {k: (v.square() + (v + 0.02).square()) / 2 for k, v in state.items()}}, swag)
+            self.assertEqual(check_handoffs("swag_prior", source_ckpt=path, swag_ckpt=swag),
+                             {"source_ckpt": str(path), "swag_ckpt": str(swag)})
+            with self.assertRaisesRegex(FileNotFoundError, r"swag_ckpt file 'nope.pt' does not exist; make it first "
+                                                           r"with `.* --swag_start_epoch 61`"):
+                check_handoffs("swag_prior", source_ckpt=path, swag_ckpt="nope.pt")
+            prior = make_prior("swag_prior", swag_ckpt=swag, swag_scale_factor=4.0)
+            net = prepare_network(DWPUNet(bayesian=True, **SMALL), "swag_prior", source_ckpt=path, prior=prior,
+                                  init_scale_ratio=0.1)
+            with self.assertRaisesRegex(ValueError, "method 'swag_prior' needs swag_ckpt"):
+                make_prior("swag_prior")
+            with self.assertRaisesRegex(ValueError, "method swag_prior needs source_ckpt"):
+                prepare_network(DWPUNet(bayesian=True, **SMALL), "swag_prior", prior=prior)
+        layers = bayesian_modules(net)
+        self.assertLessEqual(set(layers), set(prior.layer_names))  # and the deterministic 1×1×1 output conv
+        expected = sum(
+            kl_divergence(Normal(m.loc, m.scale),
+                          Normal(state[f"{n}.weight"].float() + 0.01, torch.full_like(m.loc, (4.0 * 1e-4) ** 0.5))).sum()
+            for n, m in layers.items()
+        )
+        torch.testing.assert_close(prior(net), expected, rtol=1e-4, atol=1e-2)
+        for n, m in layers.items():  # the posterior starts at the source network, not at the SWAG mean
+            torch.testing.assert_close(m.loc, state[f"{n}.weight"].float())
+        self.assertIsInstance(make_loss("swag_prior", net, prior, dataset_size=5, voxels_per_case=1000), ELBOLoss)
 
     def test_source_init_starts_a_bayesian_net_at_the_source_weights(self):
         source = DWPUNet(**SMALL)
@@ -226,7 +262,7 @@ class TestBadHandoffs(unittest.TestCase):
         for call in (lambda: make_prior("dpw"), lambda: prepare_network(DWPUNet(**SMALL), "dpw"),
                      lambda: is_bayesian_method("dpw")):
             with self.assertRaisesRegex(ValueError, r"^method must be one of \('dwp', 'gaussian_prior', "
-                                                    r"'random_init', 'finetune', 'finetune_frozen', 'dwp_init', 'source_gaussian'\), got "
+                                                    r"'random_init', 'finetune', 'finetune_frozen', 'dwp_init', 'source_gaussian', 'swag_prior'\), got "
                                                     r"'dpw'; e\.g\. --method dwp\.$"):
                 call()
 

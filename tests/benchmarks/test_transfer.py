@@ -10,7 +10,12 @@ import tempfile
 import unittest
 from pathlib import Path
 
+import pytest
+
 from .._quick_chain import REPO, copy_bundles, quick_chain
+
+# the tests that share the cached quick chain run in one worker (``--dist loadgroup``, see the Makefile)
+pytestmark = pytest.mark.xdist_group("quick_chain")
 
 
 class TestTransferBenchmark(unittest.TestCase):

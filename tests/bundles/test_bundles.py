@@ -12,6 +12,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
+import pytest
 import torch
 from parameterized import parameterized
 
@@ -21,6 +22,9 @@ from monai_dwp.handlers import load_swag
 from monai_dwp.transfer import METHODS
 
 from ._utils import REPO, TINY, _args, check, config_files, run_bundle
+
+# one worker builds the module's source nets and prior (``pytest -n 2 --dist loadgroup``, see the Makefile)
+pytestmark = pytest.mark.xdist_group("bundles")
 
 _TMP: tempfile.TemporaryDirectory | None = None
 ROOT: Path
@@ -35,6 +39,9 @@ def setUpModule() -> None:  # noqa: N802
     make_phantom_dataset(ROOT / "tumour", disease="tumour", num_cases=5, num_test=1, spacing=6.0, progress=False)
     for seed in (0, 1):
         check(run_bundle("dwp_pretrain", "train", dataset_dir=ROOT / "ms", output_dir=ROOT / "pretrain", seed=seed, **TINY))
+    # a source run with SWAG moments over its two epochs (method swag_prior)
+    check(run_bundle("dwp_pretrain", "train", dataset_dir=ROOT / "ms", output_dir=ROOT / "swag",
+                     **dict(TINY, epochs=2, swag_start_epoch=1)))
     check(run_bundle("dwp_prior", "train", source_ckpts=f"{ROOT}/pretrain/seed*/model.pt", output_dir=ROOT / "prior",
                      epochs=1, device="cpu", hidden_channels="[4,8,16]", batch_size=4096))
 
@@ -48,7 +55,7 @@ def _finetune(method: str, output: str = "finetune", configs: tuple[str, ...] = 
     kwargs = dict(TINY, dataset_dir=ROOT / "tumour", ckpt_dir=ROOT / output / f"{method}_n3_seed0", method=method,
                   num_train_cases=3,
                   source_ckpt=ROOT / "pretrain" / "seed0" / "model.pt", prior_ckpt=ROOT / "prior" / "dwp_prior.pt",
-                  max_kernels=256)
+                  swag_ckpt=ROOT / "swag" / "seed0" / "swag.pt", max_kernels=256)
     kwargs.update(extra)
     return run_bundle("dwp_finetune", *configs, **kwargs)
 
@@ -62,9 +69,7 @@ class TestPretrainAndPrior(unittest.TestCase):
             self.assertTrue(any((folder / "tensorboard").iterdir()))
 
     def test_pretrain_collects_swag_moments(self):
-        out_dir = ROOT / "swag"
-        check(run_bundle("dwp_pretrain", "train", dataset_dir=ROOT / "ms", output_dir=out_dir,
-                         **dict(TINY, epochs=2, swag_start_epoch=1)))
+        out_dir = ROOT / "swag"  # trained in setUpModule
         mean, variance = load_swag(out_dir / "seed0" / "swag.pt")
         last = torch.load(out_dir / "seed0" / "checkpoint_epoch=2.pt", weights_only=True)
         self.assertEqual(last["swag"]["count"], 2)  # epochs 1 and 2, saved with the training state (resume)
@@ -138,10 +143,10 @@ class TestFinetune(unittest.TestCase):
         self.assertTrue((folder / "model.pt").is_file())
         self.assertIn("val_mean_dice", out)
         self.assertIn("loss_data", out)
-        if method in ("dwp", "gaussian_prior", "source_gaussian"):
+        if method in ("dwp", "gaussian_prior", "source_gaussian", "swag_prior"):
             kl = float(re.search(r"loss_kl: ([0-9.e+]+)", out).group(1))
             self.assertGreater(kl, 0.0)
-        if method == "source_gaussian":  # centred on the source weights, which it starts at
+        if method in ("source_gaussian", "swag_prior"):  # centred on (the SWAG mean of) the source weights
             self.assertIn("posterior locations start at the source network", out)
         self.assertEqual("DWP initialisation:" in out, method in ("dwp", "dwp_init"))
 
