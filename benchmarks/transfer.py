@@ -322,7 +322,7 @@ def _ablation_table(rows: list[dict[str, str]], scale: TransferScale, n: int) ->
 
 
 def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferScale, path: Path,
-                   machine: str = "") -> None:
+                   machine: str = "", handoffs: str = "") -> None:
     """Every metric as mean ± sd per method and N (best per column in bold), the paired differences of ``dwp``
     against each other method (pooled Dice, per-case Dice, ECE), where each run's best validation epoch lies, and
     the paper's numbers."""
@@ -339,6 +339,8 @@ def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferS
              "its own validation cases and nested training subsets (`split_seed` = seed; rows of `transfer.csv` with "
              "`split_seed` ≠ seed are earlier runs that repeated seed 0's cases, kept but not tabled). Written by "
              "`benchmarks/transfer.py` from `transfer.csv`" + (f"; {machine}" if machine else "") + ".", ""]
+    if handoffs:
+        lines += [handoffs, ""]
     if "random_init" in methods:
         levels = {n: statistics.mean(v.values()) for n in sizes if (v := _values(rows, "random_init", n,
                                                                                    "val_pooled_dice"))}
@@ -420,6 +422,19 @@ def save_figure(fig: object, path: Path) -> None:
     fig.tight_layout()
     atomic_write(path, "wb", lambda f: fig.savefig(f, dpi=90, format="png"))
     plt.close(fig)
+
+
+def describe_swag(swag_ckpt: Path) -> str:
+    """One line on the SWAG moments behind ``swag_prior``: which source epochs they average (empty when absent)."""
+    import torch
+
+    if not Path(swag_ckpt).is_file():
+        return ""
+    state = torch.load(swag_ckpt, map_location="cpu", weights_only=True)
+    first, count = int(state["start_epoch"]), int(state["count"])
+    return (f"`swag_prior` uses the SWAG moments of the first source network over its epochs {first}–"
+            f"{first + count - 1} ({count} epochs, `{Path(swag_ckpt).parent.name}/{Path(swag_ckpt).name}`); the "
+            "posterior starts at that network's best-validation checkpoint (`model.pt`), as `source_gaussian` does.")
 
 
 def _chosen(value: object, allowed: tuple[str, ...], flag: str, scale: str) -> tuple[str, ...]:
@@ -520,6 +535,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
             jobs += [(n, seed, a) for a in variants for seed in s.seeds if (a, n, seed) not in done]
     workers = check_int(workers, "workers", minimum=1, hint="e.g. --workers 2 on a 2-core machine")
     machine = describe_machine(device, workers)
+    swag_note = describe_swag(handoffs["swag_ckpt"]) if "swag_prior" in s.methods else ""
     chains = []
     for n, seed, name in jobs:
         epochs, val_interval = budget(s, n)
@@ -549,7 +565,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         with lock:  # one whole row per finished run
             append_row(csv_path, row)
             same.append({k: str(v) for k, v in row.items()})
-            write_markdown(same, scale, s, out / "transfer.md", machine)
+            write_markdown(same, scale, s, out / "transfer.md", machine, swag_note)
             write_figure(same, s, out / "transfer.png")
             bar.update()
 
@@ -558,7 +574,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
     with tqdm(total=len(jobs), desc="transfer runs", unit="run") as bar:
         runner.run_chains(chains, workers=workers, on_done=record)
     if same and not jobs:
-        write_markdown(same, scale, s, out / "transfer.md", machine)
+        write_markdown(same, scale, s, out / "transfer.md", machine, swag_note)
         write_figure(same, s, out / "transfer.png")
     return out / "transfer.md"
 

@@ -342,7 +342,8 @@ def _loadable(path: str, load_dict: dict[str, Any]) -> dict[str, Any]:
     An object with a ``start_epoch`` after the checkpoint's epoch (a :class:`~monai_dwp.handlers.SWAGHandler` whose
     window has not begun) has nothing to restore, so a run may switch it on at resume. Any other object missing from
     the checkpoint means the run is resumed with other settings than it was started with (a learning-rate schedule
-    switched on, another method), which would mix two runs: that stops with the key and the fix, not Ignite's error.
+    switched on, another method), which would mix two runs: that stops with the key and the fix, not Ignite's error;
+    so does a cosine schedule (``T_max``) over another number of iterations than the checkpoint's.
 
     Raises:
         ValueError: the checkpoint lacks the state of an object that must be restored.
@@ -358,6 +359,13 @@ def _loadable(path: str, load_dict: dict[str, Any]) -> dict[str, Any]:
     kept = {}
     for name, obj in load_dict.items():
         if name in checkpoint:
+            saved = checkpoint[name].get("T_max") if isinstance(checkpoint[name], Mapping) else None
+            if saved is not None and getattr(obj, "T_max", saved) != saved:  # a cosine schedule over another length
+                raise ValueError(
+                    f"--resume: the learning-rate schedule of {path!r} anneals over {saved} iterations, this run over "
+                    f"{obj.T_max}: resume with the --epochs (and data) the run was started with, or start a new run "
+                    "in another --ckpt_dir."
+                )
             kept[name] = obj
             continue
         start = getattr(obj, "start_epoch", None)

@@ -60,7 +60,14 @@ class TestBundleUtils(unittest.TestCase):
                 resume_handlers(tmp, {"model": 1, "trainer": 2, "swag": swag}, resume=True)
             with self.assertRaisesRegex(ValueError, r"holds no 'lr_scheduler' state"):
                 resume_handlers(tmp, {"model": 1, "lr_scheduler": 3}, resume=True)
-            torch.save([1], Path(tmp) / "checkpoint_epoch=5.pt")
+            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(torch.optim.SGD([torch.zeros(1)], lr=1.0), T_max=9)
+            torch.save({"model": {}, "lr_scheduler": {"T_max": 12}}, Path(tmp) / "checkpoint_epoch=5.pt")
+            with self.assertRaisesRegex(ValueError, r"anneals over 12 iterations, this run over 9: resume with the "
+                                                    r"--epochs"):
+                resume_handlers(tmp, {"model": 1, "lr_scheduler": schedule}, resume=True)
+            schedule.T_max = 12
+            self.assertEqual(len(resume_handlers(tmp, {"model": 1, "lr_scheduler": schedule}, resume=True)), 1)
+            torch.save([1], Path(tmp) / "checkpoint_epoch=6.pt")
             with self.assertRaisesRegex(ValueError, r"is not a training checkpoint"):
                 resume_handlers(tmp, {"model": 1}, resume=True)
 

@@ -21,6 +21,7 @@ from monai_dwp.utils.io import atomic_write, load_checkpoint
 from monai_dwp.utils.validation import check_int
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
+idist, _ = optional_import("ignite.distributed", "0.4.11", min_version)
 if TYPE_CHECKING:
     from ignite.engine import Engine
 else:
@@ -90,11 +91,13 @@ class SWAGHandler:
             self.sq_mean[k] += (v.square() - self.sq_mean[k]) / self.count
 
     def __call__(self, engine: Engine) -> None:
-        """At the end of an epoch from ``start_epoch`` on: :meth:`update` the moments and :meth:`save` them."""
+        """At the end of an epoch from ``start_epoch`` on: :meth:`update` the moments and :meth:`save` them (on
+        rank 0 only under ``torch.distributed``: the ranks hold the same weights, and one writer per file)."""
         if engine.state.epoch < self.start_epoch:
             return
         self.update()
-        self.save()
+        if idist.get_rank() == 0:
+            self.save()
 
     def save(self) -> None:
         """Write the moments to ``path`` (atomically)."""

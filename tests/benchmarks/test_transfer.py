@@ -11,6 +11,7 @@ import unittest
 from pathlib import Path
 
 import pytest
+import torch
 
 from .._quick_chain import REPO, copy_bundles, quick_chain
 
@@ -86,6 +87,19 @@ class TestTransferBenchmark(unittest.TestCase):
             self.assertRegex(md, r"\| `random_init` \| cosine, 2 steps \| [+-][0-9.]+ \(1 seed\) \| [+-][0-9.]+ "
                                  r"\(1 seed\) \|")
             self.assertFalse((root / "budget" / "data").exists())  # the benchmark's phantoms reused (--data_dir)
+
+
+class TestDescribeSwag(unittest.TestCase):
+    def test_names_the_epochs_averaged(self):
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from transfer import describe_swag
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "seed0" / "swag.pt"
+            self.assertEqual(describe_swag(path), "")
+            path.parent.mkdir()
+            torch.save({"format": "monai_dwp.swag/1", "count": 20, "start_epoch": 81, "mean": {}, "sq_mean": {}}, path)
+            self.assertIn("over its epochs 81–100 (20 epochs, `seed0/swag.pt`)", describe_swag(path))
 
 
 class TestAppendRow(unittest.TestCase):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tempfile
 import unittest
+from unittest import mock
 from pathlib import Path
 
 import torch
@@ -55,6 +56,14 @@ class TestSWAG(unittest.TestCase):
             stack = torch.stack([s[name] for s in seen[2:]])
             torch.testing.assert_close(mean[name], stack.mean(0))
             torch.testing.assert_close(variance[name], stack.var(0, unbiased=False), rtol=1e-4, atol=1e-6)
+
+    def test_only_rank_0_writes(self):
+        net = _net()
+        with tempfile.TemporaryDirectory() as tmp, mock.patch("monai_dwp.handlers.swag.idist.get_rank", return_value=1):
+            handler = SWAGHandler(net, Path(tmp) / "swag.pt", start_epoch=1)
+            _train(net, handler, epochs=2)
+            self.assertEqual(handler.count, 2)  # every rank keeps the moments (its checkpoint state) ...
+            self.assertFalse((Path(tmp) / "swag.pt").exists())  # ... but only rank 0 writes the file
 
     def test_small_late_movements_keep_their_variance(self):
         """Weights of size 0.1 moving by 1e-4: float32 moments would lose the variance to rounding."""
