@@ -512,7 +512,11 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
     bundles = Path(bundles_dir).resolve() if bundles_dir else default_bundles_dir()
     runner = StageRunner(work, device, False, bundles)
     h = s.handoffs
-    handoffs = make_handoffs(runner, h, Path(data_dir).resolve() if data_dir else work / "data")
+    # ``--ablations 0/1`` arrive as numbers
+    variants = (tuple(s.ablations) if ablations else ()) if isinstance(ablations, (bool, int)) else _chosen(
+        ablations, s.ablations, "ablations", scale)
+    swag = "swag_prior" in s.methods or any(ABLATIONS[a][0] == "swag_prior" for a in variants)
+    handoffs = make_handoffs(runner, h, Path(data_dir).resolve() if data_dir else work / "data", swag=swag)
     common = {"spacing": [h.spacing] * 3, "patch_size": [h.patch_size] * 3, "batch_size": h.batch_size,
               "num_samples": h.num_samples, "dataset_dir": handoffs["target_data"],
               "num_val_cases": h.num_val_cases, "source_ckpt": handoffs["source_ckpt"],
@@ -525,8 +529,6 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
             and str(r.get("split_seed")) == str(r["seed"])]
     done = {(r["method"], int(r["num_train_cases"]), int(r["seed"])) for r in same}
     # N by N, seed by seed: an interrupted benchmark leaves complete (method) sets for the sizes it reached
-    variants = _chosen(ablations, s.ablations, "ablations", scale) if not isinstance(ablations, bool) else (
-        tuple(s.ablations) if ablations else ())
     jobs = []
     for n in s.sizes:
         jobs += [(n, seed, m) for seed in s.seeds for m in s.methods if (m, n, seed) not in done]
@@ -535,7 +537,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
             jobs += [(n, seed, a) for a in variants for seed in s.seeds if (a, n, seed) not in done]
     workers = check_int(workers, "workers", minimum=1, hint="e.g. --workers 2 on a 2-core machine")
     machine = describe_machine(device, workers)
-    swag_note = describe_swag(handoffs["swag_ckpt"]) if "swag_prior" in s.methods else ""
+    swag_note = describe_swag(handoffs["swag_ckpt"]) if swag else ""
     chains = []
     for n, seed, name in jobs:
         epochs, val_interval = budget(s, n)

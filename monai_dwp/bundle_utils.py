@@ -312,6 +312,7 @@ def resume_handlers(
 
     Raises:
         MissingHandoffError: ``resume`` is true but ``ckpt_dir`` has no checkpoint.
+        ValueError: the checkpoint was written with other settings (see :func:`_loadable`).
     """
     if not as_bool(resume, "--resume"):
         return []
@@ -343,17 +344,27 @@ def _loadable(path: str, load_dict: dict[str, Any]) -> dict[str, Any]:
     window has not begun) has nothing to restore, so a run may switch it on at resume. Any other object missing from
     the checkpoint means the run is resumed with other settings than it was started with (a learning-rate schedule
     switched on, another method), which would mix two runs: that stops with the key and the fix, not Ignite's error;
-    so does a cosine schedule (``T_max``) over another number of iterations than the checkpoint's.
+    so does a checkpoint entry this run has no object for (a schedule switched off) and a cosine schedule (``T_max``)
+    over another number of iterations than the checkpoint's. A single object may be saved bare, as Ignite does.
 
     Raises:
-        ValueError: the checkpoint lacks the state of an object that must be restored.
+        ValueError: the checkpoint and the run's objects do not match.
     """
     import torch
 
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f"--resume: {path!r} is not a training checkpoint (a dict of states); resume from the "
                          "checkpoint_epoch=N.pt files the bundle writes.")
+    if len(load_dict) == 1 and next(iter(load_dict)) not in checkpoint:
+        return load_dict  # Ignite saves a single object as its bare state dict
+    extra = sorted(set(checkpoint) - set(load_dict))
+    if extra:
+        raise ValueError(
+            f"--resume: {path!r} holds the state of {extra}, which this run does not have, so the interrupted run was "
+            "made with other settings (e.g. a learning-rate schedule); resume with the settings it was started "
+            "with, or start a new run in another --ckpt_dir."
+        )
     trainer = checkpoint.get("trainer", {})
     epoch = int(trainer.get("epoch") or int(trainer.get("iteration", 0)) // max(int(trainer.get("epoch_length") or 1), 1))
     kept = {}

@@ -298,7 +298,7 @@ def run_pipeline(
     bar = tqdm(total=stages, desc="pipeline", unit="stage")
     started = time.perf_counter()
 
-    handoffs = make_handoffs(runner, s, data, bar)
+    handoffs = make_handoffs(runner, s, data, bar, swag="swag_prior" in methods)
     prior_ckpt = handoffs["prior_ckpt"]
     # 4.-5. fine-tune every method, then Monte Carlo inference + evaluation on the held-out target cases
     finetune = {"dataset_dir": data / "tumour", "num_train_cases": s.num_train_cases,
@@ -326,11 +326,16 @@ def run_pipeline(
     return report
 
 
-def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: object | None = None) -> dict[str, Path]:
+def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: object | None = None,
+                  swag: bool = True) -> dict[str, Path]:
     """Stages 1–3 of the chain: the source (MS) and target (tumour) phantoms in ``data``, the source networks
     (``dwp_pretrain``, seeds ``s.seeds`` side by side, with the SWAG moments of their last ``s.swag_epochs``
     epochs) and the kernel prior (``dwp_prior``), into the bundles' ``models/`` of ``runner``. Stages whose outputs
     exist are skipped, so the hand-offs are made once and reused.
+
+    Args:
+        swag: whether ``swag.pt`` is a needed output of the source stage (method ``swag_prior``). Source nets that
+            exist without it are not trained again behind the user's back: that stops with the ways out.
 
     Returns:
         ``{"source_data", "target_data", "source_ckpt" (the first seed's net), "swag_ckpt" (its SWAG moments),
@@ -339,6 +344,20 @@ def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: obj
     models = {name: runner.bundles_dir / name / "models" for name in ("dwp_pretrain", "dwp_prior")}
     common = {"spacing": [s.spacing] * 3, "patch_size": [s.patch_size] * 3, "batch_size": s.batch_size,
               "num_samples": s.num_samples}
+    if not 2 <= s.swag_epochs <= s.pretrain_epochs:
+        raise ValueError(f"swag_epochs must lie in [2, pretrain_epochs={s.pretrain_epochs}] (a variance needs two "
+                         f"epochs), got {s.swag_epochs}.")
+    sources = {seed: models["dwp_pretrain"] / f"seed{seed}" for seed in s.seeds}
+    done = [f"checkpoint_epoch={s.pretrain_epochs}.pt", "model.pt"]
+    lacking = [str(d) for d in sources.values() if all((d / f).is_file() for f in done) and not (d / "swag.pt").is_file()]
+    if swag and lacking and not runner.force:
+        raise ValueError(
+            f"method swag_prior needs the SWAG moments (swag.pt) of the source networks, but {lacking} were trained "
+            "without them. Leave swag_prior out (--methods), retrain the source nets with --force (and every later "
+            "stage with them), or continue a source run with `python -m monai.bundle run --config_file "
+            "bundles/dwp_pretrain/configs/train.json --resume true --epochs <more> --swag_start_epoch <its next epoch> "
+            "--ckpt_dir <a copy of its folder>` and copy its swag.pt beside model.pt."
+        )
     # 1. data
     for disease, num, test in (("ms", s.num_source_cases, s.num_source_test),
                                ("tumour", s.num_target_pool, s.num_target_test)):
@@ -346,17 +365,13 @@ def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: obj
                "--num-test", str(test), "--spacing", str(s.spacing), "--output-dir", str(data / disease)]
         runner.run(f"data_{disease}", cmd, [data / disease / "dataset.json"], bar)
         _advance(bar)
-    # 2. source networks, trained side by side
-    if not 2 <= s.swag_epochs <= s.pretrain_epochs:
-        raise ValueError(f"swag_epochs must lie in [2, pretrain_epochs={s.pretrain_epochs}] (a variance needs two "
-                         f"epochs), got {s.swag_epochs}.")
+    # 2. source networks, trained side by side (with their SWAG moments, written whether needed or not)
     runner.run_parallel([
         (f"pretrain_seed{seed}",
          runner.bundle("dwp_pretrain", ["train"], dataset_dir=data / "ms", seed=seed, epochs=s.pretrain_epochs,
                        val_interval=s.pretrain_val_interval, num_val_cases=s.num_source_test,
                        swag_start_epoch=s.pretrain_epochs - s.swag_epochs + 1, **common),
-         [models["dwp_pretrain"] / f"seed{seed}" / name
-          for name in ("model.pt", f"checkpoint_epoch={s.pretrain_epochs}.pt", "swag.pt")])
+         [sources[seed] / name for name in (*done, *(("swag.pt",) if swag else ()))])
         for seed in s.seeds
     ], bar)
     # 3. prior

@@ -59,7 +59,9 @@ class TestBundleUtils(unittest.TestCase):
                                                     r"it \(checkpoint entries: \['model', 'trainer'\]\)"):
                 resume_handlers(tmp, {"model": 1, "trainer": 2, "swag": swag}, resume=True)
             with self.assertRaisesRegex(ValueError, r"holds no 'lr_scheduler' state"):
-                resume_handlers(tmp, {"model": 1, "lr_scheduler": 3}, resume=True)
+                resume_handlers(tmp, {"model": 1, "trainer": 2, "lr_scheduler": 3}, resume=True)
+            with self.assertRaisesRegex(ValueError, r"holds the state of \['trainer'\], which this run does not have"):
+                resume_handlers(tmp, {"model": 1, "swag": swag}, resume=True)  # a schedule switched off, say
             schedule = torch.optim.lr_scheduler.CosineAnnealingLR(torch.optim.SGD([torch.zeros(1)], lr=1.0), T_max=9)
             torch.save({"model": {}, "lr_scheduler": {"T_max": 12}}, Path(tmp) / "checkpoint_epoch=5.pt")
             with self.assertRaisesRegex(ValueError, r"anneals over 12 iterations, this run over 9: resume with the "
@@ -67,7 +69,10 @@ class TestBundleUtils(unittest.TestCase):
                 resume_handlers(tmp, {"model": 1, "lr_scheduler": schedule}, resume=True)
             schedule.T_max = 12
             self.assertEqual(len(resume_handlers(tmp, {"model": 1, "lr_scheduler": schedule}, resume=True)), 1)
-            torch.save([1], Path(tmp) / "checkpoint_epoch=6.pt")
+            torch.save(torch.nn.Linear(1, 1).state_dict(), Path(tmp) / "checkpoint_epoch=6.pt")  # one object, bare
+            (loader,) = resume_handlers(tmp, {"model": 1}, resume=True)
+            self.assertEqual(list(loader.load_dict), ["model"])
+            torch.save([1], Path(tmp) / "checkpoint_epoch=7.pt")
             with self.assertRaisesRegex(ValueError, r"is not a training checkpoint"):
                 resume_handlers(tmp, {"model": 1}, resume=True)
 

@@ -105,6 +105,24 @@ class TestPipeline(unittest.TestCase):
             self.assertTrue((Path(tmp) / "data" / "ms" / "dataset.json").is_file())
             self.assertTrue((Path(tmp) / "logs" / "pretrain_seed0.log").is_file())
 
+    def test_source_nets_without_swag_are_not_retrained_silently(self):
+        from monai_dwp.pipeline import make_handoffs
+
+        settings = dataclasses.replace(PipelineSettings.quick(), seeds=(0,))
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            source = root / "bundles" / "dwp_pretrain" / "models" / "seed0"
+            source.mkdir(parents=True)
+            for name in ("model.pt", "checkpoint_epoch=2.pt"):  # a finished source run of before SWAG
+                (source / name).touch()
+            runner = StageRunner(root / "out", "cpu", False, root / "bundles")
+            with self.assertRaisesRegex(ValueError, r"method swag_prior needs the SWAG moments \(swag.pt\) of the "
+                                                    r"source networks, but \['.*seed0'\] were trained without them"):
+                make_handoffs(runner, settings, root / "data", swag=True)
+            self.assertFalse((root / "data").exists())  # refused before any stage ran
+            with self.assertRaisesRegex(ValueError, r"swag_epochs must lie in \[2, pretrain_epochs=2\]"):
+                make_handoffs(runner, dataclasses.replace(settings, swag_epochs=1), root / "data", swag=False)
+
     def test_chains_run_in_order_side_by_side_and_stop_on_a_failure(self):
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)

@@ -121,6 +121,22 @@ class TestMethodSwitch(unittest.TestCase):
             self.assertIsNone(_parser("dwp_finetune", "train", method=method).get_parsed_content("prior"), method)
         self.assertEqual(_parser("dwp_finetune", "train")["priors#dwp#_target_"], "monai_dwp.losses.DeepWeightPrior.load")
 
+    def test_swag_prior_is_the_swag_gaussian(self):
+        import torch
+
+        from monai_dwp.handlers import load_swag
+
+        state = {"a.weight": torch.randn(2, 1, 3, 3, 3, dtype=torch.float64)}
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "swag.pt"
+            torch.save({"format": "monai_dwp.swag/1", "count": 3, "start_epoch": 1, "mean": state,
+                        "sq_mean": {k: v.square() + 0.01 for k, v in state.items()}}, path)
+            prior = _parser("dwp_finetune", "train", method="swag_prior", swag_ckpt=str(path), swag_scale_factor=4.0,
+                            device="cpu").get_parsed_content("prior")
+            mean, variance = load_swag(path)
+        torch.testing.assert_close(getattr(prior, "loc::a"), mean["a.weight"])  # centred on the SWAG mean
+        torch.testing.assert_close(getattr(prior, "log_scale::a").exp(), (4.0 * variance["a.weight"]).sqrt())
+
 
 class TestSplitSeed(unittest.TestCase):
     """``split_seed`` draws the validation and nested training cases; the test cases never move."""

@@ -182,6 +182,9 @@ class TestFinetune(unittest.TestCase):
                                   r"monai.bundle run --config_file bundles/dwp_prior/configs/train.json`"),
             ("finetune", "source_ckpt", r"source_ckpt file '.*missing.pt' does not exist; make it first with `python -m "
                                         r"monai.bundle run --config_file bundles/dwp_pretrain/configs/train.json"),
+            ("swag_prior", "swag_ckpt", r"swag_ckpt file '.*missing.pt' does not exist; make it first with `python -m "
+                                        r"monai.bundle run --config_file bundles/dwp_pretrain/configs/train.json --seed 0 "
+                                        r"--swag_start_epoch 61`"),
         ]
     )
     def test_missing_handoff(self, method, key, pattern):
