@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
+import hashlib
 import json
 import math
 import statistics
@@ -51,7 +53,7 @@ from _stats import paired_interval  # noqa: E402
 from monai_dwp.bundle_utils import run_name  # noqa: E402
 from monai_dwp.pipeline import PipelineSettings, StageRunner, default_bundles_dir, make_handoffs  # noqa: E402
 from monai_dwp.report import collect_metrics  # noqa: E402
-from monai_dwp.transfer import LR_SCHEDULES, METHODS  # noqa: E402
+from monai_dwp.transfer import HANDOFFS, LR_SCHEDULES, METHODS  # noqa: E402
 from monai_dwp.utils.io import atomic_write  # noqa: E402
 from monai_dwp.utils.validation import check_int  # noqa: E402
 
@@ -164,7 +166,7 @@ def best_validation(log: Path) -> tuple[float, int]:
     return (float(found[-1][0]), int(found[-1][1])) if found else (float("nan"), -1)
 
 
-COLUMN_DEFAULTS = {"lr_schedule": "constant", "split_seed": "0"}
+COLUMN_DEFAULTS = {"lr_schedule": "constant", "split_seed": "0", "handoffs": ""}
 """The values of columns added later, for rows written before them (every earlier run had these settings)."""
 
 
@@ -218,6 +220,25 @@ def claim_run_dir(ckpt_dir: Path, settings: dict[str, object]) -> None:
         print(f"[move] {ckpt_dir.name}: made with other settings, moved to {target}", flush=True)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     marker.write_text(want)
+
+
+@functools.lru_cache(maxsize=None)
+def _file_digest(path: str, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def handoff_fingerprint(files: dict[str, object]) -> str:
+    """The first 12 hex digits of a SHA-256 over the hand-off files a run reads (``{key: path}``, in key order):
+    rows with different fingerprints were trained from different source nets, priors or SWAG moments."""
+    digest = hashlib.sha256()
+    for key in sorted(files):
+        path = Path(str(files[key]))
+        digest.update(f"{key}={_file_digest(str(path), path.stat().st_mtime_ns)};".encode())
+    return digest.hexdigest()[:12]
 
 
 def describe_machine(device: str | None, workers: int) -> str:
@@ -322,7 +343,7 @@ def _ablation_table(rows: list[dict[str, str]], scale: TransferScale, n: int) ->
 
 
 def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferScale, path: Path,
-                   machine: str = "", handoffs: str = "") -> None:
+                   machine: str = "", note: str = "") -> None:
     """Every metric as mean ± sd per method and N (best per column in bold), the paired differences of ``dwp``
     against each other method (pooled Dice, per-case Dice, ECE), where each run's best validation epoch lies, and
     the paper's numbers."""
@@ -339,8 +360,13 @@ def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferS
              "its own validation cases and nested training subsets (`split_seed` = seed; rows of `transfer.csv` with "
              "`split_seed` ≠ seed are earlier runs that repeated seed 0's cases, kept but not tabled). Written by "
              "`benchmarks/transfer.py` from `transfer.csv`" + (f"; {machine}" if machine else "") + ".", ""]
-    if handoffs:
-        lines += [handoffs, ""]
+    if note:
+        lines += [note, ""]
+    mixed = sorted({r["method"] for r in rows
+                    if len({q.get("handoffs") for q in rows if q["method"] == r["method"]} - {"", None}) > 1})
+    if mixed:
+        lines += [f"**Mixed hand-offs:** the rows of {', '.join(f'`{m}`' for m in mixed)} were trained from more than "
+                  "one set of source nets, priors or SWAG moments (column `handoffs` of `transfer.csv`).", ""]
     if "random_init" in methods:
         levels = {n: statistics.mean(v.values()) for n in sizes if (v := _values(rows, "random_init", n,
                                                                                    "val_pooled_dice"))}
@@ -556,6 +582,11 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         ])
     lock = threading.Lock()
 
+    def fingerprint(name: str) -> str:
+        method, overrides = ABLATIONS.get(name, (name, {}))
+        keys = set(HANDOFFS[method]) | ({"source_ckpt"} if overrides.get("source_init") else set())
+        return handoff_fingerprint({k: common[k] for k in keys}) if keys else "none"
+
     def record(index: int, seconds: list[float]) -> None:
         n, seed, method = jobs[index]
         metrics = collect_metrics(work / "runs" / run_name(method, n, seed) / "eval")
@@ -563,7 +594,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         row = {"method": method, "num_train_cases": n, "seed": seed, "split_seed": seed, **budget_row, "epochs": budget(s, n)[0],
                "workers": workers, "train_seconds": round(seconds[0], 1), "total_seconds": round(sum(seconds), 1),
                "best_val_dice": best_dice, "best_epoch": best_epoch,
-               **{m: metrics.get(m, float("nan")) for m in METRICS}}
+               **{m: metrics.get(m, float("nan")) for m in METRICS}, "handoffs": fingerprint(method)}
         with lock:  # one whole row per finished run
             append_row(csv_path, row)
             same.append({k: str(v) for k, v in row.items()})

@@ -45,6 +45,9 @@ class TestTransferBenchmark(unittest.TestCase):
                 self.assertTrue(0.0 <= float(r["val_pooled_dice"]) <= 1.0, r)
                 self.assertGreaterEqual(int(r["best_epoch"]), 1, r)
                 self.assertGreater(float(r["total_seconds"]), 0.0)
+                # the hand-offs a run read: the prior for dwp, nothing for random_init
+                self.assertRegex(r["handoffs"], r"^[0-9a-f]{12}$" if r["method"].startswith("dwp") else r"^none$")
+            self.assertEqual(len({r["handoffs"] for r in rows if r["method"].startswith("dwp")}), 1)
             md = (root / "results" / "transfer.md").read_text()
             self.assertIn("Kuzina, Egorov & Burnaev (2019)", md)
             self.assertIn("| method | N = 2 | N = 3 |", md)
@@ -100,6 +103,30 @@ class TestDescribeSwag(unittest.TestCase):
             path.parent.mkdir()
             torch.save({"format": "monai_dwp.swag/1", "count": 20, "start_epoch": 81, "mean": {}, "sq_mean": {}}, path)
             self.assertIn("over its epochs 81–100 (20 epochs, `seed0/swag.pt`)", describe_swag(path))
+
+
+class TestMixedHandoffs(unittest.TestCase):
+    def test_rows_from_two_priors_are_flagged(self):
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from transfer import SCALES, handoff_fingerprint, write_markdown
+
+        with tempfile.TemporaryDirectory() as tmp:
+            a, b = Path(tmp) / "a.pt", Path(tmp) / "b.pt"
+            a.write_bytes(b"one prior")
+            b.write_bytes(b"another prior")
+            prints = [handoff_fingerprint({"prior_ckpt": p}) for p in (a, b, a)]
+            self.assertEqual(prints[0], prints[2])
+            self.assertNotEqual(prints[0], prints[1])
+            rows = [{"method": m, "num_train_cases": "2", "seed": str(seed), "split_seed": str(seed), "epochs": "2",
+                     "best_epoch": "1", "best_val_dice": "0.5", "val_pooled_dice": "0.5", "handoffs": h}
+                    for m, seed, h in (("dwp", 0, prints[0]), ("dwp", 1, prints[1]), ("random_init", 0, "none"),
+                                       ("random_init", 1, "none"))]
+            write_markdown(rows, "tiny", SCALES["tiny"], Path(tmp) / "transfer.md")
+            md = (Path(tmp) / "transfer.md").read_text()
+            self.assertIn("**Mixed hand-offs:** the rows of `dwp` were trained from more than one set", md)
+            rows[1]["handoffs"] = prints[0]
+            write_markdown(rows, "tiny", SCALES["tiny"], Path(tmp) / "transfer.md")
+            self.assertNotIn("Mixed hand-offs", (Path(tmp) / "transfer.md").read_text())
 
 
 class TestAppendRow(unittest.TestCase):
