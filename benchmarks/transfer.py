@@ -450,8 +450,9 @@ def save_figure(fig: object, path: Path) -> None:
     plt.close(fig)
 
 
-def describe_swag(swag_ckpt: Path) -> str:
-    """One line on the SWAG moments behind ``swag_prior``: which source epochs they average (empty when absent)."""
+def describe_swag(swag_ckpt: Path, pretrain_epochs: int | None = None) -> str:
+    """One line on the SWAG moments behind ``swag_prior``: which source epochs they average, and whether they lie
+    beyond the scale's ``pretrain_epochs`` (a source run continued to collect them); empty when absent."""
     import torch
 
     if not Path(swag_ckpt).is_file():
@@ -460,7 +461,10 @@ def describe_swag(swag_ckpt: Path) -> str:
     first, count = int(state["start_epoch"]), int(state["count"])
     return (f"`swag_prior` uses the SWAG moments of the first source network over its epochs {first}–"
             f"{first + count - 1} ({count} epochs, `{Path(swag_ckpt).parent.name}/{Path(swag_ckpt).name}`); the "
-            "posterior starts at that network's best-validation checkpoint (`model.pt`), as `source_gaussian` does.")
+            "posterior starts at that network's best-validation checkpoint (`model.pt`), as `source_gaussian` does."
+            + (f" Those epochs continue the {pretrain_epochs}-epoch source run at the same learning rate (resumed from "
+               f"its last checkpoint), so the SWAG mean is not the network `model.pt` holds."
+               if pretrain_epochs is not None and first > pretrain_epochs else ""))
 
 
 def _chosen(value: object, allowed: tuple[str, ...], flag: str, scale: str) -> tuple[str, ...]:
@@ -563,7 +567,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
             jobs += [(n, seed, a) for a in variants for seed in s.seeds if (a, n, seed) not in done]
     workers = check_int(workers, "workers", minimum=1, hint="e.g. --workers 2 on a 2-core machine")
     machine = describe_machine(device, workers)
-    swag_note = describe_swag(handoffs["swag_ckpt"]) if swag else ""
+    swag_note = describe_swag(handoffs["swag_ckpt"], h.pretrain_epochs) if swag else ""
     chains = []
     for n, seed, name in jobs:
         epochs, val_interval = budget(s, n)

@@ -103,6 +103,8 @@ class TestDescribeSwag(unittest.TestCase):
             path.parent.mkdir()
             torch.save({"format": "monai_dwp.swag/1", "count": 20, "start_epoch": 81, "mean": {}, "sq_mean": {}}, path)
             self.assertIn("over its epochs 81–100 (20 epochs, `seed0/swag.pt`)", describe_swag(path))
+            self.assertNotIn("continue", describe_swag(path, pretrain_epochs=100))
+            self.assertIn("Those epochs continue the 80-epoch source run", describe_swag(path, pretrain_epochs=80))
 
 
 class TestMixedHandoffs(unittest.TestCase):
