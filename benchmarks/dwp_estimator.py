@@ -1,28 +1,38 @@
-"""Quality and cost of the Deep Weight Prior term's gradient: all kernels against an unbiased kernel subsample.
+"""Quality and cost of the Deep Weight Prior term's gradient: all kernels, an unbiased kernel subsample
+(``max_kernels``), and a rotating refresh with cached expansions (``refresh_interval``).
 
 Writes ``benchmarks/results/dwp_estimator.md`` and ``.csv``. For a fitted prior (the ``dwp_prior`` bundle's
 checkpoint) and the Bayesian appendix-B ``DWPUNet`` initialised as the finetune bundle initialises it (DWP
 initialisation, posterior scales at ``init_scale_ratio`` × each layer's weight RMS), each estimator
-(``max_kernels`` = all, or m kernels per group) is drawn ``draws`` times and reports, for the gradient of the
+(``all``, ``max_kernels=m`` per group, ``refresh=R``) is drawn ``draws`` times and reports, for the gradient of the
 bound with respect to all ``loc`` and all ``log_scale``:
 
-- ``cos_pair``: mean cosine similarity between two independent draws (1 = no noise);
+- ``cos_pair``: mean cosine similarity between two draws (1 = no noise; for ``refresh`` the draws share the cached
+  kernels, so this is not a noise measure there);
 - ``cos_ref``: mean cosine to a reference, the mean of ``ref_draws`` all-kernel draws (how well one draw points
   the same way as the expected gradient);
 - ``rel_sd_kl``: standard deviation of the KL value over draws relative to its mean;
-- ``seconds``: forward + backward time of the term per draw (median), on this machine, with the load average.
+- ``seconds``: forward + backward time of the term per draw (median; for ``refresh``, after its first call, which
+  estimates every kernel), on this machine, with the load average.
 
-Nothing is asserted; the numbers choose the bundle's ``max_kernels`` default.
+A fixed posterior flatters a cache, whose gradients go stale only as the posterior moves. With ``--data_dir`` the
+script also trains the network on target patches (data loss + the ELBO's KL weight × the ``refresh`` estimator,
+Adam at the bundle's learning rate) and, every ``check_every`` steps, compares the gradient each estimator gives at
+that step with the mean of ``ref_draws`` all-kernel draws at the same posterior: a second table.
+
+Nothing is asserted; the numbers choose the bundle's defaults.
 
 Usage::
 
-    python benchmarks/dwp_estimator.py --prior_ckpt bundles/dwp_prior/models/dwp_prior.pt
+    python benchmarks/dwp_estimator.py --prior_ckpt bundles/dwp_prior/models/dwp_prior.pt \
+        --data_dir runs/transfer/data/tumour
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import statistics
 import sys
@@ -58,14 +68,104 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
 
 
+def _estimator(path: str, setting: str) -> DeepWeightPrior:
+    """``all``, ``max_kernels=<m>`` or ``refresh=<R>`` as a prior loaded from ``path``."""
+    if setting == "all":
+        return DeepWeightPrior.load(path)
+    key, _, value = setting.partition("=")
+    if key == "max_kernels":
+        return DeepWeightPrior.load(path, max_kernels=int(value))
+    if key == "refresh":
+        return DeepWeightPrior.load(path, refresh_interval=int(value))
+    raise SystemExit(f"--estimators: {setting!r} is not 'all', 'max_kernels=<m>' or 'refresh=<R>'.")
+
+
+def _reference(prior: DeepWeightPrior, net: torch.nn.Module, draws: int) -> tuple[torch.Tensor, torch.Tensor]:
+    ref_loc, ref_scale = torch.zeros(()), torch.zeros(())
+    for _ in range(draws):
+        gl, gs, _, _ = _grads(prior, net)
+        ref_loc, ref_scale = ref_loc + gl / draws, ref_scale + gs / draws
+    return ref_loc, ref_scale
+
+
+def _patches(data_dir: str, num_cases: int, size: int, seed: int):
+    """An endless stream of ``(image, label)`` batches of two random ``size``³ crops of the first ``num_cases``
+    training cases, centred on tumour half of the time, as the finetune bundle samples them."""
+    from monai.transforms import (Compose, EnsureChannelFirstd, LoadImaged, NormalizeIntensityd,
+                                  RandCropByPosNegLabeld)
+
+    from monai_dwp.data import validate_decathlon
+
+    split = validate_decathlon(data_dir, modality="FLAIR", num_train_cases=num_cases, num_val_cases=1, seed=seed)
+    load = Compose([LoadImaged(["image", "label"]), EnsureChannelFirstd(["image", "label"]),
+                    NormalizeIntensityd("image", nonzero=True)])
+    cases = [load(c) for c in split["train"]]
+    crop = RandCropByPosNegLabeld(["image", "label"], "label", [size] * 3, pos=1, neg=1, num_samples=2)
+    crop.set_random_state(seed)
+    while True:
+        for case in cases:
+            out = crop(case)
+            yield (torch.stack([torch.as_tensor(o["image"]) for o in out]).float(),
+                   (torch.stack([torch.as_tensor(o["label"]) for o in out]) > 0).float())
+
+
+def along_training(args: argparse.Namespace, net: torch.nn.Module, settings: list[str]) -> list[dict]:
+    """Train with the first ``refresh`` estimator of ``settings`` and, every ``check_every`` steps, compare the
+    ``loc`` gradient each estimator gives at that step with the mean of ``ref_draws`` all-kernel draws (the rows
+    of the second table). Every ``refresh`` estimator is called at every step, so its cache is as stale as it
+    would be in a run of its own."""
+    from monai.losses import DiceCELoss
+
+    from monai_dwp.networks import stochastic_mode
+
+    trained_with = next(s for s in settings if s.startswith("refresh="))
+    priors = {s: _estimator(args.prior_ckpt, s) for s in settings}
+    reference = _estimator(args.prior_ckpt, "all")
+    stochastic_mode(net, "local")
+    locs = [m.loc for m in bayesian_modules(net).values()]
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate)
+    kl_weight = 1.0 / (args.num_cases * args.voxels_per_case)
+    batches = _patches(args.data_dir, args.num_cases, args.patch_size, args.seed)
+    rows = []
+    for step in range(1, args.train_steps + 1):
+        check = step % args.check_every == 0
+        image, label = next(batches)
+        optimizer.zero_grad(set_to_none=True)
+        data = loss_fn(net(image), label)
+        kl = priors[trained_with](net)
+        grads = {trained_with: torch.cat([g.flatten() for g in torch.autograd.grad(kl, locs, retain_graph=True)])}
+        (data + kl_weight * kl).backward()
+        for setting, prior in priors.items():
+            if setting != trained_with and (check or setting.startswith("refresh=")):
+                grads[setting] = torch.cat([g.flatten() for g in torch.autograd.grad(prior(net), locs)])
+        if check:
+            ref_loc, _ = _reference(reference, net, args.ref_draws)
+            row = {"step": step, "data_loss": float(data.detach()), "kl": float(kl.detach())}
+            row.update({f"cos_ref_loc[{s}]": _cos(g, ref_loc) for s, g in grads.items()})
+            rows.append(row)
+            print(row, flush=True)
+        optimizer.step()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prior_ckpt", default="bundles/dwp_prior/models/dwp_prior.pt")
-    parser.add_argument("--max_kernels", nargs="+", default=["all", "4096", "2048", "1024"])
+    parser.add_argument("--estimators", nargs="+", default=["all", "max_kernels=2048", "refresh=4", "refresh=8"],
+                        help="'all', 'max_kernels=<m>' (per group) or 'refresh=<R>'")
     parser.add_argument("--draws", type=int, default=6)
     parser.add_argument("--ref_draws", type=int, default=12)
     parser.add_argument("--init_scale_ratio", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data_dir", default=None, help="tumour phantoms: also compare the gradients along training")
+    parser.add_argument("--train_steps", type=int, default=120)
+    parser.add_argument("--check_every", type=int, default=30)
+    parser.add_argument("--num_cases", type=int, default=5)
+    parser.add_argument("--patch_size", type=int, default=32)
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--voxels_per_case", type=float, default=147012.0,
+                        help="V̄ of the ELBO's KL weight 1 / (N V̄); the 3 mm tumour phantoms' value")
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
@@ -80,21 +180,21 @@ def main() -> None:
     for name, group in base.layer_groups.items():
         group_sizes[group] = group_sizes.get(group, 0) + layers[name].kernels[0].shape[0]
 
-    ref_loc, ref_scale = torch.zeros(()), torch.zeros(())
-    for _ in range(args.ref_draws):
-        gl, gs, _, _ = _grads(base, net)
-        ref_loc, ref_scale = ref_loc + gl / args.ref_draws, ref_scale + gs / args.ref_draws
+    ref_loc, ref_scale = _reference(base, net, args.ref_draws)
 
     rows = []
-    for setting in args.max_kernels:
-        m = None if setting == "all" else int(setting)
-        prior = DeepWeightPrior.load(args.prior_ckpt, max_kernels=m)
+    for setting in args.estimators:
+        prior = _estimator(args.prior_ckpt, setting)
+        if setting.startswith("refresh="):
+            _grads(prior, net)  # the first call estimates every kernel; the draws below are the rotating ones
         draws = [_grads(prior, net) for _ in range(args.draws)]
         pairs = [(i, j) for i in range(len(draws)) for j in range(i + 1, len(draws))]
         kls = [d[2] for d in draws]
+        m = prior.max_kernels
         rows.append({
-            "max_kernels": setting,
-            "kernels_per_step": sum(k if m is None else min(k, m) for k in group_sizes.values()),
+            "estimator": setting,
+            "kernels_per_step": sum(math.ceil(k / prior.refresh_interval) if m is None else min(k, m)
+                                    for k in group_sizes.values()),
             "cos_pair_loc": statistics.mean(_cos(draws[i][0], draws[j][0]) for i, j in pairs),
             "cos_pair_log_scale": statistics.mean(_cos(draws[i][1], draws[j][1]) for i, j in pairs),
             "cos_ref_loc": statistics.mean(_cos(d[0], ref_loc) for d in draws),
@@ -103,6 +203,7 @@ def main() -> None:
             "seconds": statistics.median(d[3] for d in draws),
         })
         print(rows[-1], flush=True)
+    training = along_training(args, net, args.estimators) if args.data_dir else []
     load_after = os.getloadavg()[0]
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -111,22 +212,42 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        "# Deep Weight Prior term: all kernels against a per-group subsample",
+        "# Deep Weight Prior term: all kernels, a per-group subsample, a rotating refresh",
         "",
         f"Prior `{args.prior_ckpt}` ({len(base.vaes)} groups); Bayesian appendix-B DWPUNet, {num_kernels:,} kernels, "
         f"DWP-initialised, posterior scales {args.init_scale_ratio} × layer RMS. {args.draws} draws per estimator; "
         f"reference = mean of {args.ref_draws} all-kernel draws. Machine: {device_name('cpu')}, load average "
         f"{load_before:.2f} before, {load_after:.2f} after (`python benchmarks/dwp_estimator.py`).",
         "",
-        "| max_kernels | kernels per step | cos(draw, draw) loc | cos(draw, draw) log_scale | cos(draw, mean) loc "
+        "## At a fixed posterior (the DWP-initialised network)",
+        "",
+        "| estimator | kernels per step | cos(draw, draw) loc | cos(draw, draw) log_scale | cos(draw, mean) loc "
         "| cos(draw, mean) log_scale | sd/mean of KL | seconds fwd+bwd |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['max_kernels']} | {r['kernels_per_step']:,} | {r['cos_pair_loc']:.3f} | {r['cos_pair_log_scale']:.3f} "
+            f"| `{r['estimator']}` | {r['kernels_per_step']:,} | {r['cos_pair_loc']:.3f} | {r['cos_pair_log_scale']:.3f} "
             f"| {r['cos_ref_loc']:.3f} | {r['cos_ref_log_scale']:.3f} | {r['rel_sd_kl']:.4f} | {r['seconds']:.2f} |"
         )
+    if training:
+        trained_with = next(s for s in args.estimators if s.startswith("refresh="))
+        lines += ["", "## Along training", "",
+                  f"The network above trained for {args.train_steps} steps on {args.num_cases} tumour phantoms "
+                  f"(`{args.data_dir}`: batches of two {args.patch_size}³ crops, Dice + cross-entropy, Adam at "
+                  f"{args.learning_rate}, `local` mode) plus the KL term at the ELBO's weight 1 / (N V̄), estimated by "
+                  f"`{trained_with}`. Every {args.check_every} steps: the cosine between the `loc` gradient each "
+                  f"estimator gives at that step (the caches of `refresh` estimators called at every step) and the "
+                  f"mean of {args.ref_draws} all-kernel draws at the same posterior.", "",
+                  "| step | " + " | ".join(f"`{s}`" for s in args.estimators) + " |",
+                  "|---|" + "---|" * len(args.estimators)]
+        for r in training:
+            lines.append(f"| {r['step']} | " + " | ".join(f"{r[f'cos_ref_loc[{s}]']:.3f}" for s in args.estimators)
+                         + " |")
+        with open(RESULTS / "dwp_estimator_training.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(training[0]))
+            writer.writeheader()
+            writer.writerows(training)
     (RESULTS / "dwp_estimator.md").write_text("\n".join(lines) + "\n")
     print("wrote", RESULTS / "dwp_estimator.md")
 

@@ -1,24 +1,26 @@
 """Speed and memory of Bayesian training against deterministic training, and of the Deep Weight Prior term.
 
-Writes ``benchmarks/results/speed.md``, ``speed.csv`` and ``speed.png``. Every ratio compares two figures
-measured in the same run on the same device; nothing here asserts a timing.
+Writes ``benchmarks/results/speed.md``, ``speed.csv`` and ``speed.png``. Every ratio compares two figures measured
+in the same process, interleaved (one repeat of every kind, then the next), so that load from elsewhere hits all
+kinds alike; the load average before and after the run is written next to the figures. Nothing asserts a timing.
 
-What is measured (DWPUNet, the paper's widths, 1 input and 2 output channels, Adam, Dice+CE loss):
+What is measured (the appendix-B ``DWPUNet``, 1 input and 2 output channels, Adam, Dice + cross-entropy):
 
-- ``train step``: forward + backward + optimizer step at batch ``B`` on a ``S³`` volume, deterministic network,
-  Bayesian network in ``"local"`` mode (local reparameterization) and in ``"sampled"`` mode (one weight draw
-  per step), each with the data loss only (the prior term is measured separately);
-- ``DWP term``: forward + backward of the Deep Weight Prior bound over all 3×3×3 kernels of the Bayesian
-  DWPUNet (7 layer groups, the paper's VAE size), with all kernels and with ``max_kernels`` subsampling, as a
-  fraction of a Bayesian ``"local"`` step at 64³; for the subsampled estimator, its standard deviation over
-  repeated draws relative to the full estimate's;
-- peak memory: on CPU the peak resident set size of a fresh process that runs the measurement, on CUDA
-  ``torch.cuda.max_memory_allocated``.
+- ``train step``: forward + backward + optimizer step on a batch of ``B`` patches of ``S³`` for the deterministic
+  network, the Bayesian network in ``"local"`` mode (local reparameterization) and in ``"sampled"`` mode (one
+  weight draw per step), data loss only; at every ``(S, B)`` of ``--sizes`` × ``--batches`` (the bundles train
+  on batches of 2 volumes × 2 patches = 4 patches of 32³ and evaluate 4 windows per call);
+- ``DWP term``: forward + backward of the Deep Weight Prior bound over the 3×3×3 kernels of the Bayesian network
+  (7 layer groups, VAEs of the paper's size, random weights: the cost does not depend on them) by each estimator
+  of ``--estimators`` (``all`` kernels, ``max_kernels=m`` per group, ``refresh=R``: a rotating ``1/R`` of the
+  kernels per step, after the first call), as a fraction of the Bayesian ``"local"`` step at 64³, batch 2;
+- peak memory of one step at ``--memory_size``³, batch 2: on CPU the peak resident set size of a fresh process per
+  kind (``ru_maxrss``), on CUDA ``torch.cuda.max_memory_allocated``.
 
 Usage::
 
     python benchmarks/speed.py                   # CPU, and CUDA when present
-    python benchmarks/speed.py --sizes 32 64 --repeats 5 --device cpu
+    python benchmarks/speed.py --sizes 32 64 --batches 2 4 --repeats 5 --device cpu
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import resource
 import statistics
 import sys
@@ -38,142 +41,179 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import device_name, find_row, run_child, sync  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+KINDS = ("deterministic", "local", "sampled")
+TARGETS = {"dwp": 0.10, "sampled": 1.05, "local": 2.0, "memory": 1.3}
+"""The issue's targets: DWP term ≤ 10 % of a local step at 64³; ``sampled`` ≤ 1.05× and ``local`` ≤ 2.0× a
+deterministic step; peak memory ≤ 1.3× the deterministic step's."""
 
 
-
-
-def _time(fn, device: torch.device, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _make_prior(net: torch.nn.Module, max_kernels: int | None, num_groups: int = 7):
+def _make_prior(net: torch.nn.Module, setting: str, num_groups: int = 7):
+    """A Deep Weight Prior over ``net``'s 3×3×3 layers (consecutive groups, as the prior bundle makes them) with
+    the estimator ``setting``: ``all``, ``max_kernels=<m>`` or ``refresh=<R>``."""
     from monai_dwp.data import group_layers
     from monai_dwp.losses import DeepWeightPrior
     from monai_dwp.networks import KernelVAE, bayesian_modules
 
-    groups = group_layers(list(bayesian_modules(net)), num_groups)  # consecutive layers, as the prior bundle does
+    layers = [n for n, m in bayesian_modules(net).items() if tuple(m.kernel_size) == (3, 3, 3)]
+    groups = group_layers(layers, num_groups)
     torch.manual_seed(0)
     vaes = [KernelVAE() for _ in range(num_groups)]
+    key, _, value = setting.partition("=")
+    kwargs = {"max_kernels": int(value)} if key == "max_kernels" else (
+        {"refresh_interval": int(value)} if key == "refresh" else {})
     device = next(net.parameters()).device
-    return DeepWeightPrior(vaes, [0.05] * num_groups, groups, max_kernels=max_kernels).to(device)
+    return DeepWeightPrior(vaes, [0.05] * num_groups, groups, **kwargs).to(device)
 
 
-def measure(kind: str, size: int, batch: int, device: str, repeats: int, max_kernels: int | None) -> dict:
-    """One measurement, run in its own process so that its peak memory is its own."""
+def _train_step(net: torch.nn.Module, kind: str, x: torch.Tensor, y: torch.Tensor, loss_fn, optimizer):
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        if kind == "sampled":
+            for m in net.modules():
+                if hasattr(m, "resample"):
+                    m.resample()
+        loss_fn(net(x), y).backward()
+        optimizer.step()
+
+    return step
+
+
+def _build(kind: str, size: int, batch: int, dev: torch.device):
     from monai.losses import DiceCELoss
 
     from monai_dwp.networks import DWPUNet, stochastic_mode
 
-    dev = torch.device(device)
     torch.manual_seed(0)
-    bayesian = kind != "deterministic"
-    net = DWPUNet(bayesian=bayesian).to(dev)
-    if bayesian:
-        stochastic_mode(net, "sampled" if kind == "sampled" else "local")
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.99, lambda_ce=0.01)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    net = DWPUNet(bayesian=kind != "deterministic").to(dev)
+    if kind != "deterministic":
+        stochastic_mode(net, kind)
     x = torch.randn(batch, 1, size, size, size, device=dev)
     y = (torch.rand(batch, 1, size, size, size, device=dev) > 0.7).float()
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    extra: dict = {}
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    return net, _train_step(net, kind, x, y, loss_fn, torch.optim.Adam(net.parameters(), lr=1e-4))
 
-    if kind.startswith("dwp"):
-        prior = _make_prior(net, max_kernels)
 
-        def step() -> None:
-            opt.zero_grad(set_to_none=True)
+def _interleaved(fns: dict[str, object], device: torch.device, repeats: int, warmup: int = 1) -> dict[str, list]:
+    """Times of every function, one call of each per round (after ``warmup`` rounds)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(warmup + repeats):
+        for k, fn in fns.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            if r >= warmup:
+                times[k].append(time.perf_counter() - start)
+    return times
+
+
+def measure_steps(size: int, batch: int, device: str, repeats: int) -> list[dict]:
+    """The three train steps at one ``(size, batch)``, interleaved in this process."""
+    dev = torch.device(device)
+    fns = {kind: _build(kind, size, batch, dev)[1] for kind in KINDS}
+    times = _interleaved(fns, dev, repeats)
+    return [{"what": "step", "kind": k, "size": size, "batch": batch, "device": device,
+             "seconds": statistics.median(t), "min": min(t), "max": max(t), "repeats": repeats}
+            for k, t in times.items()]
+
+
+def measure_prior(estimators: list[str], device: str, repeats: int) -> list[dict]:
+    """Each estimator's forward + backward, interleaved with the ``local`` step at 64³, batch 2 it is a fraction of."""
+    dev = torch.device(device)
+    net, local_step = _build("local", 64, 2, dev)
+    fns: dict[str, object] = {"local step 64³ b2": local_step}
+    num_kernels = 0
+    for setting in estimators:
+        prior = _make_prior(net, setting)
+        num_kernels = sum(m.kernels[0].shape[0] for m in prior.check_network(net)[0].values())
+
+        def term(prior=prior) -> None:
+            net.zero_grad(set_to_none=True)
             prior(net).backward()
 
-        if max_kernels is not None:
-            with torch.no_grad():
-                full = _make_prior(net, None)
-                a = torch.stack([full(net) for _ in range(20)])
-                b = torch.stack([prior(net) for _ in range(20)])
-            extra = {"estimate": a.mean().item(), "std_full": a.std().item(), "std_subsampled": b.std().item()}
-        extra["num_kernels"] = sum(m.loc.shape[0] * m.loc.shape[1] for m in prior.check_network(net)[0].values())
-    else:
+        term()  # a refresh estimator's first call estimates every kernel
+        fns[setting] = term
+    times = _interleaved(fns, dev, repeats)
+    return [{"what": "dwp" if k in estimators else "step", "kind": k, "size": 64, "batch": 2, "device": device,
+             "seconds": statistics.median(t), "min": min(t), "max": max(t), "repeats": repeats,
+             "num_kernels": num_kernels} for k, t in times.items()]
 
-        def step() -> None:
-            opt.zero_grad(set_to_none=True)
-            if kind == "sampled":
-                for m in net.modules():
-                    if hasattr(m, "resample"):
-                        m.resample()
-            loss_fn(net(x), y).backward()
-            opt.step()
 
-    seconds = _time(step, dev, repeats)
+def _proc_status_mib(field: str) -> float:
+    """``VmRSS`` or ``VmHWM`` (peak) of this process in MiB from ``/proc/self/status``; the peak of a process
+    started by ``exec`` is its own there, while ``ru_maxrss`` keeps the parent's peak across ``execve``."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: KiB on Linux, bytes on macOS
+
+
+def measure_memory(kind: str, size: int, batch: int, device: str) -> dict:
+    """Two train steps in this (fresh) process: its peak memory, and the part above the runtime it started with
+    (Python, PyTorch, MONAI imported; on CUDA the peak allocated)."""
+    dev = torch.device(device)
+    from monai.losses import DiceCELoss  # noqa: F401  (imports first: the baseline holds the runtime)
+
+    from monai_dwp.networks import DWPUNet  # noqa: F401
+
     if dev.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(dev) / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"kind": kind, "size": size, "batch": batch, "device": device, "seconds": seconds,
-            "peak_mib": peak, "max_kernels": max_kernels, **extra}
-
-
-
-
+        torch.cuda.reset_peak_memory_stats(dev)
+    baseline = 0.0 if dev.type == "cuda" else _proc_status_mib("VmRSS")
+    _, step = _build(kind, size, batch, dev)
+    step()
+    step()
+    sync(dev)
+    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else _proc_status_mib("VmHWM")
+    return {"what": "memory", "kind": kind, "size": size, "batch": batch, "device": device, "peak_mib": peak,
+            "step_mib": peak - baseline}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--batches", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--max-kernels", type=int, default=4096, help="kernels per group per step when subsampling")
+    parser.add_argument("--estimators", nargs="+", default=["all", "max_kernels=2048", "refresh=4", "refresh=8"])
+    parser.add_argument("--memory_size", type=int, default=64)
     parser.add_argument("--device", choices=["cpu", "cuda"], nargs="+", default=None)
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
     parser.add_argument("--child", type=str, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--render-only", action="store_true", help="rewrite speed.md/.png from speed.csv, no timing")
     args = parser.parse_args()
     if args.child is not None:
-        print(json.dumps(measure(**json.loads(args.child))))
+        print(json.dumps(measure_memory(**json.loads(args.child))))
         return
     if args.render_only:
         rows = [_typed(r) for r in csv.DictReader(open(args.output_dir / "speed.csv"))]
-        devices = list(dict.fromkeys(r["device"] for r in rows))
-        args.sizes = sorted({r["size"] for r in rows if r["kind"] == "deterministic"})
-        _write_markdown(rows, devices, args)
-        _plot(rows, devices, args.output_dir / "speed.png")
-        print((args.output_dir / "speed.md").read_text())
+        meta = json.loads((args.output_dir / "speed.json").read_text())
+        _write(rows, meta, args.output_dir)
         return
 
-    devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    rows = []
     from tqdm import tqdm
 
-    plan = []
-    for device in devices:
-        for size in args.sizes:
-            for kind in ("deterministic", "local", "sampled"):
-                plan.append(dict(kind=kind, size=size, batch=args.batch, device=device, repeats=args.repeats,
-                                 max_kernels=None))
-        for kind, mk in (("dwp_full", None), ("dwp_subsampled", args.max_kernels)):
-            plan.append(dict(kind=kind, size=8, batch=1, device=device, repeats=args.repeats, max_kernels=mk))
-    for job in tqdm(plan, desc="benchmark", unit="run"):
-        rows.append(run_child(__file__, **job))
-
+    devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    rows: list[dict] = []
+    meta = {"load_before": os.getloadavg(), "torch": torch.__version__, "repeats": args.repeats,
+            "devices": {d: device_name(d) for d in devices}, "estimators": args.estimators}
+    plan: list[tuple] = [("memory", d, k) for d in devices for k in KINDS]
+    plan += [("steps", d, s, b) for d in devices for s in args.sizes for b in args.batches]
+    plan += [("prior", d, 64, 2) for d in devices]
+    for job in tqdm(plan, desc="speed", unit="measurement"):
+        if job[0] == "steps":
+            rows += measure_steps(job[2], job[3], job[1], args.repeats)
+        elif job[0] == "prior":
+            rows += measure_prior(args.estimators, job[1], args.repeats)
+        else:
+            rows.append(run_child(__file__, kind=job[2], size=args.memory_size, batch=2, device=job[1]))
+    meta["load_after"] = os.getloadavg()
     args.output_dir.mkdir(parents=True, exist_ok=True)
     with open(args.output_dir / "speed.csv", "w", newline="") as f:
-        fields = sorted({k for r in rows for k in r})
+        fields = list(dict.fromkeys(k for r in rows for k in r))
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    _write_markdown(rows, devices, args)
-    _plot(rows, devices, args.output_dir / "speed.png")
-    print((args.output_dir / "speed.md").read_text())
-
-
+    (args.output_dir / "speed.json").write_text(json.dumps(meta, indent=1) + "\n")
+    _write(rows, meta, args.output_dir)
 
 
 def _typed(row: dict) -> dict:
@@ -185,87 +225,96 @@ def _typed(row: dict) -> dict:
             continue
         try:
             number = float(value)
-            out[key] = int(number) if number.is_integer() and key in ("size", "batch", "max_kernels", "num_kernels") else number
+            out[key] = int(number) if number.is_integer() and key in ("size", "batch", "repeats", "num_kernels") \
+                else number
         except ValueError:
             out[key] = value
     return out
 
 
-def _target_lines(rows: list[dict], device: str, sizes: list[int]) -> list[str]:
-    """How far each measured figure is from the issue's targets (ratios of this run only)."""
-    lines = []
-    for size in sizes:
-        ratio = find_row(rows, kind="local", size=size, device=device)["seconds"] / find_row(
-            rows, kind="deterministic", size=size, device=device)["seconds"]
-        verdict = "meets" if ratio <= 1.9 else f"misses by {ratio / 1.9:.2f}×"
-        lines.append(f"- Bayesian `local` step at {size}³: {ratio:.2f}× the deterministic step, target ≤ 1.9×: {verdict}.")
-    ref_size = 64 if 64 in sizes else max(sizes)
-    ref = find_row(rows, kind="local", size=ref_size, device=device)["seconds"]
-    for kind, label in (("dwp_full", "all kernels"), ("dwp_subsampled", "subsampled")):
-        frac = find_row(rows, kind=kind, device=device)["seconds"] / ref
-        verdict = "meets" if frac <= 0.10 else f"misses by {frac / 0.10:.1f}×"
-        lines.append(f"- DWP term ({label}): {frac:.0%} of a Bayesian {ref_size}³ step, target ≤ 10 %: {verdict}.")
-    return lines
+def _verdict(value: float, target: float, unit: str = "×") -> str:
+    shown = f"{value:.0%}" if unit == "%" else f"{value:.2f}×"
+    goal = f"{target:.0%}" if unit == "%" else f"{target:.2f}×"
+    return f"{shown} (target ≤ {goal}: {'met' if value <= target else 'not met'})"
 
 
-def _write_markdown(rows: list[dict], devices: list[str], args: argparse.Namespace) -> None:
+def _write(rows: list[dict], meta: dict, out: Path) -> None:
     lines = ["# Speed and memory: Bayesian DWPUNet and the Deep Weight Prior term", "",
-             "Written by `python benchmarks/speed.py`; medians of "
-             f"{args.repeats} repeats after 2 warm-up steps. PyTorch {torch.__version__}.", ""]
-    for device in devices:
-        lines += [f"## {device_name(device)}", "",
-                  f"Train step = forward + backward + Adam step of DWPUNet (1→2 channels), batch {args.batch}, "
-                  "data loss only.", "",
-                  "| volume | deterministic (s) | Bayesian `local` (s) | `local` / det. | Bayesian `sampled` (s) | "
-                  "`sampled` / det. | peak MiB det. / local / sampled |",
-                  "|---|---|---|---|---|---|---|"]
-        for size in args.sizes:
-            d = find_row(rows, kind="deterministic", size=size, device=device)
-            lo = find_row(rows, kind="local", size=size, device=device)
-            sa = find_row(rows, kind="sampled", size=size, device=device)
-            lines.append(
-                f"| {size}³ | {d['seconds']:.3f} | {lo['seconds']:.3f} | **{lo['seconds'] / d['seconds']:.2f}×** | "
-                f"{sa['seconds']:.3f} | {sa['seconds'] / d['seconds']:.2f}× | "
-                f"{d['peak_mib']:.0f} / {lo['peak_mib']:.0f} / {sa['peak_mib']:.0f} |"
-            )
-        ref_size = 64 if 64 in args.sizes else max(args.sizes)
-        ref = find_row(rows, kind="local", size=ref_size, device=device)["seconds"]
-        full = find_row(rows, kind="dwp_full", device=device)
-        sub = find_row(rows, kind="dwp_subsampled", device=device)
-        lines += ["", f"DWP term = forward + backward of the bound over all {full['num_kernels']:,} 3×3×3 kernels "
-                  "(7 groups, VAE latent 6, 1 Monte Carlo sample), against one Bayesian `local` step at "
-                  f"{ref_size}³.", "",
-                  f"| estimator | seconds | / Bayesian step at {ref_size}³ | std of the estimate |",
-                  "|---|---|---|---|",
-                  f"| all kernels | {full['seconds']:.3f} | **{full['seconds'] / ref:.1%}** | "
-                  f"{sub.get('std_full', float('nan')):.1f} |",
-                  f"| `max_kernels={sub['max_kernels']}` per group | {sub['seconds']:.3f} | "
-                  f"**{sub['seconds'] / ref:.1%}** | {sub.get('std_subsampled', float('nan')):.1f} "
-                  f"(estimate ≈ {sub.get('estimate', float('nan')):.4g}) |", "", "Against the targets:", ""]
-        lines += _target_lines(rows, device, list(args.sizes)) + [""]
-    lines += ["Targets (issue): Bayesian step ≤ 1.9× the deterministic step; DWP term ≤ 10 % of a Bayesian 64³ step.",
-              "On CPU, PyTorch leaves its fast oneDNN convolution at batch 1 for small inputs (N·C·D·H ≤ 20480), so "
-              "figures at 32³ are dominated by that slow path; `BayesianConv` fuses its two convolutions into one "
-              "grouped convolution there (see its docstring).", ""]
-    (args.output_dir / "speed.md").write_text("\n".join(lines))
+             "Written by `python benchmarks/speed.py`: medians of "
+             f"{meta['repeats']} repeats after one warm-up, every kind interleaved in one process (ratios of figures "
+             f"measured side by side). PyTorch {meta['torch']}. Load average (1, 5, 15 min) "
+             f"{', '.join(f'{x:.2f}' for x in meta['load_before'])} before, "
+             f"{', '.join(f'{x:.2f}' for x in meta['load_after'])} after.", ""]
+    for device, name in meta["devices"].items():
+        steps = [r for r in rows if r["what"] == "step" and r["device"] == device and r["kind"] in KINDS]
+        shapes = sorted({(r["size"], r["batch"]) for r in steps})
+        lines += [f"## {name}", "",
+                  "Train step = forward + backward + Adam step of the appendix-B DWPUNet (1→2 channels), data loss "
+                  "only; in seconds, median [min–max].", "",
+                  "| patch, batch | deterministic | Bayesian `local` | `local` / det. | Bayesian `sampled` | "
+                  "`sampled` / det. |", "|---|---|---|---|---|---|"]
+
+        def cell(r: dict) -> str:
+            return f"{r['seconds']:.3f} [{r['min']:.3f}–{r['max']:.3f}]"
+
+        for size, batch in shapes:
+            d, lo, sa = (find_row(steps, kind=k, size=size, batch=batch) for k in KINDS)
+            lines.append(f"| {size}³, {batch} | {cell(d)} | {cell(lo)} | **{lo['seconds'] / d['seconds']:.2f}×** | "
+                         f"{cell(sa)} | **{sa['seconds'] / d['seconds']:.2f}×** |")
+        prior_rows = [r for r in rows if r["what"] == "dwp" and r["device"] == device]
+        ref = next(r for r in rows if r["what"] == "step" and r["device"] == device and r["kind"] == "local step 64³ b2")
+        lines += ["", f"DWP term = forward + backward of the bound over all {prior_rows[0]['num_kernels']:,} 3×3×3 "
+                  "kernels (7 groups, VAE latent 6, hidden 32/64/128, 1 Monte Carlo sample), against a Bayesian "
+                  f"`local` step at 64³, batch 2 timed alongside ({cell(ref)} s).", "",
+                  "| estimator | seconds | / `local` step at 64³, batch 2 |", "|---|---|---|"]
+        for r in prior_rows:
+            lines.append(f"| `{r['kind']}` | {cell(r)} | **{r['seconds'] / ref['seconds']:.1%}** |")
+        memory = {r["kind"]: r["step_mib"] for r in rows if r["what"] == "memory" and r["device"] == device}
+        peaks = {r["kind"]: r["peak_mib"] for r in rows if r["what"] == "memory" and r["device"] == device}
+        if memory:
+            size = next(r["size"] for r in rows if r["what"] == "memory")
+            lines += ["", f"Peak memory of two train steps at {size}³, batch 2, in a fresh process per kind (MiB; "
+                      "CPU: peak RSS above the RSS of the runtime before the network was built, and in brackets the "
+                      "whole peak RSS; CUDA: peak allocated): "
+                      + ", ".join(f"{k} {v:.0f} ({peaks[k]:.0f})" for k, v in memory.items()) + "."]
+        lines += ["", "Against the targets:", ""]
+        for size, batch in shapes:
+            if size != 64:
+                continue
+            d, lo, sa = (find_row(steps, kind=k, size=size, batch=batch)["seconds"] for k in KINDS)
+            lines.append(f"- 64³, batch {batch}: `sampled` / deterministic {_verdict(sa / d, TARGETS['sampled'])}; "
+                         f"`local` / deterministic {_verdict(lo / d, TARGETS['local'])}.")
+        for r in prior_rows:
+            lines.append(f"- DWP term, `{r['kind']}`: {_verdict(r['seconds'] / ref['seconds'], TARGETS['dwp'], '%')} "
+                         "of a `local` step at 64³, batch 2.")
+        if memory:
+            for kind in ("local", "sampled"):
+                lines.append(f"- Peak memory, `{kind}` / deterministic: "
+                             f"{_verdict(memory[kind] / memory['deterministic'], TARGETS['memory'])}.")
+        lines.append("")
+    (out / "speed.md").write_text("\n".join(lines))
+    _plot(rows, meta, out / "speed.png")
+    print((out / "speed.md").read_text())
 
 
-def _plot(rows: list[dict], devices: list[str], path: Path) -> None:
+def _plot(rows: list[dict], meta: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(devices), figsize=(5 * len(devices), 3.5), squeeze=False)
+    devices = list(meta["devices"])
+    fig, axes = plt.subplots(1, len(devices), figsize=(6 * len(devices), 3.5), squeeze=False)
     for ax, device in zip(axes[0], devices):
-        sizes = sorted({r["size"] for r in rows if r["device"] == device and r["kind"] == "deterministic"})
+        steps = [r for r in rows if r["what"] == "step" and r["device"] == device and r["kind"] in KINDS]
+        shapes = sorted({(r["size"], r["batch"]) for r in steps})
         width = 0.25
-        for i, kind in enumerate(("deterministic", "local", "sampled")):
-            vals = [find_row(rows, kind=kind, size=s, device=device)["seconds"] for s in sizes]
-            ax.bar([j + (i - 1) * width for j in range(len(sizes))], vals, width, label=kind)
-        ax.set_xticks(range(len(sizes)), [f"{s}³" for s in sizes])
+        for i, kind in enumerate(KINDS):
+            vals = [find_row(steps, kind=kind, size=s, batch=b)["seconds"] for s, b in shapes]
+            ax.bar([j + (i - 1) * width for j in range(len(shapes))], vals, width, label=kind)
+        ax.set_xticks(range(len(shapes)), [f"{s}³ × {b}" for s, b in shapes])
         ax.set_ylabel("seconds per train step")
-        ax.set_title(device_name(device), fontsize=9)
+        ax.set_title(meta["devices"][device], fontsize=9)
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -114,6 +114,7 @@ def make_prior(
     prior_scale: float = 0.1,
     max_kernels: int | None = None,
     num_samples: int = 1,
+    refresh_interval: int = 1,
     train_encoder: bool = False,
     map_location: str | torch.device = "cpu",
     source_ckpt: str | os.PathLike | None = None,
@@ -136,7 +137,7 @@ def make_prior(
         path = require_handoff(prior_ckpt, "prior_ckpt")
         return DeepWeightPrior.load(
             path, map_location=map_location, max_kernels=max_kernels, num_samples=num_samples,
-            train_encoder=train_encoder,
+            refresh_interval=refresh_interval, train_encoder=train_encoder,
         )
     if method == "gaussian_prior":
         return GaussianPrior(loc=0.0, scale=prior_scale)

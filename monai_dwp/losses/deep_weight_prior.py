@@ -6,6 +6,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,24 @@ def _vae_config(vae: KernelVAE) -> dict[str, Any]:
 
 def _as_tuple(kernel_size: Any, spatial_dims: int) -> tuple[int, ...]:
     return (int(kernel_size),) * spatial_dims if isinstance(kernel_size, int) else tuple(int(k) for k in kernel_size)
+
+
+@dataclass
+class _KernelCache:
+    """The last estimate of each kernel's cross-entropy term of one group (``refresh_interval > 1``).
+
+    ``loc`` and ``log_scale`` are the posterior parameters at which kernel ``j``'s ``value`` and gradients were
+    estimated, all ``(K, *kernel_size)`` but ``value`` ``(K,)``; ``key`` identifies the layers (and their device)
+    the rows belong to; ``calls`` counts the refreshing calls, which pick the slice refreshed next.
+    """
+
+    key: tuple[Any, ...]
+    loc: Tensor
+    log_scale: Tensor
+    value: Tensor
+    grad_loc: Tensor
+    grad_log_scale: Tensor
+    calls: int = 0
 
 
 def _check_group_layout(path: Path, payload: Mapping[str, Any]) -> None:
@@ -94,7 +113,27 @@ class DeepWeightPrior(nn.Module):
 
     **Cost.** Each VAE is evaluated once per step on all (or ``max_kernels``) kernels of its group, as one
     batch. With ``max_kernels`` set, a uniform subsample of ``m`` of a group's ``K`` kernels (without
-    replacement) estimates the cross-entropy term, scaled by ``K / m``: unbiased, with more variance.
+    replacement) estimates the cross-entropy term, scaled by ``K / m``: unbiased, with more variance, and the
+    gradient of a step reaches only the ``m`` sampled kernels (``K / m`` times too large), so its cosine to the
+    all-kernel gradient falls like :math:`\sqrt{m / K}`.
+
+    **Refreshing a rotating slice** (``refresh_interval = R > 1``). Every kernel keeps the last estimate of its
+    cross-entropy term :math:`c_j`, of its gradient :math:`g_j` and the posterior parameters
+    :math:`\theta_j^0 = (\mu_j^0, \log\sigma_j^0)` they were estimated at. Each call with gradients enabled
+    re-estimates one slice of every group, the kernels ``j ≡ t (mod R)`` at the ``t``-th call (one VAE pass over
+    ``K / R`` kernels), and the term of every kernel is its first-order expansion around its estimate,
+
+    .. math::
+        c_j + g_j^\top (\theta_j - \theta_j^0),
+
+    exact in value for the refreshed slice (:math:`\theta_j = \theta_j^0`), with gradient :math:`g_j` for all.
+    So every kernel gets a gradient at every step, at most ``R - 1`` steps old; at a fixed posterior each cached
+    :math:`g_j` is a one-draw estimate at the current parameters, so the estimator is unbiased there, and its bias
+    while training is the drift of the posterior over ``R`` steps (``benchmarks/speed.py`` measures the cosine
+    to the all-kernel gradient along a training run). The first call, and the first after the network, its
+    layers or their device change, estimates every kernel. Calls without gradients return the expansion and
+    refresh nothing. Costs ``1 / R`` of the all-kernel VAE pass per step, plus a few element-wise operations over
+    all kernels; with ``train_encoder`` the encoders get the refreshed slice's gradient, scaled by ``R``.
 
     **Uncovered layers.** Bayesian layers not in ``layer_groups`` (other kernel sizes, 1×1×1 convolutions, a
     new layer) get ``fallback_prior`` (by default an explicit :class:`GaussianPrior` ``N(0, 1)``), never a
@@ -116,6 +155,10 @@ class DeepWeightPrior(nn.Module):
         strict: raise for uncovered Bayesian layers instead of using the fallback.
         layer_scales: ``{layer: s_l}`` for every layer of ``layer_groups`` (as
             :class:`~monai_dwp.data.KernelDataset` computes them); ``None`` uses the group scales.
+        refresh_interval: re-estimate each kernel's term every ``refresh_interval`` calls, a rotating slice of
+            ``1 / refresh_interval`` of every group per call, and use the cached expansion in between (see
+            *Refreshing a rotating slice*); ``1`` estimates every kernel at every call. Not combined with
+            ``max_kernels``.
 
     Example::
 
@@ -134,6 +177,7 @@ class DeepWeightPrior(nn.Module):
         fallback_prior: nn.Module | None = None,
         strict: bool = False,
         layer_scales: Mapping[str, float] | None = None,
+        refresh_interval: int = 1,
     ) -> None:
         super().__init__()
         vaes = list(vaes)
@@ -152,6 +196,12 @@ class DeepWeightPrior(nn.Module):
         check_int(num_samples, "num_samples", minimum=1)
         if max_kernels is not None:
             check_int(max_kernels, "max_kernels", minimum=1, hint="or None for all kernels")
+        check_int(refresh_interval, "refresh_interval", minimum=1, hint="1 re-estimates every kernel at every call")
+        if max_kernels is not None and refresh_interval > 1:
+            raise ValueError(
+                f"max_kernels={max_kernels} and refresh_interval={refresh_interval} are two ways to cut the cost of "
+                "the term; choose one: max_kernels=None (refresh a rotating slice) or refresh_interval=1 (subsample)."
+            )
         if layer_scales is not None:
             layer_scales = {str(n): float(v) for n, v in dict(layer_scales).items()}
             missing = sorted(set(layer_groups) - set(layer_scales))
@@ -169,6 +219,8 @@ class DeepWeightPrior(nn.Module):
         self.layer_groups = dict(layer_groups)
         self.num_samples = num_samples
         self.max_kernels = max_kernels
+        self.refresh_interval = int(refresh_interval)
+        self._caches: dict[int, _KernelCache] = {}
         self.train_encoder = bool(train_encoder)
         self.strict = bool(strict)
         self.fallback_prior = fallback_prior if fallback_prior is not None else GaussianPrior(0.0, 1.0)
@@ -235,7 +287,9 @@ class DeepWeightPrior(nn.Module):
         return covered, uncovered
 
     # ------------------------------------------------------------------ the bound
-    def cross_entropy_term(self, group: int, loc: Tensor, log_scale: Tensor, scale: Tensor | None = None) -> Tensor:
+    def cross_entropy_term(
+        self, group: int, loc: Tensor, log_scale: Tensor, scale: Tensor | None = None, reduction: str = "sum"
+    ) -> Tensor:
         r"""Sum over kernels of :math:`\mathbb{E}_{q(w)}[\mathrm{KL}(r(z|w)\|p(z)) - \mathbb{E}_{r(z|w)}\log p(w|z)]`.
 
         Args:
@@ -243,10 +297,14 @@ class DeepWeightPrior(nn.Module):
             loc: posterior locations of ``K`` kernels, ``(K, *kernel_size)`` on the raw scale.
             log_scale: posterior log-scales, same shape.
             scale: the normalising scale of each kernel, ``(K,)``; default the group's scale for all.
+            reduction: ``"sum"`` over kernels, or ``"none"`` for one value per kernel.
 
         Returns:
-            A scalar: the Monte Carlo estimate (``num_samples`` draws of ``w``, one ``z`` each) summed over kernels.
+            The Monte Carlo estimate (``num_samples`` draws of ``w``, one ``z`` each): a scalar summed over kernels,
+            or ``(K,)`` with ``reduction="none"``.
         """
+        if reduction not in ("sum", "none"):
+            raise ValueError(f"reduction must be 'sum' or 'none', got {reduction!r}.")
         vae = self.vaes[group]
         n, k = self.num_samples, loc.shape[0]
         d = loc[0].numel()
@@ -258,9 +316,58 @@ class DeepWeightPrior(nn.Module):
         z_loc, z_log_scale = vae.encode(u)
         z = z_loc + z_log_scale.exp() * torch.randn_like(z_loc)
         recon_loc, recon_log_scale = vae.decode(z)
-        kl_z = standard_normal_kl(z_loc, z_log_scale).sum()
-        nll = -gaussian_log_prob(u, recon_loc, recon_log_scale).sum()
-        return (kl_z + nll) / n + d * scale.log().sum()
+        kl_z = standard_normal_kl(z_loc, z_log_scale).flatten(1).sum(1)
+        nll = -gaussian_log_prob(u, recon_loc, recon_log_scale).flatten(1).sum(1)
+        per_kernel = (kl_z + nll).view(n, k).mean(0) + d * scale.log().flatten()
+        return per_kernel if reduction == "none" else per_kernel.sum()
+
+    def _cached_cross_entropy_term(
+        self, group: int, layers: Mapping[str, BayesianConv], loc: Tensor, log_scale: Tensor, scale: Tensor
+    ) -> Tensor:
+        """The cross-entropy term of ``group`` from its cache, refreshing one rotating slice (``refresh_interval``).
+
+        Args:
+            group: the VAE to use.
+            layers: the group's covered layers, in the order of the rows of ``loc``.
+            loc, log_scale: the layers' kernels, ``(K, *kernel_size)``, attached to the network's parameters.
+            scale: the normalising scale of each kernel, ``(K,)``.
+        """
+        num_kernels = loc.shape[0]
+        key = (tuple((name, id(layer.loc), tuple(layer.loc.shape)) for name, layer in layers.items()), loc.device,
+               loc.dtype)
+        cache = self._caches.get(group)
+        grad_enabled = torch.is_grad_enabled()
+        if cache is None or cache.key != key:
+            if not grad_enabled:  # nothing cached for these layers: a plain estimate, nothing kept
+                return self.cross_entropy_term(group, loc, log_scale, scale)
+            zeros = loc.detach().new_zeros(loc.shape)
+            cache = self._caches[group] = _KernelCache(
+                key, zeros.clone(), zeros.clone(), zeros.new_zeros(num_kernels), zeros.clone(), zeros.clone()
+            )
+            index: Tensor | None = torch.arange(num_kernels, device=loc.device)
+        elif grad_enabled:
+            index = torch.arange(cache.calls % self.refresh_interval, num_kernels, self.refresh_interval,
+                                 device=loc.device)
+            cache.calls += 1
+        else:
+            index = None
+        encoder_term = loc.new_zeros(())
+        if index is not None and index.numel() > 0:
+            sub_loc = loc.detach()[index].requires_grad_(True)
+            sub_log_scale = log_scale.detach()[index].requires_grad_(True)
+            encoder = [p for p in self.vaes[group].encoder.parameters() if p.requires_grad]
+            values = self.cross_entropy_term(group, sub_loc, sub_log_scale, scale.detach()[index], reduction="none")
+            grads = torch.autograd.grad(values.sum(), [sub_loc, sub_log_scale, *encoder])
+            cache.value[index] = values.detach()
+            cache.loc[index] = sub_loc.detach()
+            cache.log_scale[index] = sub_log_scale.detach()
+            cache.grad_loc[index] = grads[0]
+            cache.grad_log_scale[index] = grads[1]
+            weight = num_kernels / index.numel()  # the refreshed slice stands for the whole group
+            for param, grad in zip(encoder, grads[2:]):
+                encoder_term = encoder_term + weight * ((param - param.detach()) * grad).sum()
+        drift = (cache.grad_loc * (loc - cache.loc)).sum() + (cache.grad_log_scale * (log_scale - cache.log_scale)).sum()
+        return cache.value.sum() + drift + encoder_term
 
     def scale_of(self, layer: str) -> Tensor:
         """The normalising scale :math:`s_l` of a covered layer (its own, or its group's), a 0-d tensor."""
@@ -286,7 +393,9 @@ class DeepWeightPrior(nn.Module):
             )
             neg_entropy = -gaussian_entropy(log_scale).sum()
             num_kernels = loc.shape[0]
-            if self.max_kernels is not None and num_kernels > self.max_kernels:
+            if self.refresh_interval > 1:
+                cross = self._cached_cross_entropy_term(group, {n: covered[n] for n in names}, loc, log_scale, scale)
+            elif self.max_kernels is not None and num_kernels > self.max_kernels:
                 index = torch.randperm(num_kernels, device=loc.device)[: self.max_kernels]
                 cross = self.cross_entropy_term(group, loc[index], log_scale[index], scale[index]) * (
                     num_kernels / self.max_kernels
@@ -384,8 +493,8 @@ class DeepWeightPrior(nn.Module):
         Args:
             path: the checkpoint file.
             map_location: device to load the VAEs on.
-            kwargs: the other constructor arguments (``num_samples``, ``max_kernels``, ``train_encoder``,
-                ``fallback_prior``, ``strict``).
+            kwargs: the other constructor arguments (``num_samples``, ``max_kernels``, ``refresh_interval``,
+                ``train_encoder``, ``fallback_prior``, ``strict``).
         """
         path = Path(path)
         payload = load_checkpoint(
@@ -418,7 +527,7 @@ class DeepWeightPrior(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"groups={len(self.vaes)}, layers={len(self.layer_groups)}, num_samples={self.num_samples}, "
-            f"max_kernels={self.max_kernels}, train_encoder={self.train_encoder}, strict={self.strict}"
+            f"max_kernels={self.max_kernels}, refresh_interval={self.refresh_interval}, train_encoder={self.train_encoder}, strict={self.strict}"
         )
 
 

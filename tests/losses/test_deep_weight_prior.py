@@ -159,6 +159,79 @@ class TestDeepWeightPriorBound(unittest.TestCase):
         self.assertLess((a.mean() - b.mean()).abs().item(), 4 * stderr.item())
         self.assertGreater(b.var().item(), a.var().item())  # subsampling costs variance
 
+    def test_refreshed_term_is_unbiased_at_a_fixed_posterior(self):
+        """At a fixed posterior each cached kernel term is a one-draw estimate at the current parameters, so the
+        rotating refresh has the all-kernel estimator's expectation, in value and in gradient."""
+        torch.manual_seed(0)
+        net = convert_to_bayesian(nn.Sequential(nn.Conv3d(4, 8, 3)), init_log_scale=-3.0)  # 32 kernels
+        full = DeepWeightPrior([_vae(0)], [0.1], {"0": 0})
+        cached = DeepWeightPrior([_vae(0)], [0.1], {"0": 0}, refresh_interval=4)
+
+        def draws(prior: DeepWeightPrior, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+            values, grads = [], []
+            for _ in range(n):
+                net.zero_grad()
+                value = prior(net)
+                value.backward()
+                values.append(value.detach())
+                grads.append(net[0].loc.grad.flatten().clone())
+            return torch.stack(values), torch.stack(grads)
+
+        a, ga = draws(full, 400)
+        b, gb = draws(cached, 401)
+        b, gb = b[1:], gb[1:]  # after the first (full) estimate, 100 refreshes of every kernel
+        stderr = (a.var() / 400 + b.var() / 100).sqrt()
+        self.assertLess((a.mean() - b.mean()).abs().item(), 4 * stderr.item())
+        grad_stderr = (ga.var(0) / 400 + gb.var(0) / 100).sqrt()
+        z = (ga.mean(0) - gb.mean(0)) / grad_stderr
+        self.assertLess(z.abs().mean().item(), 1.2)  # |N(0, 1)| has mean 0.80
+        self.assertLess(z.abs().max().item(), 5.0)
+
+    def test_refresh_rotates_and_expands_around_the_estimate(self):
+        net = _net()
+        prior = _prior(refresh_interval=3)
+        torch.manual_seed(0)
+        prior(net).backward()  # the first call estimates every kernel
+        first = {name: net[int(name)].loc.grad.clone() for name in ("0", "2")}
+        with torch.no_grad():
+            before = prior(net)  # no refresh without gradients: the cached value
+            delta = 0.01 * torch.randn_like(net[2].loc)
+            net[2].loc.add_(delta)
+            after = prior(net)
+        # a stale kernel's term is its first-order expansion around the posterior it was estimated at
+        torch.testing.assert_close(after - before, (first["2"] * delta).sum(), rtol=1e-3, atol=1e-3)
+        net.zero_grad()
+        prior(net).backward()  # refreshes the kernels j = 0 (mod 3) of every group only
+        kernels = net[2].loc.grad.flatten(0, 1)
+        stale = torch.arange(kernels.shape[0]) % 3 != 0
+        torch.testing.assert_close(kernels[stale], first["2"].flatten(0, 1)[stale])
+        self.assertFalse(torch.allclose(kernels[~stale], first["2"].flatten(0, 1)[~stale]))
+        for _ in range(2):  # slices 1 and 2: every kernel has now been estimated at the moved posterior
+            prior(net).backward()
+        with torch.no_grad():
+            net[2].loc.sub_(delta)
+        net.zero_grad()
+        prior(net).backward()
+        kernels = net[2].loc.grad.flatten(0, 1)
+        self.assertFalse(torch.allclose(kernels[stale], first["2"].flatten(0, 1)[stale]))
+
+    def test_refresh_trains_the_encoder_and_starts_over_for_another_network(self):
+        prior = _prior(refresh_interval=2, train_encoder=True)
+        net = _net()
+        prior(net).backward()
+        for vae in prior.vaes:
+            self.assertTrue(all(p.grad is not None for p in vae.encoder.parameters()))
+            self.assertTrue(all(p.grad is None for p in vae.decoder.parameters()))
+        other = _net(init_log_scale=-4.0)
+        with torch.no_grad():
+            other[0].loc.mul_(3.0)
+        plain = _prior()  # built first: _vae seeds the generator
+        torch.manual_seed(1)
+        value = prior(other)  # not the first network's cache: a fresh estimate of every kernel
+        torch.manual_seed(1)
+        expected = plain(other)
+        torch.testing.assert_close(value, expected)
+
     def test_vaes_stay_in_eval_mode(self):
         prior = _prior()
         prior.train()
@@ -191,6 +264,9 @@ class TestDeepWeightPriorChecks(unittest.TestCase):
             ({"layer_groups": {}}, ValueError, "layer_groups must be a non-empty mapping"),
             ({"num_samples": 0}, ValueError, "num_samples must be ≥ 1, got 0"),
             ({"max_kernels": 0}, ValueError, "max_kernels must be ≥ 1, got 0; or None for all kernels"),
+            ({"refresh_interval": 0}, ValueError, "refresh_interval must be ≥ 1, got 0; 1 re-estimates every kernel"),
+            ({"refresh_interval": 4, "max_kernels": 16}, ValueError,
+             "max_kernels=16 and refresh_interval=4 are two ways to cut the cost of the term; choose one"),
         ]
     )
     def test_bad_arguments(self, override, error, pattern):

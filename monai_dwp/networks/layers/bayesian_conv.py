@@ -26,6 +26,54 @@ _CONV: dict[tuple[int, bool], Callable[..., Tensor]] = {
 }
 
 
+class _LocalReparameterization(torch.autograd.Function):
+    r"""``y = conv(x, W_loc) + b + sqrt(conv(x², W_var) + eps) ⊙ ξ``, ``ξ ~ N(0, 1)`` per output element, with a lean
+    backward.
+
+    Autograd of the plain expression keeps ``x²``, the standard deviation and ``ξ`` (three activation-sized tensors
+    besides ``x``) and runs five element-wise backward steps. Here the forward keeps ``x`` and one output-sized
+    tensor, :math:`r = \xi / (2 \sqrt{\text{var} + \epsilon})`, and the backward is
+
+    .. math::
+        \frac{\partial L}{\partial \text{var}} = g \odot r, \qquad
+        \frac{\partial L}{\partial x} = \text{conv}^\top_{W_\text{loc}}(g)
+        + 2 x \odot \text{conv}^\top_{W_\text{var}}(g \odot r),
+
+    with the weight gradients from the same two ``convolution_backward`` calls (``x²`` recomputed there). Same
+    values and gradients as the plain expression for the same ``ξ``; first-order only (no double backward).
+    """
+
+    @staticmethod
+    def forward(ctx, x, loc, var_weight, bias, conv_args, eps):  # type: ignore[override]
+        stride, padding, dilation, transposed, output_padding, groups = conv_args
+        out = torch.convolution(x, loc, bias, stride, padding, dilation, transposed, output_padding, groups)
+        std = torch.convolution(x * x, var_weight, None, stride, padding, dilation, transposed, output_padding,
+                                groups).add_(eps).sqrt_()
+        xi = torch.randn_like(out)
+        out.addcmul_(std, xi)
+        ctx.save_for_backward(x, loc, var_weight, xi.div_(std).mul_(0.5))
+        ctx.conv_args = conv_args
+        ctx.bias_sizes = None if bias is None else list(bias.shape)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):  # type: ignore[override]
+        x, loc, var_weight, r = ctx.saved_tensors
+        stride, padding, dilation, transposed, output_padding, groups = ctx.conv_args
+        need_x, need_loc, need_var, need_bias = ctx.needs_input_grad[:4]
+        grad_x1, grad_loc, grad_bias = torch.ops.aten.convolution_backward(
+            grad_out, x, loc, ctx.bias_sizes, stride, padding, dilation, transposed, output_padding, groups,
+            [need_x, need_loc, need_bias and ctx.bias_sizes is not None],
+        )
+        grad_x2, grad_var, _ = torch.ops.aten.convolution_backward(
+            grad_out * r, x * x, var_weight, None, stride, padding, dilation, transposed, output_padding, groups,
+            [need_x, need_var, False],
+        )
+        grad_x = grad_x1.addcmul_(x, grad_x2, value=2.0) if need_x else None
+        return grad_x, grad_loc, grad_var, grad_bias, None, None
+
+
 def _tuple(value: int | Sequence[int], spatial_dims: int, name: str) -> tuple[int, ...]:
     """Expand an int to a ``spatial_dims``-tuple, checking a sequence's length."""
     if isinstance(value, (bool, str)) or not isinstance(value, (int, Sequence)):
@@ -309,9 +357,13 @@ class BayesianConv(nn.Module):
             mean, var = stacked.chunk(2, dim=1)
             if self.bias is not None:
                 mean = mean + self.bias.view(1, -1, *([1] * self.spatial_dims))
-        else:
+        elif torch.is_autocast_enabled(x.device.type):  # mixed dtypes: autograd of the plain expression
             mean = self._apply_conv(x, self.loc, self.bias)
             var = self._apply_conv(x * x, var_weight, None)
+        else:
+            conv_args = (self.stride, self.padding, self.dilation, self.is_transposed,
+                         self.output_padding if self.is_transposed else (0,) * self.spatial_dims, self.groups)
+            return _LocalReparameterization.apply(x, self.loc, var_weight, self.bias, conv_args, self.eps)
         return mean + (var + self.eps).sqrt() * torch.randn_like(mean)
 
     def _fuse(self, x: Tensor) -> bool:
