@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,11 +44,14 @@ class _KernelCache:
     """The last estimate of each kernel's cross-entropy term of one group (``refresh_interval > 1``).
 
     ``loc`` and ``log_scale`` are the posterior parameters at which kernel ``j``'s ``value`` and gradients were
-    estimated, all ``(K, *kernel_size)`` but ``value`` ``(K,)``; ``key`` identifies the layers (and their device)
-    the rows belong to; ``calls`` counts the refreshing calls, which pick the slice refreshed next.
+    estimated, all ``(K, *kernel_size)`` but ``value`` ``(K,)``; ``key`` describes the layers (names, shapes, device,
+    dtype) and ``params`` refers weakly to their ``loc`` parameters, so the rows belong to those very tensors and to
+    no network built later in their place; ``calls`` counts the refreshing calls, which pick the slice refreshed
+    next. A refresh replaces the tensors (never writes into them): a graph returned earlier keeps its own.
     """
 
     key: tuple[Any, ...]
+    params: tuple[weakref.ref, ...]
     loc: Tensor
     log_scale: Tensor
     value: Tensor
@@ -130,10 +134,14 @@ class DeepWeightPrior(nn.Module):
     So every kernel gets a gradient at every step, at most ``R - 1`` steps old; at a fixed posterior each cached
     :math:`g_j` is a one-draw estimate at the current parameters, so the estimator is unbiased there, and its bias
     while training is the drift of the posterior over ``R`` steps (``benchmarks/speed.py`` measures the cosine
-    to the all-kernel gradient along a training run). The first call, and the first after the network, its
-    layers or their device change, estimates every kernel. Calls without gradients return the expansion and
-    refresh nothing. Costs ``1 / R`` of the all-kernel VAE pass per step, plus a few element-wise operations over
-    all kernels; with ``train_encoder`` the encoders get the refreshed slice's gradient, scaled by ``R``.
+    to the all-kernel gradient along a training run). The first call, and the first for other layers (another
+    network, other parameter tensors, device or dtype), estimates every kernel; after an edit of the parameters
+    in place (``load_state_dict``) call :meth:`reset_cache`. Calls without gradients return the expansion and
+    refresh nothing; every call with gradients refreshes a slice (also one from a logging handler). Costs
+    ``1 / R`` of the all-kernel VAE pass per step, plus a few element-wise operations over all kernels, and
+    memory for five tensors the size of the covered kernels. With ``train_encoder`` the encoders get the
+    refreshed slice's gradient scaled by ``K / |slice|`` (about ``R``), unbiased over a whole rotation; encoder
+    updates also age the cached terms.
 
     **Uncovered layers.** Bayesian layers not in ``layer_groups`` (other kernel sizes, 1×1×1 convolutions, a
     new layer) get ``fallback_prior`` (by default an explicit :class:`GaussianPrior` ``N(0, 1)``), never a
@@ -333,16 +341,18 @@ class DeepWeightPrior(nn.Module):
             scale: the normalising scale of each kernel, ``(K,)``.
         """
         num_kernels = loc.shape[0]
-        key = (tuple((name, id(layer.loc), tuple(layer.loc.shape)) for name, layer in layers.items()), loc.device,
-               loc.dtype)
+        key = (tuple((name, tuple(layer.loc.shape)) for name, layer in layers.items()), loc.device, loc.dtype)
         cache = self._caches.get(group)
         grad_enabled = torch.is_grad_enabled()
-        if cache is None or cache.key != key:
+        same_layers = cache is not None and cache.key == key and all(
+            ref() is layer.loc for ref, layer in zip(cache.params, layers.values()))
+        if not same_layers:
             if not grad_enabled:  # nothing cached for these layers: a plain estimate, nothing kept
                 return self.cross_entropy_term(group, loc, log_scale, scale)
             zeros = loc.detach().new_zeros(loc.shape)
             cache = self._caches[group] = _KernelCache(
-                key, zeros.clone(), zeros.clone(), zeros.new_zeros(num_kernels), zeros.clone(), zeros.clone()
+                key, tuple(weakref.ref(layer.loc) for layer in layers.values()), zeros, zeros,
+                zeros.new_zeros(num_kernels), zeros, zeros,
             )
             index: Tensor | None = torch.arange(num_kernels, device=loc.device)
         elif grad_enabled:
@@ -356,18 +366,32 @@ class DeepWeightPrior(nn.Module):
             sub_loc = loc.detach()[index].requires_grad_(True)
             sub_log_scale = log_scale.detach()[index].requires_grad_(True)
             encoder = [p for p in self.vaes[group].encoder.parameters() if p.requires_grad]
-            values = self.cross_entropy_term(group, sub_loc, sub_log_scale, scale.detach()[index], reduction="none")
-            grads = torch.autograd.grad(values.sum(), [sub_loc, sub_log_scale, *encoder])
-            cache.value[index] = values.detach()
-            cache.loc[index] = sub_loc.detach()
-            cache.log_scale[index] = sub_log_scale.detach()
-            cache.grad_loc[index] = grads[0]
-            cache.grad_log_scale[index] = grads[1]
-            weight = num_kernels / index.numel()  # the refreshed slice stands for the whole group
+            # in the VAE's dtype whatever the autocast state: an overflow would stay in the cache for R steps
+            dtype = next(self.vaes[group].parameters()).dtype
+            with torch.autocast(loc.device.type, enabled=False):
+                values = self.cross_entropy_term(group, sub_loc.to(dtype), sub_log_scale.to(dtype),
+                                                 scale.detach()[index].to(dtype), reduction="none")
+                grads = torch.autograd.grad(values.sum(), [sub_loc, sub_log_scale, *encoder])
+            # out of place: a graph returned by an earlier call keeps the tensors it was built with
+            cache.value = cache.value.index_copy(0, index, values.detach().to(cache.value.dtype))
+            cache.loc = cache.loc.index_copy(0, index, sub_loc.detach())
+            cache.log_scale = cache.log_scale.index_copy(0, index, sub_log_scale.detach())
+            cache.grad_loc = cache.grad_loc.index_copy(0, index, grads[0])
+            cache.grad_log_scale = cache.grad_log_scale.index_copy(0, index, grads[1])
+            weight = num_kernels / index.numel()  # the refreshed slice stands for the whole group (about R)
             for param, grad in zip(encoder, grads[2:]):
                 encoder_term = encoder_term + weight * ((param - param.detach()) * grad).sum()
         drift = (cache.grad_loc * (loc - cache.loc)).sum() + (cache.grad_log_scale * (log_scale - cache.log_scale)).sum()
         return cache.value.sum() + drift + encoder_term
+
+    def reset_cache(self) -> None:
+        """Forget the cached kernel estimates of ``refresh_interval > 1``: the next call estimates every kernel.
+
+        Needed after the posterior was changed other than by small training steps while keeping its parameter
+        tensors (``load_state_dict``, ``copy_``, :meth:`initialize`, which calls it), since a cached kernel's term
+        is a first-order expansion around the parameters it was estimated at.
+        """
+        self._caches.clear()
 
     def scale_of(self, layer: str) -> Tensor:
         """The normalising scale :math:`s_l` of a covered layer (its own, or its group's), a 0-d tensor."""
@@ -426,6 +450,7 @@ class DeepWeightPrior(nn.Module):
         Returns:
             The names of the initialised layers.
         """
+        self.reset_cache()
         modules = dict(network.named_modules())
         done = []
         for name, group in self.layer_groups.items():

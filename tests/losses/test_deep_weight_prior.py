@@ -232,6 +232,22 @@ class TestDeepWeightPriorBound(unittest.TestCase):
         expected = plain(other)
         torch.testing.assert_close(value, expected)
 
+    def test_refresh_keeps_earlier_graphs_and_restarts_on_request(self):
+        net = _net()
+        prior = _prior(refresh_interval=3)
+        first, second = prior(net), prior(net)  # two calls before one backward (micro-batches, several samples)
+        (first + second).backward()
+        self.assertGreater(net[0].loc.grad.abs().sum().item(), 0)
+        with torch.no_grad():
+            net[0].loc.mul_(5.0)  # an edit in place, as load_state_dict makes: the cache cannot see it
+            prior.reset_cache()
+            plain = _prior()
+            torch.manual_seed(2)
+            value = prior(net)  # nothing cached and no gradients: a plain estimate
+            torch.manual_seed(2)
+            expected = plain(net)
+        torch.testing.assert_close(value, expected)
+
     def test_vaes_stay_in_eval_mode(self):
         prior = _prior()
         prior.train()

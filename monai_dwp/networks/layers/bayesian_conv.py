@@ -357,7 +357,8 @@ class BayesianConv(nn.Module):
             mean, var = stacked.chunk(2, dim=1)
             if self.bias is not None:
                 mean = mean + self.bias.view(1, -1, *([1] * self.spatial_dims))
-        elif torch.is_autocast_enabled(x.device.type):  # mixed dtypes: autograd of the plain expression
+        elif torch.is_autocast_enabled(x.device.type) or not torch.is_grad_enabled():
+            # mixed dtypes (autograd of the plain expression), or nothing to keep for a backward
             mean = self._apply_conv(x, self.loc, self.bias)
             var = self._apply_conv(x * x, var_weight, None)
         else:
