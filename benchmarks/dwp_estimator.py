@@ -94,11 +94,16 @@ def _patches(data_dir: str, num_cases: int, size: int, seed: int):
     from monai.transforms import (Compose, EnsureChannelFirstd, LoadImaged, NormalizeIntensityd,
                                   RandCropByPosNegLabeld)
 
+    import json
+
     from monai_dwp.data import validate_decathlon
+    from monai_dwp.transforms import SelectModalityd
 
     split = validate_decathlon(data_dir, modality="FLAIR", num_train_cases=num_cases, num_val_cases=1, seed=seed)
+    modalities = json.loads((Path(data_dir) / "dataset.json").read_text())["modality"]
+    flair = next(int(k) for k, v in modalities.items() if v == "FLAIR")
     load = Compose([LoadImaged(["image", "label"]), EnsureChannelFirstd(["image", "label"]),
-                    NormalizeIntensityd("image", nonzero=True)])
+                    SelectModalityd("image", flair), NormalizeIntensityd("image", nonzero=True)])
     cases = [load(c) for c in split["train"]]
     crop = RandCropByPosNegLabeld(["image", "label"], "label", [size] * 3, pos=1, neg=1, num_samples=2)
     crop.set_random_state(seed)
@@ -159,6 +164,8 @@ def main() -> None:
     parser.add_argument("--init_scale_ratio", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data_dir", default=None, help="tumour phantoms: also compare the gradients along training")
+    parser.add_argument("--prior_note", default="", help="how the prior was made, for the report (default: its name)")
+    parser.add_argument("--data_note", default="", help="what the data are, for the report (default: the folder name)")
     parser.add_argument("--train_steps", type=int, default=120)
     parser.add_argument("--check_every", type=int, default=30)
     parser.add_argument("--num_cases", type=int, default=5)
@@ -214,7 +221,7 @@ def main() -> None:
     lines = [
         "# Deep Weight Prior term: all kernels, a per-group subsample, a rotating refresh",
         "",
-        f"Prior `{args.prior_ckpt}` ({len(base.vaes)} groups); Bayesian appendix-B DWPUNet, {num_kernels:,} kernels, "
+        f"Prior: {args.prior_note or Path(args.prior_ckpt).name} ({len(base.vaes)} groups); Bayesian appendix-B DWPUNet, {num_kernels:,} kernels, "
         f"DWP-initialised, posterior scales {args.init_scale_ratio} × layer RMS. {args.draws} draws per estimator; "
         f"reference = mean of {args.ref_draws} all-kernel draws. Machine: {device_name('cpu')}, load average "
         f"{load_before:.2f} before, {load_after:.2f} after (`python benchmarks/dwp_estimator.py`).",
@@ -234,7 +241,7 @@ def main() -> None:
         trained_with = next(s for s in args.estimators if s.startswith("refresh="))
         lines += ["", "## Along training", "",
                   f"The network above trained for {args.train_steps} steps on {args.num_cases} tumour phantoms "
-                  f"(`{args.data_dir}`: batches of two {args.patch_size}³ crops, Dice + cross-entropy, Adam at "
+                  f"({args.data_note or Path(args.data_dir).name}: batches of two {args.patch_size}³ crops, Dice + cross-entropy, Adam at "
                   f"{args.learning_rate}, `local` mode) plus the KL term at the ELBO's weight 1 / (N V̄), estimated by "
                   f"`{trained_with}`. Every {args.check_every} steps: the cosine between the `loc` gradient each "
                   f"estimator gives at that step (the caches of `refresh` estimators called at every step) and the "

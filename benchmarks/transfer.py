@@ -133,8 +133,9 @@ SCALES: dict[str, TransferScale] = {
         ablations=("dwp_no_dwp_init",), ablation_sizes=(2,),
     ),
     "cpu": TransferScale(
+        # the DWP term as every committed row of transfer.csv estimated it (a per-group subsample of 2048 kernels)
         handoffs=dataclasses.replace(PipelineSettings.default(), num_target_pool=23, num_target_test=20,
-                                     mc_samples=5),
+                                     mc_samples=5, max_kernels=2048, prior_refresh_interval=1),
         sizes=(5, 10, 15, 20), seeds=(0, 1, 2), methods=METHODS, steps=300, validations=6,
         reduced="3 mm phantoms (the paper: 1 mm BraTS), 32³ patches, 300 optimiser steps of batch 2 × 2 patches per "
                 "run (from-scratch validation Dice levels off after about 200 steps at N = 5 and 300 at N = 20), 5 "
@@ -550,7 +551,8 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
     common = {"spacing": [h.spacing] * 3, "patch_size": [h.patch_size] * 3, "batch_size": h.batch_size,
               "num_samples": h.num_samples, "dataset_dir": handoffs["target_data"],
               "num_val_cases": h.num_val_cases, "source_ckpt": handoffs["source_ckpt"],
-              "prior_ckpt": handoffs["prior_ckpt"], "swag_ckpt": handoffs["swag_ckpt"], "max_kernels": h.max_kernels}
+              "prior_ckpt": handoffs["prior_ckpt"], "swag_ckpt": handoffs["swag_ckpt"], "max_kernels": h.max_kernels,
+              "prior_refresh_interval": h.prior_refresh_interval}
     budget_row = {"scale": scale, "steps": s.steps, "lr_schedule": s.lr_schedule, "patch_size": h.patch_size,
                   "spacing": h.spacing, "mc_samples": h.mc_samples}
     rows = [{**COLUMN_DEFAULTS, **r} for r in csv.DictReader(csv_path.open())] if csv_path.is_file() else []

@@ -55,7 +55,8 @@ class PipelineSettings:
     batch_size: int = 2
     num_samples: int = 2
     vae_hidden: tuple[int, int, int] = (32, 64, 128)
-    max_kernels: int = 2048
+    max_kernels: int | None = None  # a per-group subsample of the DWP term's kernels (None: see the next line)
+    prior_refresh_interval: int = 4  # the DWP term re-estimates a rotating 1/R of the kernels per step
     workers: int = 2  # target methods fine-tuned side by side, each with cpu_count // workers threads
 
     @classmethod
@@ -71,7 +72,7 @@ class PipelineSettings:
                    num_target_test=2, num_train_cases=3, num_val_cases=1, seeds=(0, 1), pretrain_epochs=2, swag_epochs=2,
                    prior_epochs=1, finetune_epochs=1, finetune_val_interval=1, pretrain_val_interval=1, mc_samples=2, batch_size=1,
                    vae_hidden=(4, 8, 16),
-                   max_kernels=256)
+                   max_kernels=256, prior_refresh_interval=1)
 
 
 class PipelineStageError(RuntimeError):
@@ -303,7 +304,8 @@ def run_pipeline(
     # 4.-5. fine-tune every method, then Monte Carlo inference + evaluation on the held-out target cases
     finetune = {"dataset_dir": data / "tumour", "num_train_cases": s.num_train_cases,
                 "num_val_cases": s.num_val_cases, "source_ckpt": handoffs["source_ckpt"],
-                "prior_ckpt": prior_ckpt, "swag_ckpt": handoffs["swag_ckpt"], "max_kernels": s.max_kernels, **common}
+                "prior_ckpt": prior_ckpt, "swag_ckpt": handoffs["swag_ckpt"], "max_kernels": s.max_kernels,
+                "prior_refresh_interval": s.prior_refresh_interval, **common}
     ckpt_dirs: dict[str, Path] = {}
     chains = []
     for method in methods:

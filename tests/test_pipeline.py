@@ -59,7 +59,8 @@ class TestPipeline(unittest.TestCase):
         used_by = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
                    "bundles/dwp_finetune/configs/train.json", "--device", "cpu", "--epochs", "1",
                    "--num_train_cases", "3", "--num_val_cases", "1", "--spacing", "[6,6,6]",
-                   "--patch_size", "[16,16,16]", "--batch_size", "1", "--max_kernels", "256"]
+                   "--patch_size", "[16,16,16]", "--batch_size", "1", "--max_kernels", "256",
+                   "--prior_refresh_interval", "1"]
         before = (repo / "bundles/dwp_finetune/models/model.pt").stat().st_mtime_ns
         proc = subprocess.run(used_by, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
         self.assertEqual(proc.returncode, 0, proc.stdout[-3000:] + proc.stderr[-3000:])

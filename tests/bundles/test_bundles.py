@@ -55,7 +55,8 @@ def _finetune(method: str, output: str = "finetune", configs: tuple[str, ...] = 
     kwargs = dict(TINY, dataset_dir=ROOT / "tumour", ckpt_dir=ROOT / output / f"{method}_n3_seed0", method=method,
                   num_train_cases=3,
                   source_ckpt=ROOT / "pretrain" / "seed0" / "model.pt", prior_ckpt=ROOT / "prior" / "dwp_prior.pt",
-                  swag_ckpt=ROOT / "swag" / "seed0" / "swag.pt", max_kernels=256)
+                  swag_ckpt=ROOT / "swag" / "seed0" / "swag.pt", max_kernels=256,
+                  prior_refresh_interval=1)
     kwargs.update(extra)
     return run_bundle("dwp_finetune", *configs, **kwargs)
 
