@@ -24,6 +24,11 @@ def device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name(0)
     cpu = platform.processor() or platform.machine()
+    try:  # the processor's model name where Linux tells it
+        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
+        cpu = f"{names[0]}, {cpu}" if names else cpu
+    except OSError:
+        pass
     return f"{os.cpu_count()}-core CPU ({cpu}), {torch.get_num_threads()} PyTorch threads"
 
 

@@ -292,6 +292,23 @@ def _write(rows: list[dict], meta: dict, out: Path) -> None:
                 lines.append(f"- Peak memory, `{kind}` / deterministic: "
                              f"{_verdict(memory[kind] / memory['deterministic'], TARGETS['memory'])}.")
         lines.append("")
+    lines += [
+        "Why the misses are where they are:",
+        "",
+        "- `local` runs two convolutions per layer, `conv(x, W_loc)` and `conv(x², W_scale²)`, forward and backward, "
+        "and convolutions are most of a step, so ≈ 2× a deterministic step is its floor; the rest is the noise draw "
+        "and a few element-wise operations (its backward is one custom function that keeps `x` and `ξ / 2σ` only "
+        "and recomputes `x²`). `sampled` runs one convolution per layer with `W = loc + scale·ε` formed once per "
+        "step, which is why the bundles now train in `sampled` mode by default (`benchmarks/train_modes.py`: the "
+        "same validation Dice per second of training).",
+        "- `local`'s peak memory: the second convolution's output and the noise of every layer are alive together "
+        "during the forward pass, and one activation-sized tensor per layer (`ξ / 2σ`) stays for the backward.",
+        "- The DWP term over all kernels costs a VAE pass over 33,808 kernels per step; the `max_kernels` subsample "
+        "cuts it in proportion, with a gradient that points less than half as well as the all-kernel one "
+        "(`dwp_estimator.md`), the rotating refresh (`refresh=R`, the finetune bundle's default R = 4) to 1/R with "
+        "the all-kernel gradient's agreement with the expected gradient.",
+        "",
+    ]
     (out / "speed.md").write_text("\n".join(lines))
     _plot(rows, meta, out / "speed.png")
     print((out / "speed.md").read_text())

@@ -176,7 +176,7 @@ def _plot(runs: dict, variants: list[str], seeds: list[int], path: Path) -> None
 def main(data_dir: str, prior_ckpt: str, work_dir: str = "runs/train_modes", results: str | None = None,
          variants: str | None = None, seeds: str | int = "0,1,2", num_train_cases: int = 5, steps: int = 180,
          validations: int = 10, workers: int = 2, device: str = "cpu", spacing: float = 3.0,
-         patch_size: int = 32) -> Path:
+         patch_size: int = 32, prior_note: str = "") -> Path:
     """Run (or resume) the study and write ``train_modes.{csv,md,png}``.
 
     Args:
@@ -193,6 +193,7 @@ def main(data_dir: str, prior_ckpt: str, work_dir: str = "runs/train_modes", res
         device: ``cpu`` or ``cuda``.
         spacing: the phantoms' spacing in mm.
         patch_size: the training patch edge.
+        prior_note: how the prior was made, for the report.
     """
     chosen = [v.strip() for v in str(variants).split(",")] if variants else list(VARIANTS)
     unknown = [v for v in chosen if v not in VARIANTS]
@@ -240,16 +241,19 @@ def main(data_dir: str, prior_ckpt: str, work_dir: str = "runs/train_modes", res
             rows.append({"variant": v, "seed": s, "num_train_cases": num_train_cases, "steps": epochs * per_epoch,
                          **r})
     atomic_write(out / "train_modes.csv", "w", lambda f: _write_csv(f, rows))
-    import platform
-
     import torch
 
-    machine = (f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), PyTorch "
+    from _common import device_name
+
+    where = device_name(device).rsplit(", ", 1)[0] if device == "cpu" else device_name(device)
+    machine = (f"{where}, PyTorch "
                f"{torch.__version__}, device {device}, {workers} run(s) side by side with "
                f"{max(1, (os.cpu_count() or 1) // workers)} thread(s) each")
     settings = (f"N = {num_train_cases} target cases, {epochs * per_epoch} optimiser steps (batch {batch_size} × 2 "
                 f"patches of {patch_size}³, Adam, constant learning rate), validation every {val_interval} epochs "
-                f"({val_interval * per_epoch} steps), seeds {', '.join(map(str, seed_list))}.")
+                f"({val_interval * per_epoch} steps), seeds {', '.join(map(str, seed_list))}, each with its own "
+                f"training and validation cases."
+                + (f" The `dwp` variants use {prior_note}." if prior_note else ""))
     write_results(rows, out, machine, settings)
     return out / "train_modes.md"
 

@@ -86,6 +86,7 @@ class TransferScale:
         ablations: the :data:`ABLATIONS` run at ``ablation_sizes`` (same seeds, budget and splits).
         ablation_sizes: the N of the ablations.
         lr_schedule: the finetune bundle's ``lr_schedule`` for every run (``constant`` or ``cosine``).
+        train_mode: the finetune bundle's ``train_mode`` of the Bayesian methods (``sampled`` or ``local``).
     """
 
     handoffs: PipelineSettings
@@ -98,6 +99,14 @@ class TransferScale:
     ablations: tuple[str, ...] = ()
     ablation_sizes: tuple[int, ...] = ()
     lr_schedule: str = "constant"
+    train_mode: str = "sampled"
+
+
+def dwp_estimator(settings: PipelineSettings) -> str:
+    """How the runs estimate the Deep Weight Prior term: ``max_kernels=<m>``, ``refresh=<R>`` or ``all``."""
+    if settings.max_kernels is not None:
+        return f"max_kernels={settings.max_kernels}"
+    return f"refresh={settings.prior_refresh_interval}" if settings.prior_refresh_interval > 1 else "all"
 
 
 ABLATIONS: dict[str, tuple[str, dict[str, object]]] = {
@@ -133,9 +142,8 @@ SCALES: dict[str, TransferScale] = {
         ablations=("dwp_no_dwp_init",), ablation_sizes=(2,),
     ),
     "cpu": TransferScale(
-        # the DWP term as every committed row of transfer.csv estimated it (a per-group subsample of 2048 kernels)
         handoffs=dataclasses.replace(PipelineSettings.default(), num_target_pool=23, num_target_test=20,
-                                     mc_samples=5, max_kernels=2048, prior_refresh_interval=1),
+                                     mc_samples=5),
         sizes=(5, 10, 15, 20), seeds=(0, 1, 2), methods=METHODS, steps=300, validations=6,
         reduced="3 mm phantoms (the paper: 1 mm BraTS), 32³ patches, 300 optimiser steps of batch 2 × 2 patches per "
                 "run (from-scratch validation Dice levels off after about 200 steps at N = 5 and 300 at N = 20), 5 "
@@ -167,7 +175,8 @@ def best_validation(log: Path) -> tuple[float, int]:
     return (float(found[-1][0]), int(found[-1][1])) if found else (float("nan"), -1)
 
 
-COLUMN_DEFAULTS = {"lr_schedule": "constant", "split_seed": "0", "handoffs": ""}
+COLUMN_DEFAULTS = {"lr_schedule": "constant", "split_seed": "0", "handoffs": "", "train_mode": "local",
+                   "dwp_estimator": "max_kernels=2048"}
 """The values of columns added later, for rows written before them (every earlier run had these settings)."""
 
 
@@ -353,7 +362,8 @@ def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferS
     lines = [f"# Transfer benchmark (`--scale {scale_name}`)", "",
              f"Protocol of {CITATION}: source nets and kernel prior trained once on MS-like phantoms, target methods "
              f"on nested subsets of N tumour phantoms (binary whole tumour), {scale.steps} optimiser steps per run "
-             f"(Adam, {'cosine-annealed' if scale.lr_schedule == 'cosine' else 'constant'} learning rate) "
+             f"(Adam, {'cosine-annealed' if scale.lr_schedule == 'cosine' else 'constant'} learning rate; Bayesian "
+             f"methods in `{scale.train_mode}` mode, the Deep Weight Prior term by `{dwp_estimator(scale.handoffs)}`) "
              f"for every method and N, the checkpoint of the best validation Dice ({scale.handoffs.num_val_cases} "
              "validation cases per seed, "
              "never the test set), one fixed held-out test set of "
@@ -552,9 +562,11 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
               "num_samples": h.num_samples, "dataset_dir": handoffs["target_data"],
               "num_val_cases": h.num_val_cases, "source_ckpt": handoffs["source_ckpt"],
               "prior_ckpt": handoffs["prior_ckpt"], "swag_ckpt": handoffs["swag_ckpt"], "max_kernels": h.max_kernels,
-              "prior_refresh_interval": h.prior_refresh_interval}
+              "prior_refresh_interval": h.prior_refresh_interval, "train_mode": s.train_mode}
+    # rows of another recipe (earlier rows: local reparameterization, a 2048-kernel subsample) stay in the CSV untabled
     budget_row = {"scale": scale, "steps": s.steps, "lr_schedule": s.lr_schedule, "patch_size": h.patch_size,
-                  "spacing": h.spacing, "mc_samples": h.mc_samples}
+                  "spacing": h.spacing, "mc_samples": h.mc_samples, "train_mode": s.train_mode,
+                  "dwp_estimator": dwp_estimator(h)}
     rows = [{**COLUMN_DEFAULTS, **r} for r in csv.DictReader(csv_path.open())] if csv_path.is_file() else []
     # the same budget, and each seed's own cases (rows made before ``split_seed`` existed all used split 0)
     same = [r for r in rows if all(str(r.get(k)) == str(v) for k, v in budget_row.items())

@@ -163,8 +163,8 @@ class TestFinetune(unittest.TestCase):
         self.assertNotEqual(proc.returncode, 0)
         self.assertIn("source_ckpt file", proc.stdout + proc.stderr)
 
-    def test_sampled_training_mode(self):
-        check(_finetune("gaussian_prior", output="sampled", train_mode="sampled"))
+    def test_local_training_mode(self):  # the default is "sampled"
+        check(_finetune("gaussian_prior", output="local", train_mode="local"))
 
     def test_evaluate(self):
         check(_finetune("dwp_init", output="eval"))
