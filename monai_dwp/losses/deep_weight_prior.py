@@ -238,6 +238,12 @@ class DeepWeightPrior(nn.Module):
             vae.encoder.requires_grad_(self.train_encoder)
         self._warned_uncovered = False
 
+    def __getstate__(self) -> dict[str, Any]:
+        # the kernel cache refers weakly to a network's parameters: a pickled copy starts without it
+        state = super().__getstate__()
+        state["_caches"] = {}
+        return state
+
     def train(self, mode: bool = True) -> DeepWeightPrior:
         """Set the training flag of the fallback prior; the VAEs always stay in eval mode."""
         super().train(mode)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 import tempfile
 import unittest
 from pathlib import Path
@@ -238,6 +239,8 @@ class TestDeepWeightPriorBound(unittest.TestCase):
         first, second = prior(net), prior(net)  # two calls before one backward (micro-batches, several samples)
         (first + second).backward()
         self.assertGreater(net[0].loc.grad.abs().sum().item(), 0)
+        copied = pickle.loads(pickle.dumps(prior))  # the cache refers weakly to the network: not pickled
+        self.assertEqual(copied.refresh_interval, 3)
         with torch.no_grad():
             net[0].loc.mul_(5.0)  # an edit in place, as load_state_dict makes: the cache cannot see it
             prior.reset_cache()
