@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-__all__ = ["sync", "device_name", "run_child", "find_row"]
+__all__ = ["sync", "device_name", "run_child", "find_row", "estimator_kwargs"]
 
 
 def sync(device: torch.device) -> None:
@@ -42,3 +42,13 @@ def run_child(script: str, **kwargs: object) -> dict:
 def find_row(rows: list[dict], **match: object) -> dict:
     """The first row whose items include ``match``."""
     return next(r for r in rows if all(r.get(k) == v for k, v in match.items()))
+
+
+def estimator_kwargs(setting: str) -> dict[str, int]:
+    """``DeepWeightPrior`` arguments of an estimator named ``all``, ``max_kernels=<m>`` or ``refresh=<R>``."""
+    key, _, value = setting.partition("=")
+    if setting == "all":
+        return {}
+    if key in ("max_kernels", "refresh") and value.isdigit():
+        return {"max_kernels" if key == "max_kernels" else "refresh_interval": int(value)}
+    raise SystemExit(f"--estimators: {setting!r} is not 'all', 'max_kernels=<m>' or 'refresh=<R>', e.g. refresh=4.")

@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import device_name  # noqa: E402
+from _common import device_name, estimator_kwargs  # noqa: E402
 
 from monai_dwp.losses import DeepWeightPrior  # noqa: E402
 from monai_dwp.networks.nets import DWPUNet  # noqa: E402
@@ -70,14 +70,7 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _estimator(path: str, setting: str) -> DeepWeightPrior:
     """``all``, ``max_kernels=<m>`` or ``refresh=<R>`` as a prior loaded from ``path``."""
-    if setting == "all":
-        return DeepWeightPrior.load(path)
-    key, _, value = setting.partition("=")
-    if key == "max_kernels":
-        return DeepWeightPrior.load(path, max_kernels=int(value))
-    if key == "refresh":
-        return DeepWeightPrior.load(path, refresh_interval=int(value))
-    raise SystemExit(f"--estimators: {setting!r} is not 'all', 'max_kernels=<m>' or 'refresh=<R>'.")
+    return DeepWeightPrior.load(path, **estimator_kwargs(setting))
 
 
 def _reference(prior: DeepWeightPrior, net: torch.nn.Module, draws: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,8 +14,9 @@ What is measured (the appendix-B ``DWPUNet``, 1 input and 2 output channels, Ada
   (7 layer groups, VAEs of the paper's size, random weights: the cost does not depend on them) by each estimator
   of ``--estimators`` (``all`` kernels, ``max_kernels=m`` per group, ``refresh=R``: a rotating ``1/R`` of the
   kernels per step, after the first call), as a fraction of the Bayesian ``"local"`` step at 64³, batch 2;
-- peak memory of one step at ``--memory_size``³, batch 2: on CPU the peak resident set size of a fresh process per
-  kind (``ru_maxrss``), on CUDA ``torch.cuda.max_memory_allocated``.
+- peak memory of two steps at ``--memory_size``³, batch 2, in a fresh process per kind: on CPU the peak resident
+  set size (``VmHWM``) above the process's size before the network was built, on CUDA
+  ``torch.cuda.max_memory_allocated``.
 
 Usage::
 
@@ -38,7 +39,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import device_name, find_row, run_child, sync  # noqa: E402
+from _common import device_name, estimator_kwargs, find_row, run_child, sync  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KINDS = ("deterministic", "local", "sampled")
@@ -58,11 +59,8 @@ def _make_prior(net: torch.nn.Module, setting: str, num_groups: int = 7):
     groups = group_layers(layers, num_groups)
     torch.manual_seed(0)
     vaes = [KernelVAE() for _ in range(num_groups)]
-    key, _, value = setting.partition("=")
-    kwargs = {"max_kernels": int(value)} if key == "max_kernels" else (
-        {"refresh_interval": int(value)} if key == "refresh" else {})
     device = next(net.parameters()).device
-    return DeepWeightPrior(vaes, [0.05] * num_groups, groups, **kwargs).to(device)
+    return DeepWeightPrior(vaes, [0.05] * num_groups, groups, **estimator_kwargs(setting)).to(device)
 
 
 def _train_step(net: torch.nn.Module, kind: str, x: torch.Tensor, y: torch.Tensor, loss_fn, optimizer):
