@@ -177,3 +177,24 @@ class TestClaimRunDir(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestTargetPatch(unittest.TestCase):
+    """The target runs' patch may differ from the source nets'; every scale's patch fits the U-Net's encoder."""
+
+    def test_patch_of_each_scale(self):
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        import dataclasses
+
+        from transfer import SCALES
+
+        from monai_dwp.networks.nets import DWPUNet
+
+        tiny = SCALES["tiny"]
+        self.assertEqual(tiny.target_patch, tiny.handoffs.patch_size)  # None: the source nets' patch
+        self.assertEqual(dataclasses.replace(tiny, patch_size=8).target_patch, 8)
+        self.assertEqual(SCALES["cpu"].target_patch, 24)
+        self.assertEqual(SCALES["cpu"].handoffs.patch_size, 32)  # the source nets keep theirs
+        for name, scale in SCALES.items():
+            for patch in (scale.target_patch, scale.handoffs.patch_size):
+                self.assertEqual(patch % DWPUNet.downsample_factor, 0, f"--scale {name}: patch {patch}")
