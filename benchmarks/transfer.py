@@ -364,6 +364,19 @@ def _ablation_table(rows: list[dict[str, str]], scale: TransferScale, n: int) ->
     return lines + [""]
 
 
+def machine_time(rows: list[dict[str, str]]) -> str:
+    """One sentence on what the tabled runs cost: the sum of their wall times (training and evaluation) divided by
+    the runs side by side, i.e. about the wall-clock time of the benchmark without its hand-offs."""
+    seconds = [float(r["total_seconds"]) / max(1, int(float(r.get("workers") or 1))) for r in rows
+               if r.get("total_seconds") not in (None, "", "nan")]
+    if not seconds:
+        return "No finished run yet."
+    hours = sum(seconds) / 3600
+    return (f"Cost: {len(seconds)} runs, {hours:.2f} h of wall-clock time for training and evaluation (the sum of "
+            "each run's wall time divided by the runs side by side); the hand-offs (source nets, prior) are made once "
+            "before and not counted.")
+
+
 def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferScale, path: Path,
                    machine: str = "", note: str = "") -> None:
     """Every metric as mean ± sd per method and N (best per column in bold), the paired differences of ``dwp``
@@ -385,6 +398,7 @@ def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferS
              "`benchmarks/transfer.py` from `transfer.csv`" + (f"; {machine}" if machine else "") + ".", ""]
     if note:
         lines += [note, ""]
+    lines += [machine_time(rows), ""]
     mixed = sorted({r["method"] for r in rows
                     if len({q.get("handoffs") for q in rows if q["method"] == r["method"]} - {"", None}) > 1})
     if mixed:

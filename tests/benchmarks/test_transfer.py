@@ -198,3 +198,14 @@ class TestTargetPatch(unittest.TestCase):
         for name, scale in SCALES.items():
             for patch in (scale.target_patch, scale.handoffs.patch_size):
                 self.assertEqual(patch % DWPUNet.downsample_factor, 0, f"--scale {name}: patch {patch}")
+
+
+class TestMachineTime(unittest.TestCase):
+    def test_sums_wall_time_over_workers(self):
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from transfer import machine_time
+
+        rows = [{"total_seconds": "3600", "workers": "2"}, {"total_seconds": "1800", "workers": "2"},
+                {"total_seconds": "", "workers": "2"}]
+        self.assertIn("2 runs, 0.75 h of wall-clock time", machine_time(rows))
+        self.assertEqual(machine_time([]), "No finished run yet.")
