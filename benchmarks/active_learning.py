@@ -521,7 +521,7 @@ class _Loop:
         self.row_lock = threading.Lock()  # one whole row at a time, then the markdown and figure
         self.scoring_lock = threading.Lock()  # one scoring at a time: global RNG seeds, the cores for the others
         self.seed_locks = {seed: threading.Lock() for seed in seeds}  # round 0 of a seed is trained once
-        self.train_seconds: dict[str, float] = {}  # wall time of the trainings run in this session, by run label
+        self.train_seconds: dict[str, float] = {}  # wall time of the trainings run by this process, by run label
         self.failed = threading.Event()
         self.bar: Any = None
 
