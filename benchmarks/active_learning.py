@@ -94,9 +94,9 @@ for _path in (ROOT, ROOT / "benchmarks"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from _stats import paired_interval  # noqa: E402
 from transfer import SCALES as TRANSFER_SCALES  # noqa: E402
-from transfer import best_validation, claim_run_dir, describe_machine, save_figure  # noqa: E402
+from _runs import best_validation, claim_run_dir, describe_machine  # noqa: E402
+from _tables import interval_text, mean_sd, mean_table, save_figure, size_axis  # noqa: E402
 
 from monai_dwp.bundle_utils import run_name  # noqa: E402
 from monai_dwp.pipeline import StageRunner, default_bundles_dir, make_handoffs  # noqa: E402
@@ -317,34 +317,9 @@ def _floats(rows: Sequence[Mapping[str, str]], strategy: str, n: int, column: st
     return out
 
 
-def _mean_sd(values: Sequence[float], digits: int = 3) -> str:
-    sd = statistics.pstdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f} ({len(values)})"
-
-
-def _interval(diffs: Sequence[float]) -> str:
-    mean, lo, hi = paired_interval(list(diffs))
-    return f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]" if len(diffs) > 1 else f"{mean:+.3f} (1 seed)"
-
-
 def _dice_table(rows: Sequence[Mapping[str, str]], strategies: Sequence[str], sizes: Sequence[int],
                 column: str) -> list[str]:
-    lines = ["| strategy | " + " | ".join(f"{n}" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
-    means = {(s, n): statistics.mean(v.values()) for s in strategies for n in sizes
-             if (v := _floats(rows, s, n, column))}
-    best = {n: max((means[(s, n)] for s in strategies if (s, n) in means), default=None) for n in sizes}
-    for s in strategies:
-        cells = []
-        for n in sizes:
-            values = list(_floats(rows, s, n, column).values())
-            if not values:
-                cells.append("–")
-                continue
-            text = _mean_sd(values)
-            distinct = len({round(means[(t, n)], 12) for t in strategies if (t, n) in means}) > 1
-            cells.append(f"**{text}**" if distinct and means[(s, n)] == best[n] else text)
-        lines.append(f"| `{s}` | " + " | ".join(cells) + " |")
-    return lines + [""]
+    return mean_table(lambda s, n: _floats(rows, s, n, column), strategies, sizes, first="strategy", column_label=str)
 
 
 def _paired_table(rows: Sequence[Mapping[str, str]], strategies: Sequence[str], sizes: Sequence[int],
@@ -361,9 +336,9 @@ def _paired_table(rows: Sequence[Mapping[str, str]], strategies: Sequence[str], 
             seeds = sorted(set(ours) & set(theirs))
             for seed in seeds:
                 per_seed.setdefault(seed, {})[n] = ours[seed] - theirs[seed]
-            cells.append(_interval([ours[k] - theirs[k] for k in seeds]) if seeds else "–")
+            cells.append(interval_text([ours[k] - theirs[k] for k in seeds]))
         complete = [statistics.mean(d.values()) for d in per_seed.values() if len(d) == len(later)]
-        cells.append(_interval(complete) if complete else "–")
+        cells.append(interval_text(complete))
         lines.append(f"| `mutual_information` − `{other}` | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -385,7 +360,7 @@ def _scoring_table(rows: Sequence[Mapping[str, str]], strategies: Sequence[str])
             what = "`EpistemicScoring` (epistemic_v2)"
             draws = f"{first['epistemic_simulation_size']} (calls of one draw)"
         per_study = [float(r["scoring_seconds_per_study"]) for r in scored]
-        lines.append(f"| `{s}` | {what} | {draws} | {_mean_sd(per_study, 2)} | "
+        lines.append(f"| `{s}` | {what} | {draws} | {mean_sd(per_study, 2)} | "
                      f"{sum(int(r['scored_studies']) for r in scored)} | "
                      f"{sum(float(r['scoring_seconds']) for r in scored):.0f} |")
     return lines + [""]
@@ -469,10 +444,7 @@ def write_figure(rows: Sequence[Mapping[str, str]], path: Path) -> None:
                     label=LABELS.get(s, s))
     seeds = len({r["seed"] for r in rows})
     ax.set_title(f"mean ± sd over {seeds} seed{'s' if seeds != 1 else ''}", fontsize=9)
-    ax.set_xlabel("labelled studies")
-    ax.set_ylabel("test Dice, per-case mean ↑")
-    ax.set_xticks(sizes)
-    ax.grid(alpha=0.3)
+    size_axis(ax, sizes, "test Dice, per-case mean ↑", xlabel="labelled studies")
     ax.legend(fontsize=8)
     save_figure(fig, path)
 

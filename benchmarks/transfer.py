@@ -14,8 +14,8 @@ difference of ``dwp`` against each other method with its 95 % t-interval over se
 ``transfer.png`` (Dice and ECE against N, one line per method) are written from the CSV after every run.
 
 Ablations (:data:`ABLATIONS`): variants of ``dwp`` that change one setting, run with the same seeds, splits and
-budget at the scale's ``ablation_sizes`` right after the main runs of that N, and compared with ``dwp`` in a second
-table of ``transfer.md``; a variant is chosen on the validation split only.
+budget at the scale's ``ablation_sizes`` right after the main runs of that N, and compared with the method they vary
+in a second table of ``transfer.md``; a variant is chosen on the validation split only.
 
 Scales (``--scale``):
 
@@ -49,7 +49,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _stats import paired_interval  # noqa: E402
+from _runs import best_validation, claim_run_dir, describe_machine  # noqa: E402
+from _tables import mean_sd, mean_table, paired_cell, save_figure, size_axis  # noqa: E402
 from monai_dwp.bundle_utils import run_name  # noqa: E402
 from monai_dwp.pipeline import PipelineSettings, StageRunner, default_bundles_dir, make_handoffs  # noqa: E402
 from monai_dwp.report import collect_metrics  # noqa: E402
@@ -129,7 +130,7 @@ ABLATIONS: dict[str, tuple[str, dict[str, object]]] = {
     "swag_prior_scale_100": ("swag_prior", {"swag_scale_factor": 100.0}),
 }
 """Ablations of ``dwp`` (and their controls): name -> (method, overrides of the finetune bundle). Each is judged
-against ``dwp`` on the validation split; the test set only reports. ``dwp_source_init`` starts the posterior at the
+against the method it varies on the validation split; the test set only reports. ``dwp_source_init`` starts the posterior at the
 source network (fine-tuning with the kernel prior) and ``gaussian_prior_source_init`` is its control (the same
 start under a Gaussian prior), ``dwp_temperature_0.1`` and ``dwp_temperature_0.01`` weaken the prior ten- and a
 hundredfold (at β = 1 the per-voxel KL is 10–30× the data term for the whole budget), ``dwp_no_dwp_init`` starts at
@@ -182,14 +183,6 @@ def budget(scale: TransferScale, num_train_cases: int) -> tuple[int, int]:
     return epochs, max(1, epochs // scale.validations)
 
 
-def best_validation(log: Path) -> tuple[float, int]:
-    """``(best validation Dice, its epoch)`` from the last ``Key metric`` line Ignite's checkpoint logging wrote to
-    a training log (``(nan, -1)`` when there is none)."""
-    found = re.findall(r"Key metric: val_mean_dice best value: ([0-9.eE+-]+) at epoch: (\d+)",
-                       log.read_text(errors="replace")) if log.is_file() else []
-    return (float(found[-1][0]), int(found[-1][1])) if found else (float("nan"), -1)
-
-
 COLUMN_DEFAULTS = {"lr_schedule": "constant", "split_seed": "0", "handoffs": "", "train_mode": "local",
                    "dwp_estimator": "max_kernels=2048"}
 """The values of columns added later, for rows written before them (every earlier run had these settings)."""
@@ -228,25 +221,6 @@ def append_row(csv_path: Path, row: dict[str, object]) -> None:
         writer.writerow(row)
 
 
-def claim_run_dir(ckpt_dir: Path, settings: dict[str, object]) -> None:
-    """Make ``ckpt_dir`` the folder of a run with ``settings`` (its bundle overrides): a folder left by a run with
-    other settings (another split, budget or protocol; or one from before this check) moves to
-    ``<work_dir>/replaced/`` instead of being reused, so a stage is only skipped for outputs of this very run (a
-    benchmark interrupted between training and evaluation resumes at the evaluation)."""
-    marker = ckpt_dir / "benchmark_run.json"
-    want = json.dumps(settings, sort_keys=True, default=str)
-    if ckpt_dir.exists() and not (marker.is_file() and marker.read_text() == want):
-        base = ckpt_dir.parent.parent / "replaced" / f"{ckpt_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        target, k = base, 1
-        while target.exists():
-            target, k = base.with_name(f"{base.name}-{k}"), k + 1
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(ckpt_dir), str(target))
-        print(f"[move] {ckpt_dir.name}: made with other settings, moved to {target}", flush=True)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(want)
-
-
 @functools.lru_cache(maxsize=None)
 def _file_digest(path: str, mtime_ns: int) -> str:
     digest = hashlib.sha256()
@@ -266,70 +240,28 @@ def handoff_fingerprint(files: dict[str, object]) -> str:
     return digest.hexdigest()[:12]
 
 
-def describe_machine(device: str | None, workers: int) -> str:
-    """The machine in words, for ``transfer.md``: processor, cores, PyTorch, device, load average at the start."""
-    import platform
-
-    import torch
-
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    cpuinfo = Path("/proc/cpuinfo")
-    models = re.findall(r"model name\s*:\s*(.+)", cpuinfo.read_text()) if cpuinfo.is_file() else []
-    name = torch.cuda.get_device_name(0) if dev.startswith("cuda") and torch.cuda.is_available() else \
-        (models[0].strip() if models else platform.machine())
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"run on {name} ({os.cpu_count()} CPU cores), PyTorch {torch.__version__}, device {dev}, {workers} "
-            f"run(s) side by side, load average {load:.1f} at the start")
-
-
 def _values(rows: list[dict[str, str]], method: str, n: int, metric: str) -> dict[int, float]:
     return {int(r["seed"]): float(r[metric]) for r in rows
             if r["method"] == method and int(r["num_train_cases"]) == n and r.get(metric) not in (None, "", "nan")}
-
-
-def _table(rows: list[dict[str, str]], methods: list[str], sizes: list[int], metric: str) -> list[str]:
-    """Mean ± sd (number of seeds) per method and N, the best mean per column in bold."""
-    lines = ["| method | " + " | ".join(f"N = {n}" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
-    means = {(m, n): statistics.mean(v.values()) for m in methods for n in sizes if (v := _values(rows, m, n, metric))}
-    pick = max if metric in HIGHER_IS_BETTER else min
-    best = {n: pick((means[(m, n)] for m in methods if (m, n) in means), default=None) for n in sizes}
-    for m in methods:
-        cells = []
-        for n in sizes:
-            v = list(_values(rows, m, n, metric).values())
-            if not v:
-                cells.append("–")
-                continue
-            text = f"{statistics.mean(v):.3f} ± {statistics.pstdev(v):.3f} ({len(v)})"
-            cells.append(f"**{text}**" if means[(m, n)] == best[n] else text)
-        lines.append(f"| `{m}` | " + " | ".join(cells) + " |")
-    return lines + [""]
 
 
 def _paired(rows: list[dict[str, str]], methods: list[str], sizes: list[int], metric: str) -> list[str]:
     """``dwp`` − method per N: mean [95 % t-interval] over the seeds both ran."""
     lines = ["| method | " + " | ".join(f"N = {n}" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
     for m in [m for m in methods if m != "dwp"]:
-        cells = []
-        for n in sizes:
-            ref, other = _values(rows, "dwp", n, metric), _values(rows, m, n, metric)
-            seeds = sorted(set(ref) & set(other))
-            if not seeds:
-                cells.append("–")
-                continue
-            mean, lo, hi = paired_interval([ref[s] - other[s] for s in seeds])
-            cells.append(f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]" if len(seeds) > 1 else f"{mean:+.3f} (1 seed)")
+        cells = [paired_cell(_values(rows, "dwp", n, metric), _values(rows, m, n, metric)) for n in sizes]
         lines.append(f"| `{m}` | " + " | ".join(cells) + " |")
     return lines + [""]
 
 
 def _ablation_table(rows: list[dict[str, str]], scale: TransferScale, n: int) -> list[str]:
     """The ablations at N = ``n``: best validation Dice (the choice) and test metrics, each with its paired
-    difference against ``dwp`` over the seeds both ran, and the variant chosen on validation."""
+    difference against the method it varies (its row of the main table) over the seeds both ran, and the variant
+    of each method chosen on validation."""
     names = [a for a in (*ABLATION_FAMILIES, *scale.ablations)
              if _values(rows, a, n, "best_val_dice")]
     lines = [f"### N = {n}", "",
-             "| variant | what differs | best validation Dice | − `dwp` | test pooled Dice | − `dwp` | ECE |",
+             "| variant | what differs | best validation Dice | − its method | test pooled Dice | − its method | ECE |",
              "|---|---|---|---|---|---|---|"]
     val_means = {}
     for name in names:
@@ -338,20 +270,11 @@ def _ablation_table(rows: list[dict[str, str]], scale: TransferScale, n: int) ->
                 else "reference (the table above)")
         cells = []
         for metric in ("best_val_dice", "val_pooled_dice"):
-            mine, ref = _values(rows, name, n, metric), _values(rows, "dwp", n, metric)
-            if not mine:
-                cells += ["–", "–"]
-                continue
-            if metric == "best_val_dice":
+            mine = _values(rows, name, n, metric)
+            if metric == "best_val_dice" and mine:
                 val_means[name] = statistics.mean(mine.values())
-            cells.append(f"{statistics.mean(mine.values()):.3f} ± {statistics.pstdev(mine.values()):.3f} "
-                         f"({len(mine)})")
-            seeds = sorted(set(mine) & set(ref))
-            if name == "dwp" or not seeds:
-                cells.append("–")
-                continue
-            mean, lo, hi = paired_interval([mine[k] - ref[k] for k in seeds])
-            cells.append(f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]" if len(seeds) > 1 else f"{mean:+.3f} (1 seed)")
+            cells.append(mean_sd(list(mine.values())))
+            cells.append(paired_cell(mine, _values(rows, method, n, metric)) if name != method else "–")
         ece = list(_values(rows, name, n, "ece").values())
         cells.append(f"{statistics.mean(ece):.4f}" if ece else "–")
         lines.append(f"| `{name}` | {what} | " + " | ".join(cells) + " |")
@@ -424,13 +347,15 @@ def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferS
     for metric in METRICS:
         if any(_values(rows, m, n, metric) for m in methods for n in sizes):
             lines += [f"## {LABELS[metric]} (mean ± sd over seeds, number of seeds)", ""]
-            lines += _table(rows, methods, sizes, metric)
+            lines += mean_table(lambda m, n: _values(rows, m, n, metric), methods, sizes,
+                                 higher_is_better=metric in HIGHER_IS_BETTER)
     ablation_sizes = [n for n in scale.ablation_sizes if any(_values(rows, a, n, "best_val_dice")
                                                              for a in scale.ablations)]
     if ablation_sizes:
         lines += ["## Ablations of `dwp`, chosen on the validation split", "",
                   "Same seeds, splits and budget as the table above; each variant changes one thing (the overrides "
-                  "of the finetune bundle in the second column). The choice is the highest mean best-validation Dice "
+                  "of the finetune bundle in the second column), and its differences are paired with the seeds of the "
+                  "method it varies (`dwp` for the `dwp_*` variants). The choice is the highest mean best-validation Dice "
                   f"({scale.handoffs.num_val_cases} validation cases per seed, so a noisy choice); the test columns "
                   "only report.", ""]
         for n in ablation_sizes:
@@ -471,23 +396,6 @@ def write_figure(rows: list[dict[str, str]], scale: TransferScale, path: Path) -
         size_axis(ax, sizes, LABELS[metric])
     axes[0].legend(fontsize=8)
     save_figure(fig, path)
-
-
-def size_axis(ax: object, sizes: list[int], ylabel: str) -> None:
-    """An axis of some metric against the target training size N."""
-    ax.set_xlabel("target training cases N")
-    ax.set_ylabel(ylabel)
-    ax.set_xticks(sizes)
-    ax.grid(alpha=0.3)
-
-
-def save_figure(fig: object, path: Path) -> None:
-    """Write ``fig`` to ``path`` as a PNG (atomically) and close it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    atomic_write(path, "wb", lambda f: fig.savefig(f, dpi=90, format="png"))
-    plt.close(fig)
 
 
 def describe_swag(swag_ckpt: Path, pretrain_epochs: int | None = None) -> str:

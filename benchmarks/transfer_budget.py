@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import transfer  # noqa: E402
-from _stats import paired_interval  # noqa: E402
+from _runs import describe_machine  # noqa: E402
+from _tables import mean_sd, paired_cell, save_figure, size_axis  # noqa: E402
 from monai_dwp.utils.io import atomic_write  # noqa: E402
 from monai_dwp.utils.validation import check_int  # noqa: E402
 
@@ -79,20 +80,6 @@ def _values(rows: list[dict[str, str]], recipe: tuple[str, int], method: str, n:
     return transfer._values([r for r in rows if _key(r) == recipe], method, n, metric)
 
 
-def _cell(values: list[float], digits: int = 3) -> str:
-    if not values:
-        return "–"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.pstdev(values):.{digits}f} ({len(values)})"
-
-
-def _diff(a: dict[int, float], b: dict[int, float]) -> str:
-    seeds = sorted(set(a) & set(b))
-    if not seeds:
-        return "–"
-    mean, lo, hi = paired_interval([a[s] - b[s] for s in seeds])
-    return f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]" if len(seeds) > 1 else f"{mean:+.3f} (1 seed)"
-
-
 def summarise(rows: list[dict[str, str]], recipes: tuple[Recipe, ...], baseline: tuple[str, int], path: Path,
               machine: str = "") -> None:
     """Write the study's markdown: test Dice per recipe, the best validation Dice, the size effect and each recipe
@@ -121,7 +108,7 @@ def summarise(rows: list[dict[str, str]], recipes: tuple[Recipe, ...], baseline:
                   "|---|---|" + "---|" * len(sizes)]
         for m in methods:
             for k in names:
-                cells = [_cell(list(_values(rows, k, m, n, metric).values())) for n in sizes]
+                cells = [mean_sd(list(_values(rows, k, m, n, metric).values())) for n in sizes]
                 if any(c != "–" for c in cells):
                     lines.append(f"| `{m}` | {label[k]} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -132,7 +119,7 @@ def summarise(rows: list[dict[str, str]], recipes: tuple[Recipe, ...], baseline:
               "| method | recipe | test Dice | best validation Dice |", "|---|---|---|---|"]
     for m in methods:
         for k in names:
-            cells = [_diff(_values(rows, k, m, hi, metric), _values(rows, k, m, lo, metric))
+            cells = [paired_cell(_values(rows, k, m, hi, metric), _values(rows, k, m, lo, metric))
                      for metric in (METRIC, "best_val_dice")]
             if any(c != "–" for c in cells):
                 lines.append(f"| `{m}` | {label[k]} | " + " | ".join(cells) + " |")
@@ -142,7 +129,7 @@ def summarise(rows: list[dict[str, str]], recipes: tuple[Recipe, ...], baseline:
         for k in names[1:]:
             cells = []
             for n in sizes:
-                pair = [_diff(_values(rows, k, m, n, metric), _values(rows, baseline, m, n, metric))
+                pair = [paired_cell(_values(rows, k, m, n, metric), _values(rows, baseline, m, n, metric))
                         for metric in (METRIC, "best_val_dice")]
                 cells.append("–" if pair == ["–", "–"] else " \\| ".join(pair))
             if any(c != "–" for c in cells):
@@ -183,9 +170,9 @@ def write_figure(rows: list[dict[str, str]], recipes: tuple[Recipe, ...], baseli
                     ax.errorbar([n for n, _ in pts], [statistics.mean(v) for _, v in pts],
                                 yerr=[statistics.pstdev(v) for _, v in pts], marker="o", capsize=3,
                                 linestyle="-" if k[0] == "cosine" else "--", label=f"{m}, {k[0]} {k[1]}")
-        transfer.size_axis(ax, sizes, title)
+        size_axis(ax, sizes, title)
     axes[0].legend(fontsize=7)
-    transfer.save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def _read(path: Path) -> list[dict[str, str]]:
@@ -243,7 +230,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer_budget", results: st
         seen = {(r["method"], r["num_train_cases"], r["seed"], _key(r)) for r in rows}
         rows += [r for r in _read(folder / "transfer.csv")
                  if (r["method"], r["num_train_cases"], r["seed"], _key(r)) not in seen]
-    machine = transfer.describe_machine(device, workers)
+    machine = describe_machine(device, workers)
     summarise(rows, recipes, baseline, out / "transfer_budget.md", machine)
     write_figure(rows, recipes, baseline, out / "transfer_budget.png")
     return out / "transfer_budget.md"

@@ -151,34 +151,6 @@ class TestAppendRow(unittest.TestCase):
                 append_row(path, {"method": "dwp"})
 
 
-class TestClaimRunDir(unittest.TestCase):
-    """A run folder is reused only by the run that made it; one made with other settings moves aside."""
-
-    def test_claim(self):
-        sys.path.insert(0, str(REPO / "benchmarks"))
-        from transfer import claim_run_dir
-
-        with tempfile.TemporaryDirectory() as tmp:
-            run = Path(tmp) / "runs" / "dwp_n5_seed1"
-            run.mkdir(parents=True)
-            (run / "model.pt").write_text("made before the check")
-            claim_run_dir(run, {"split_seed": 1})
-            self.assertFalse((run / "model.pt").exists())  # unknown origin: not reused
-            moved = list((Path(tmp) / "replaced").glob("dwp_n5_seed1-*"))
-            self.assertEqual(len(moved), 1)
-            self.assertEqual((moved[0] / "model.pt").read_text(), "made before the check")  # kept, not deleted
-            (run / "model.pt").write_text("this run")
-            claim_run_dir(run, {"split_seed": 1})
-            self.assertEqual((run / "model.pt").read_text(), "this run")  # the same settings: resumed
-            claim_run_dir(run, {"split_seed": 0})
-            self.assertFalse((run / "model.pt").exists())
-            self.assertEqual(len(list((Path(tmp) / "replaced").iterdir())), 2)  # side by side, never nested
-
-
-if __name__ == "__main__":
-    unittest.main()
-
-
 class TestTargetPatch(unittest.TestCase):
     """The target runs' patch may differ from the source nets'; every scale's patch fits the U-Net's encoder."""
 
@@ -209,3 +181,7 @@ class TestMachineTime(unittest.TestCase):
                 {"total_seconds": "", "workers": "2"}]
         self.assertIn("2 runs, 0.75 h of wall-clock time", machine_time(rows))
         self.assertEqual(machine_time([]), "No finished run yet.")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,57 @@
+"""Bundle runs of the benchmark scripts: their folders, their training logs and the machine they ran on."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import time
+from pathlib import Path
+
+__all__ = ["claim_run_dir", "best_validation", "describe_machine"]
+
+MARKER = "benchmark_run.json"
+"""The file in a run folder that holds the settings (bundle overrides) of the run that made it."""
+
+
+def claim_run_dir(ckpt_dir: Path, settings: dict[str, object]) -> None:
+    """Make ``ckpt_dir`` the folder of a run with ``settings`` (its bundle overrides): a folder left by a run with
+    other settings (another split, budget or protocol; or one from before this check) moves to
+    ``<work_dir>/replaced/`` instead of being reused, so a stage is only skipped for outputs of this very run (a
+    benchmark interrupted between training and evaluation resumes at the evaluation)."""
+    marker = ckpt_dir / MARKER
+    want = json.dumps(settings, sort_keys=True, default=str)
+    if ckpt_dir.exists() and not (marker.is_file() and marker.read_text() == want):
+        base = ckpt_dir.parent.parent / "replaced" / f"{ckpt_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        target, k = base, 1
+        while target.exists():
+            target, k = base.with_name(f"{base.name}-{k}"), k + 1
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(ckpt_dir), str(target))
+        print(f"[move] {ckpt_dir.name}: made with other settings, moved to {target}", flush=True)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(want)
+
+
+def best_validation(log: Path) -> tuple[float, int]:
+    """``(best validation Dice, its epoch)`` from the last ``Key metric`` line Ignite's checkpoint logging wrote to
+    a training log (``(nan, -1)`` when there is none)."""
+    found = re.findall(r"Key metric: val_mean_dice best value: ([0-9.eE+-]+) at epoch: (\d+)",
+                       log.read_text(errors="replace")) if log.is_file() else []
+    return (float(found[-1][0]), int(found[-1][1])) if found else (float("nan"), -1)
+
+
+def describe_machine(device: str | None, workers: int) -> str:
+    """The machine in words, for a results file: processor, cores, PyTorch, device, load average at the start."""
+    import torch
+
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cpuinfo = Path("/proc/cpuinfo")
+    models = re.findall(r"model name\s*:\s*(.+)", cpuinfo.read_text()) if cpuinfo.is_file() else []
+    name = torch.cuda.get_device_name(0) if dev.startswith("cuda") and torch.cuda.is_available() else \
+        (models[0].strip() if models else platform.machine())
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"run on {name} ({os.cpu_count()} CPU cores), PyTorch {torch.__version__}, device {dev}, {workers} "
+            f"run(s) side by side, load average {load:.1f} at the start")
