@@ -151,6 +151,37 @@ class TestAppendRow(unittest.TestCase):
                 append_row(path, {"method": "dwp"})
 
 
+class TestAblationTable(unittest.TestCase):
+    """Each variant is paired with the method it varies; the choice uses validation Dice, never the test's."""
+
+    def test_pairs_and_choice(self):
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from transfer import SCALES, _ablation_table
+
+        def row(method, seed, val, test):
+            return {"method": method, "num_train_cases": "5", "seed": str(seed), "best_val_dice": str(val),
+                    "val_pooled_dice": str(test), "ece": "0.01"}
+
+        rows = []
+        for seed in range(3):
+            rows += [row("dwp", seed, 0.30, 0.40), row("gaussian_prior", seed, 0.40, 0.50),
+                     # better on validation, worse on test: still the choice
+                     row("dwp_temperature_0.1", seed, 0.35, 0.30 + 0.01 * seed),
+                     row("dwp_no_dwp_init", seed, 0.32, 0.60),
+                     row("gaussian_prior_source_init", seed, 0.60, 0.70 + 0.01 * seed)]
+        lines = _ablation_table(rows, SCALES["cpu"], 5)
+        text = "\n".join(lines)
+        by_name = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in lines
+                   if line.startswith("| `")}
+        # test Dice against its own method: 0.70–0.72 − gaussian_prior's 0.50, not − dwp's 0.40
+        self.assertTrue(by_name["`gaussian_prior_source_init`"][4].startswith("+0.210 ["))
+        self.assertTrue(by_name["`dwp_no_dwp_init`"][4].startswith("+0.200 ["))
+        self.assertEqual(by_name["`dwp_no_dwp_init`"][2], "+0.020 [+0.020, +0.020]")  # validation, paired
+        self.assertEqual(by_name["`dwp`"][2], "–")  # a reference is not paired with itself
+        self.assertIn("among the `dwp` variants: **`dwp_temperature_0.1`**", text)
+        self.assertIn("among the `gaussian_prior` variants: **`gaussian_prior_source_init`**", text)
+
+
 class TestTargetPatch(unittest.TestCase):
     """The target runs' patch may differ from the source nets'; every scale's patch fits the U-Net's encoder."""
 
