@@ -257,13 +257,14 @@ def _paired(rows: list[dict[str, str]], methods: list[str], sizes: list[int], me
 def _ablation_table(rows: list[dict[str, str]], scale: TransferScale, n: int) -> list[str]:
     """The ablations at N = ``n``: best validation Dice (the choice) and test metrics, each with its paired
     difference against the method it varies (its row of the main table) over the seeds both ran, and the variant
-    of each method chosen on validation."""
+    of each method chosen on validation among those that ran every seed of the method (fewer seeds: shown, not
+    chosen)."""
     names = [a for a in (*ABLATION_FAMILIES, *scale.ablations)
              if _values(rows, a, n, "best_val_dice")]
     lines = [f"### N = {n}", "",
              "| variant | what differs | best validation Dice | − its method | test pooled Dice | − its method | ECE |",
              "|---|---|---|---|---|---|---|"]
-    val_means = {}
+    val_means = {}  # the variants that ran every seed of their method compete
     for name in names:
         method, overrides = ABLATIONS.get(name, (name, {}))
         what = (f"`{method}`, " + ", ".join(f"`{k}={v}`" for k, v in overrides.items()) if name in ABLATIONS
@@ -271,7 +272,7 @@ def _ablation_table(rows: list[dict[str, str]], scale: TransferScale, n: int) ->
         cells = []
         for metric in ("best_val_dice", "val_pooled_dice"):
             mine = _values(rows, name, n, metric)
-            if metric == "best_val_dice" and mine:
+            if metric == "best_val_dice" and mine and set(mine) >= set(_values(rows, method, n, metric)):
                 val_means[name] = statistics.mean(mine.values())
             cells.append(mean_sd(list(mine.values())))
             cells.append(paired_cell(mine, _values(rows, method, n, metric)) if name != method else "–")
@@ -355,7 +356,8 @@ def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferS
         lines += ["## Ablations of `dwp`, chosen on the validation split", "",
                   "Same seeds, splits and budget as the table above; each variant changes one thing (the overrides "
                   "of the finetune bundle in the second column), and its differences are paired with the seeds of the "
-                  "method it varies (`dwp` for the `dwp_*` variants). The choice is the highest mean best-validation Dice "
+                  "method it varies (`dwp` for the `dwp_*` variants). A variant competes once it ran every seed of its "
+                  "method. The choice is the highest mean best-validation Dice "
                   f"({scale.handoffs.num_val_cases} validation cases per seed, so a noisy choice); the test columns "
                   "only report.", ""]
         for n in ablation_sizes:

@@ -169,6 +169,7 @@ class TestAblationTable(unittest.TestCase):
                      row("dwp_temperature_0.1", seed, 0.35, 0.30 + 0.01 * seed),
                      row("dwp_no_dwp_init", seed, 0.32, 0.60),
                      row("gaussian_prior_source_init", seed, 0.60, 0.70 + 0.01 * seed)]
+        rows.append(row("dwp_source_init", 0, 0.90, 0.90))  # one seed of three: shown, not chosen
         lines = _ablation_table(rows, SCALES["cpu"], 5)
         text = "\n".join(lines)
         by_name = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in lines
@@ -179,6 +180,7 @@ class TestAblationTable(unittest.TestCase):
         self.assertEqual(by_name["`dwp_no_dwp_init`"][2], "+0.020 [+0.020, +0.020]")  # validation, paired
         self.assertEqual(by_name["`dwp`"][2], "–")  # a reference is not paired with itself
         self.assertIn("among the `dwp` variants: **`dwp_temperature_0.1`**", text)
+        self.assertEqual(by_name["`dwp_source_init`"][1], "0.900 ± 0.000 (1)")
         self.assertIn("among the `gaussian_prior` variants: **`gaussian_prior_source_init`**", text)
 
 
