@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,9 @@ class GradientRatioHandler:
     ``log_scale``, without touching the parameters' ``.grad``. A ratio far below 1 means the prior, not the
     data, moves that layer (e.g. the posterior scales pinned to the prior); far above 1, the data dominate.
     Values go to TensorBoard as ``grad_ratio/<loc|log_scale>/<layer>``, to :attr:`last_ratios`, and their
-    median over layers to the log. It costs one extra forward and two backward passes per logged iteration.
+    median over layers to the log. It costs one extra forward and two backward passes per logged iteration. A
+    :class:`~monai_dwp.losses.DeepWeightPrior` with a rotating refresh keeps its rotation: the extra KL estimate runs
+    under its :meth:`~monai_dwp.losses.DeepWeightPrior.cache_preserved`.
 
     Args:
         loss: the trainer's :class:`~monai_dwp.losses.ELBOLoss` (with a prior).
@@ -71,7 +74,10 @@ class GradientRatioHandler:
             if loss.aux_loss is not None and loss.aux_weight > 0:
                 data = data + loss.aux_weight * loss.aux_loss(logits, targets)
             g_data = torch.autograd.grad(data, params, allow_unused=True)
-            kl = loss.prior(self.network) * loss.kl_weight
+            # a Deep Weight Prior's rotating refresh must not advance for a logged estimate
+            preserved = getattr(loss.prior, "cache_preserved", contextlib.nullcontext)
+            with preserved():
+                kl = loss.prior(self.network) * loss.kl_weight
             g_kl = torch.autograd.grad(kl, params, allow_unused=True)
         out: dict[str, dict[str, float]] = {"loc": {}, "log_scale": {}}
         for i, name in enumerate(layers):

@@ -6,8 +6,9 @@ import logging
 import math
 import os
 import weakref
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +138,8 @@ class DeepWeightPrior(nn.Module):
     to the all-kernel gradient along a training run). The first call, and the first for other layers (another
     network, other parameter tensors, device or dtype), estimates every kernel; after an edit of the parameters
     in place (``load_state_dict``) call :meth:`reset_cache`. Calls without gradients return the expansion and
-    refresh nothing; every call with gradients refreshes a slice (also one from a logging handler). Costs
+    refresh nothing; every call with gradients refreshes a slice, except inside :meth:`cache_preserved` (a
+    logging handler's estimate). Costs
     ``1 / R`` of the all-kernel VAE pass per step, plus a few element-wise operations over all kernels, and
     memory for five tensors the size of the covered kernels. With ``train_encoder`` the encoders get the
     refreshed slice's gradient scaled by ``K / |slice|`` (about ``R``), unbiased over a whole rotation; encoder
@@ -398,6 +400,28 @@ class DeepWeightPrior(nn.Module):
         is a first-order expansion around the parameters it was estimated at.
         """
         self._caches.clear()
+
+    @contextmanager
+    def cache_preserved(self) -> Iterator[None]:
+        """Calls inside the ``with`` block leave the cache of ``refresh_interval > 1`` as they found it.
+
+        For an estimate outside training, e.g. a logging handler's extra gradient
+        (:class:`~monai_dwp.handlers.GradientRatioHandler`): each call with gradients would otherwise refresh a
+        slice and advance the rotation, so the training steps would refresh other kernels than without the handler.
+        The calls inside still read (and, the first time, fill) the cache; on exit every group's cache is what it
+        was (a shallow copy suffices: a refresh replaces the cached tensors, never writes into them).
+
+        Example::
+
+            with prior.cache_preserved():
+                kl = prior(network)  # the training steps' rotation is unchanged
+        """
+        saved = {group: replace(cache) for group, cache in self._caches.items()}
+        try:
+            yield
+        finally:
+            self._caches.clear()
+            self._caches.update(saved)
 
     def scale_of(self, layer: str) -> Tensor:
         """The normalising scale :math:`s_l` of a covered layer (its own, or its group's), a 0-d tensor."""

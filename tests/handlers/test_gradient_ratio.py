@@ -9,8 +9,8 @@ from monai.engines import SupervisedTrainer
 from torch import nn
 
 from monai_dwp.handlers import GradientRatioHandler
-from monai_dwp.losses import ELBOLoss, GaussianPrior
-from monai_dwp.networks import convert_to_bayesian
+from monai_dwp.losses import DeepWeightPrior, ELBOLoss, GaussianPrior
+from monai_dwp.networks import KernelVAE, convert_to_bayesian
 
 
 def _net() -> nn.Module:
@@ -34,6 +34,19 @@ class TestGradientRatioHandler(unittest.TestCase):
         self.assertAlmostEqual(ratios["log_scale"]["0"], float(g_data[1].norm() / g_kl[1].norm()), places=4)
         self.assertEqual(set(ratios["loc"]), {"0", "2"})
         self.assertTrue(all(p.grad is None for p in net.parameters()))  # training gradients untouched
+
+    def test_keeps_the_refresh_rotation_of_a_deep_weight_prior(self):
+        net = _net()
+        torch.manual_seed(0)
+        prior = DeepWeightPrior([KernelVAE(latent_size=2, hidden_channels=(4, 8, 16))], scales=[0.1],
+                                layer_groups={"0": 0, "2": 0}, refresh_interval=4)
+        loss = ELBOLoss(net, prior, dataset_size=4, voxels_per_case=216, aux_weight=0.0)
+        loss.prior(net).backward()  # a training step fills the cache
+        calls = [c.calls for c in prior._caches.values()]
+        x, y = torch.randn(2, 1, 6, 6, 6), (torch.rand(2, 1, 6, 6, 6) > 0.5).float()
+        ratios = GradientRatioHandler(loss, net, interval=1).ratios(x, y)
+        self.assertTrue(all(0 < v < float("inf") for v in ratios["loc"].values()))
+        self.assertEqual([c.calls for c in prior._caches.values()], calls)  # the rotation did not advance
 
     def test_in_a_trainer_writes_tensorboard(self):
         net = _net()

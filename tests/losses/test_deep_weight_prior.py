@@ -216,6 +216,32 @@ class TestDeepWeightPriorBound(unittest.TestCase):
         kernels = net[2].loc.grad.flatten(0, 1)
         self.assertFalse(torch.allclose(kernels[stale], first["2"].flatten(0, 1)[stale]))
 
+    def test_cache_preserved_keeps_the_rotation(self):
+        net = _net()
+        prior, twin = _prior(refresh_interval=3), _prior(refresh_interval=3)
+        for p in (prior, twin):  # both fill their caches with the same draws
+            torch.manual_seed(2)
+            p(net).backward()
+        with prior.cache_preserved():
+            prior(net).backward()  # an extra estimate (a logging handler's): refreshes a slice, then forgotten
+            prior(net).backward()
+        self.assertEqual([c.calls for c in prior._caches.values()], [c.calls for c in twin._caches.values()])
+        for mine, theirs in zip(prior._caches.values(), twin._caches.values()):
+            torch.testing.assert_close(mine.value, theirs.value)
+            torch.testing.assert_close(mine.grad_loc, theirs.grad_loc)
+        net.zero_grad()
+        torch.manual_seed(3)
+        prior(net).backward()  # the next training step refreshes the slice it would have refreshed
+        grad = net[2].loc.grad.clone()
+        net.zero_grad()
+        torch.manual_seed(3)
+        twin(net).backward()
+        torch.testing.assert_close(grad, net[2].loc.grad)
+        with self.assertRaises(RuntimeError), prior.cache_preserved():
+            prior(net).backward()
+            raise RuntimeError("restored on error too")
+        self.assertEqual([c.calls for c in prior._caches.values()], [c.calls for c in twin._caches.values()])
+
     def test_refresh_trains_the_encoder_and_starts_over_for_another_network(self):
         prior = _prior(refresh_interval=2, train_encoder=True)
         net = _net()
