@@ -35,15 +35,10 @@ import csv
 import dataclasses
 import functools
 import hashlib
-import json
 import math
 import statistics
-import os
-import re
-import shutil
 import sys
 import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,10 +125,10 @@ ABLATIONS: dict[str, tuple[str, dict[str, object]]] = {
     "swag_prior_scale_100": ("swag_prior", {"swag_scale_factor": 100.0}),
 }
 """Ablations of ``dwp`` (and their controls): name -> (method, overrides of the finetune bundle). Each is judged
-against the method it varies on the validation split; the test set only reports. ``dwp_source_init`` starts the posterior at the
-source network (fine-tuning with the kernel prior) and ``gaussian_prior_source_init`` is its control (the same
-start under a Gaussian prior), ``dwp_temperature_0.1`` and ``dwp_temperature_0.01`` weaken the prior ten- and a
-hundredfold (at β = 1 the per-voxel KL is 10–30× the data term for the whole budget), ``dwp_no_dwp_init`` starts at
+against the method it varies on the validation split; the test set only reports. ``dwp_source_init`` starts the
+posterior at the source network (fine-tuning with the kernel prior) and ``gaussian_prior_source_init`` is its
+control (the same start under a Gaussian prior), ``dwp_temperature_0.1`` and ``dwp_temperature_0.01`` weaken the
+prior ten- and a hundredfold (at β = 1 the per-voxel KL is 10–30× the data term for the whole budget), ``dwp_no_dwp_init`` starts at
 PyTorch's initialisation instead of VAE samples. ``source_gaussian_scale_*`` tighten the L2-SP prior around the
 source weights (``prior_scale`` 0.1 in the main table): its scale is chosen on validation among the three.
 ``swag_prior_scale_*`` narrow the SWAG prior (``swag_scale_factor`` λ = 10⁴ in the main table, the bundle's default:
@@ -262,7 +257,8 @@ def _ablation_table(rows: list[dict[str, str]], scale: TransferScale, n: int) ->
     names = [a for a in (*ABLATION_FAMILIES, *scale.ablations)
              if _values(rows, a, n, "best_val_dice")]
     lines = [f"### N = {n}", "",
-             "| variant | what differs | best validation Dice | − its method | test pooled Dice | − its method | ECE |",
+             "| variant | what differs | best validation Dice | − its method | test pooled Dice | − its method "
+             "| ECE |",
              "|---|---|---|---|---|---|---|"]
     val_means = {}  # the variants that ran every seed of their method compete
     for name in names:
