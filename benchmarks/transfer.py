@@ -124,12 +124,12 @@ ABLATIONS: dict[str, tuple[str, dict[str, object]]] = {
     "swag_prior_scale_1": ("swag_prior", {"swag_scale_factor": 1.0}),
     "swag_prior_scale_100": ("swag_prior", {"swag_scale_factor": 100.0}),
 }
-"""Ablations of ``dwp`` (and their controls): name -> (method, overrides of the finetune bundle). Each is judged
-against the method it varies on the validation split; the test set only reports. ``dwp_source_init`` starts the
-posterior at the source network (fine-tuning with the kernel prior) and ``gaussian_prior_source_init`` is its
-control (the same start under a Gaussian prior), ``dwp_temperature_0.1`` and ``dwp_temperature_0.01`` weaken the
-prior ten- and a hundredfold (at β = 1 the per-voxel KL is 10–30× the data term for the whole budget),
-``dwp_no_dwp_init`` starts at PyTorch's initialisation instead of VAE samples. ``source_gaussian_scale_*`` tighten the L2-SP prior around the
+"""Ablations of ``dwp`` (and their controls): name -> (method, overrides of the finetune bundle). Each is judged against
+the method it varies on the validation split; the test set only reports. ``dwp_source_init`` starts the posterior at
+the source network (fine-tuning with the kernel prior) and ``gaussian_prior_source_init`` is its control (the same
+start under a Gaussian prior), ``dwp_temperature_0.1`` and ``dwp_temperature_0.01`` weaken the prior ten- and a
+hundredfold (at β = 1 the per-voxel KL is 10–30× the data term for the whole budget), ``dwp_no_dwp_init`` starts at
+PyTorch's initialisation instead of VAE samples. ``source_gaussian_scale_*`` tighten the L2-SP prior around the
 source weights (``prior_scale`` 0.1 in the main table): its scale is chosen on validation among the three.
 ``swag_prior_scale_*`` narrow the SWAG prior (``swag_scale_factor`` λ = 10⁴ in the main table, the bundle's default:
 "Pre-Train Your Loss" rescales the SWAG variance, and 10⁴ had the best validation Dice among 1, 10² and 10⁴ in the
