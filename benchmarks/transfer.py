@@ -267,11 +267,11 @@ def _ablation_table(rows: list[dict[str, str]], scale: TransferScale, n: int) ->
                 else "reference (the table above)")
         cells = []
         for metric in ("best_val_dice", "val_pooled_dice"):
-            mine = _values(rows, name, n, metric)
-            if metric == "best_val_dice" and mine and set(mine) >= set(_values(rows, method, n, metric)):
+            mine, ref = _values(rows, name, n, metric), _values(rows, method, n, metric)
+            if metric == "best_val_dice" and mine and set(mine) >= set(ref):
                 val_means[name] = statistics.mean(mine.values())
             cells.append(mean_sd(list(mine.values())))
-            cells.append(paired_cell(mine, _values(rows, method, n, metric)) if name != method else "–")
+            cells.append(paired_cell(mine, ref) if name != method else "–")
         ece = list(_values(rows, name, n, "ece").values())
         cells.append(f"{statistics.mean(ece):.4f}" if ece else "–")
         lines.append(f"| `{name}` | {what} | " + " | ".join(cells) + " |")
