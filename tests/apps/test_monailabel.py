@@ -240,6 +240,38 @@ class TestScoring(_Seeded):
             MutualInformationScoring(DWPBundleInferTask(str(SERVED), {}))
 
 
+class TestResizedInput(_Seeded):
+    """A study whose size the pre-processing changes (``CropForegroundd`` removes a zero border, ``DivisiblePadd``
+    pads to a multiple of 16): its prediction comes back on its own grid, and every map keeps whole metadata."""
+
+    def _padded_study(self) -> Path:
+        src = FILES["dataset"] / "imagesTs" / f"{unlabeled_ids(FILES['dataset'])[0]}.nii.gz"
+        img = nib.load(str(src))
+        array = np.pad(np.asarray(img.dataobj, dtype=np.float32), ((3, 2), (4, 1), (2, 3), (0, 0)))
+        affine = img.affine.copy()
+        affine[:3, 3] -= affine[:3, :3] @ np.array([3.0, 4.0, 2.0])  # the same anatomy at the same place
+        path = ROOT / "padded" / "padded_study.nii.gz"
+        path.parent.mkdir(exist_ok=True)
+        nib.save(nib.Nifti1Image(array, affine), str(path))
+        return path
+
+    def test_scoring_task_output_on_the_input_grid(self):
+        image = self._padded_study()
+        shape = nib.load(str(image)).shape[:3]
+        task = DWPBundleInferTask(str(SERVED), {}, skip_writer=True, post_filter=[SaveImaged, Invertd])
+        _, data = task({"image": str(image), "device": "cpu"})
+        self.assertEqual(tuple(data["pred"].shape[-3:]), shape)  # the stock ``Restored`` undid the crop and pad
+        for key in ("pred", "entropy", "mutual_information"):  # the maps stay on the network's grid
+            self.assertEqual(tuple(np.asarray(data[key].meta["affine"]).shape), (4, 4), key)
+        _check_summary(self, data["result"])
+
+    def test_segmentation_on_the_input_grid(self):
+        image = self._padded_study()
+        label_file, result = DWPBundleInferTask(str(SERVED), {})({"image": str(image), "device": "cpu"})
+        _check_label(self, label_file, image)
+        _check_summary(self, result)
+
+
 class TestApps(_Seeded):
     """The stock monaibundle sample app and ours, in process."""
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+from collections.abc import Mapping
 from typing import Any
+
+import torch
 
 from monai.inferers import Inferer
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
@@ -137,6 +140,29 @@ class DWPBundleInferTask(BundleInferTask):
         return out
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict[str, Any]:
-        """The stock inference, one request at a time (Monte Carlo sampling changes the shared network's state)."""
+        """The stock inference, one request at a time (Monte Carlo sampling changes the shared network's state),
+        with the batch dimension of a dict output removed item by item.
+
+        The stock task adds the batch dimension with ``image[None]``, which leaves the image's metadata unbatched
+        (an ``affine`` of shape ``(4, 4)``), and takes a dict output apart with ``decollate_batch``, which splits
+        that metadata too: every map would carry the first row of the affine, and the stock ``Restored``
+        post-transform fails (``affine must be a square matrix``) as soon as the pre-processing changed the image's
+        size (``CropForegroundd``, ``DivisiblePadd``). Here the stock call runs on the batched image with
+        ``convert_to_batch=False`` and each entry of a dict output is indexed ``[0]`` as the stock task indexes a
+        tensor output, which keeps its metadata whole.
+        """
         with self._lock:
-            return super().run_inferer(data, convert_to_batch=convert_to_batch, device=device)
+            if not convert_to_batch or self.input_key not in data:
+                return super().run_inferer(data, convert_to_batch=convert_to_batch, device=device)
+            image = data[self.input_key]
+            data[self.input_key] = (image if torch.is_tensor(image) else torch.from_numpy(image))[None]
+            try:
+                data = super().run_inferer(data, convert_to_batch=False, device=device)
+            finally:
+                data[self.input_key] = image
+            output = data.get(self.output_label_key)
+            if isinstance(output, Mapping):
+                data[self.output_label_key] = {k: v[0] if torch.is_tensor(v) else v for k, v in output.items()}
+            elif torch.is_tensor(output):
+                data[self.output_label_key] = output[0]
+            return data
