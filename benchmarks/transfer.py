@@ -459,6 +459,14 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
     if scale not in SCALES:
         raise SystemExit(f"--scale must be one of {sorted(SCALES)}, got {scale!r}.")
     s = SCALES[scale]
+    if steps is not None:
+        s = dataclasses.replace(s, steps=check_int(steps, "steps", minimum=1, hint="e.g. --steps 600"))
+    if lr_schedule is not None:
+        if lr_schedule not in LR_SCHEDULES:
+            raise SystemExit(f"--lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}.")
+        s = dataclasses.replace(s, lr_schedule=lr_schedule)
+    # ``--methods``/``--sizes`` choose what runs now; the results files report every row of this budget
+    report = s
     if methods:
         s = dataclasses.replace(s, methods=_chosen(methods, s.methods, "methods", scale))
     if sizes:
@@ -470,12 +478,6 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
             raise SystemExit(f"--sizes {unknown} are not sizes of --scale {scale}: {s.sizes}.")
         s = dataclasses.replace(s, sizes=chosen_sizes, ablation_sizes=tuple(n for n in s.ablation_sizes
                                                                             if n in chosen_sizes))
-    if steps is not None:
-        s = dataclasses.replace(s, steps=check_int(steps, "steps", minimum=1, hint="e.g. --steps 600"))
-    if lr_schedule is not None:
-        if lr_schedule not in LR_SCHEDULES:
-            raise SystemExit(f"--lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}.")
-        s = dataclasses.replace(s, lr_schedule=lr_schedule)
     need = max(s.sizes) + s.handoffs.num_val_cases
     if s.handoffs.num_target_pool < need:
         raise SystemExit(f"scale {scale}: num_target_pool {s.handoffs.num_target_pool} < max(N) + validation {need}.")
@@ -516,7 +518,8 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
             jobs += [(n, seed, a) for a in variants for seed in s.seeds if (a, n, seed) not in done]
     workers = check_int(workers, "workers", minimum=1, hint="e.g. --workers 2 on a 2-core machine")
     machine = describe_machine(device, workers)
-    swag_note = describe_swag(handoffs["swag_ckpt"], h.pretrain_epochs) if swag else ""
+    swag_note = (describe_swag(handoffs["swag_ckpt"], h.pretrain_epochs)
+                 if swag or any(ABLATIONS.get(r["method"], (r["method"],))[0] == "swag_prior" for r in same) else "")
     chains = []
     for n, seed, name in jobs:
         epochs, val_interval = budget(s, n)
@@ -551,8 +554,8 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         with lock:  # one whole row per finished run
             append_row(csv_path, row)
             same.append({k: str(v) for k, v in row.items()})
-            write_markdown(same, scale, s, out / "transfer.md", machine, swag_note)
-            write_figure(same, s, out / "transfer.png")
+            write_markdown(same, scale, report, out / "transfer.md", machine, swag_note)
+            write_figure(same, report, out / "transfer.png")
             bar.update()
 
     # N by N, seed by seed: an interrupted benchmark leaves complete (method) sets for the sizes it reached;
@@ -560,8 +563,8 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
     with tqdm(total=len(jobs), desc="transfer runs", unit="run") as bar:
         runner.run_chains(chains, workers=workers, on_done=record)
     if same and not jobs:
-        write_markdown(same, scale, s, out / "transfer.md", machine, swag_note)
-        write_figure(same, s, out / "transfer.png")
+        write_markdown(same, scale, report, out / "transfer.md", machine, swag_note)
+        write_figure(same, report, out / "transfer.png")
     return out / "transfer.md"
 
 
