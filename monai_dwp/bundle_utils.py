@@ -115,6 +115,7 @@ KEY_RULES: dict[str, Callable[[Any, str], Any]] = {
     "resume": as_bool,
     "train_encoder": as_bool,
     "dwp_init": as_bool,
+    "dwp_init_noise": as_bool,
     "source_init": as_bool,
     # counts
     "epochs": _positive_int,

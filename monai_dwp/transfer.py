@@ -189,6 +189,7 @@ def prepare_network(
     generator: torch.Generator | None = None,
     init_scale_ratio: float | None = None,
     source_init: bool = False,
+    dwp_init_noise: bool = False,
 ) -> nn.Module:
     """Initialise ``network`` for ``method`` (in place) and check the hand-offs it needs, before any training.
 
@@ -206,11 +207,16 @@ def prepare_network(
             layer's locations once they are initialised (:func:`~monai_dwp.networks.utils.init_relative_scale`);
             ``None`` keeps the scales as they are. The signal-to-noise ratio ``RMS(loc) / sigma`` of every layer
             is logged.
+        dwp_init_noise: the DWP initialisation (``dwp_init``, and ``dwp`` with ``dwp_init``) draws every kernel from
+            the whole generative model, decoder mean plus decoder noise (a sample of the prior ``p(w)``), instead of
+            taking the decoder mean (:meth:`DeepWeightPrior.initialize`).
 
     Returns:
         ``network``.
     """
     _check_method(method)
+    if not isinstance(dwp_init_noise, bool):
+        raise TypeError(f"dwp_init_noise must be a bool, got {dwp_init_noise!r}; e.g. --dwp_init_noise true.")
     bayesian = any(hasattr(m, "log_scale") for m in network.modules())
     if bayesian != is_bayesian_method(method):
         want = "a Bayesian" if is_bayesian_method(method) else "a deterministic"
@@ -243,7 +249,7 @@ def prepare_network(
         logger.info("posterior locations start at the source network %s", source_ckpt)
     elif method in ("dwp", "dwp_init"):
         if method == "dwp_init" or dwp_init:
-            names = prior.initialize(network, generator=generator)
+            names = prior.initialize(network, generator=generator, decoder_noise=dwp_init_noise)
             modules = dict(network.named_modules())
             ratio = {}
             with torch.no_grad():
@@ -252,8 +258,10 @@ def prepare_network(
                     kernels = layer.loc if hasattr(layer, "loc") else layer.weight  # Bayesian or plain conv
                     ratio[n] = float(kernels.square().mean().sqrt() / prior.scale_of(n))
             logger.info(
-                "DWP initialisation: RMS of the sampled kernels / RMS of the source kernels per layer (1 = the data's "
-                "scale, near 0 = a collapsed prior): %s", ", ".join(f"{n} {v:.2g}" for n, v in ratio.items()),
+                "DWP initialisation: %s; RMS of the sampled kernels / RMS of the source kernels per layer (1 = the "
+                "data's scale, near 0 = a collapsed prior): %s",
+                "decoder mean + decoder noise" if dwp_init_noise else "decoder means",
+                ", ".join(f"{n} {v:.2g}" for n, v in ratio.items()),
             )
     if bayesian:
         if init_scale_ratio is not None:

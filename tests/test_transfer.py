@@ -153,6 +153,14 @@ class TestTransfer(unittest.TestCase):
         before = net.init_conv.loc.clone()
         prepare_network(net, "dwp", prior=prior)
         self.assertFalse(torch.equal(before, net.init_conv.loc))
+        # dwp_init_noise: samples of the prior itself (decoder noise included), from the same generator
+        noisy = DWPUNet(**SMALL)
+        prepare_network(noisy, "dwp_init", prior=prior, generator=torch.Generator().manual_seed(0), dwp_init_noise=True)
+        twin = DWPUNet(**SMALL)
+        prior.initialize(twin, generator=torch.Generator().manual_seed(0), decoder_noise=True)
+        torch.testing.assert_close(noisy.init_conv.weight, twin.init_conv.weight)
+        with self.assertRaisesRegex(TypeError, "dwp_init_noise must be a bool, got 'true'"):
+            prepare_network(DWPUNet(**SMALL), "dwp_init", prior=prior, dwp_init_noise="true")
         loss = make_loss("dwp", net, prior, dataset_size=5)
         self.assertIs(loss.prior, prior)
         self.assertIsNone(make_loss("random_init", DWPUNet(**SMALL), None, 5).prior)

@@ -469,13 +469,21 @@ class DeepWeightPrior(nn.Module):
 
     # ------------------------------------------------------------------ initialisation
     @torch.no_grad()
-    def initialize(self, network: nn.Module, generator: torch.Generator | None = None) -> list[str]:
+    def initialize(self, network: nn.Module, generator: torch.Generator | None = None,
+                   decoder_noise: bool = False) -> list[str]:
         r"""Set the covered kernels of ``network`` to VAE samples: :math:`z \sim \mathcal{N}(0, I)`,
-        :math:`w = s_l \cdot \text{decoder mean}(z)` with :math:`s_l` the layer's scale (see :meth:`scale_of`).
+        :math:`w = s_l \cdot \text{decoder mean}(z)` with :math:`s_l` the layer's scale (see :meth:`scale_of`),
+        or with ``decoder_noise=True`` :math:`w = s_l (\mu_\phi(z) + \sigma_\phi(z) \odot \varepsilon)`, a
+        sample of the prior :math:`p(w)` itself (:meth:`KernelVAE.sample`).
 
         A covered layer may be a :class:`BayesianConv` (its ``loc`` is set; ``log_scale`` is left alone) or an
         ordinary ``nn.ConvNd`` of the same name (its ``weight`` is set: the deterministic ``dwp_init``
         baseline).
+
+        Args:
+            network: the network whose covered layers are set.
+            generator: optional :class:`torch.Generator` for reproducible draws.
+            decoder_noise: draw from the whole generative model instead of taking the decoder means.
 
         Returns:
             The names of the initialised layers.
@@ -501,22 +509,26 @@ class DeepWeightPrior(nn.Module):
                     f"layer {name!r}: the prior's VAE (group {group}) samples kernels of shape {expected}, "
                     f"found weight {tuple(target.shape)}."
                 )
-            samples = self.sample_kernels(target.shape[0] * target.shape[1], group, generator=generator)
+            samples = self.sample_kernels(target.shape[0] * target.shape[1], group, generator=generator,
+                                          decoder_noise=decoder_noise)
             samples = samples / self.scales[group] * self.scale_of(name)
             target.copy_(samples.reshape(target.shape).to(target))
             done.append(name)
         return done
 
     @torch.no_grad()
-    def sample_kernels(self, num_kernels: int, group: int, generator: torch.Generator | None = None) -> Tensor:
-        """``num_kernels`` kernels of group ``group`` on the raw scale, ``s_g`` × decoder mean at ``z ~ N(0, I)``.
+    def sample_kernels(self, num_kernels: int, group: int, generator: torch.Generator | None = None,
+                       decoder_noise: bool = False) -> Tensor:
+        """``num_kernels`` kernels of group ``group`` on the raw scale, ``s_g`` × decoder mean at ``z ~ N(0, I)``
+        (with ``decoder_noise``: ``s_g`` × a draw of ``p(w|z)``, see :meth:`KernelVAE.sample`).
 
         Returns:
             ``(num_kernels, *kernel_size)``.
         """
         if not 0 <= group < len(self.vaes):
             raise ValueError(f"group must be in [0, {len(self.vaes)}), got {group!r}.")
-        samples = self.vaes[group].sample(num_kernels, generator=generator) * self.scales[group]
+        samples = self.vaes[group].sample(num_kernels, generator=generator,
+                                          decoder_noise=decoder_noise) * self.scales[group]
         return samples.squeeze(1)
 
     # ------------------------------------------------------------------ checkpoints
@@ -586,10 +598,12 @@ class DeepWeightPrior(nn.Module):
         )
 
 
-def dwp_initialize(network: nn.Module, prior: DeepWeightPrior, generator: torch.Generator | None = None) -> nn.Module:
-    """DWP initialisation: the covered kernels of ``network`` become VAE samples (see
-    :meth:`DeepWeightPrior.initialize`). Returns ``network`` so it can be used inline in a bundle config."""
+def dwp_initialize(network: nn.Module, prior: DeepWeightPrior, generator: torch.Generator | None = None,
+                   decoder_noise: bool = False) -> nn.Module:
+    """DWP initialisation: the covered kernels of ``network`` become VAE samples (decoder means, or with
+    ``decoder_noise`` samples of the prior itself; see :meth:`DeepWeightPrior.initialize`). Returns ``network`` so it
+    can be used inline in a bundle config."""
     if not isinstance(prior, DeepWeightPrior):
         raise TypeError(f"prior must be a DeepWeightPrior, got {type(prior).__name__}.")
-    prior.initialize(network, generator=generator)
+    prior.initialize(network, generator=generator, decoder_noise=decoder_noise)
     return network

@@ -155,6 +155,10 @@ class TestFinetune(unittest.TestCase):
         out = check(_finetune("dwp", output="no_init", dwp_init="false", amp="False", train_encoder="0"))
         self.assertNotIn("DWP initialisation:", out)  # the string 'false' is not truthy here
 
+    def test_dwp_init_noise_from_the_command_line(self):
+        out = check(_finetune("dwp_init", output="noise_init", dwp_init_noise="true"))
+        self.assertIn("DWP initialisation: decoder mean + decoder noise;", out)
+
     def test_source_init_from_the_command_line(self):
         out = check(_finetune("dwp", output="source_init", source_init="true"))
         self.assertIn("posterior locations start at the source network", out)

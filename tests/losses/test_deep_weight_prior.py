@@ -370,6 +370,12 @@ class TestCheckpointAndInit(unittest.TestCase):
                            DeepWeightPrior([_vae()], [0.1], {"2": 0}))
         kernels = prior.sample_kernels(5, 1, generator=torch.Generator().manual_seed(1))
         self.assertEqual(tuple(kernels.shape), (5, 3, 3, 3))
+        # samples of the prior itself: the decoder noise included, drawn from the same generator
+        noisy = _net()
+        dwp_initialize(noisy, prior, generator=torch.Generator().manual_seed(0), decoder_noise=True)
+        expected = prior.vaes[0].sample(2, generator=torch.Generator().manual_seed(0), decoder_noise=True) * 0.2
+        torch.testing.assert_close(noisy[0].loc, expected.reshape(noisy[0].loc.shape))
+        self.assertFalse(torch.equal(noisy[0].loc, net[0].loc))
         with self.assertRaisesRegex(ValueError, r"group must be in \[0, 2\), got 2"):
             prior.sample_kernels(5, 2)
         with self.assertRaisesRegex(TypeError, "prior must be a DeepWeightPrior, got GaussianPrior"):

@@ -182,6 +182,26 @@ class TestKernelVAE(unittest.TestCase):
         torch.testing.assert_close(s1, vae.decode(z)[0])
         self.assertEqual(vae.double().sample(2).dtype, torch.float64)
 
+    def test_sample_with_decoder_noise(self):
+        """``decoder_noise=True``: a draw of p(w) = ∫ p(w|z) p(z) dz, the decoder mean plus its scaled noise, from
+        the same generator (codes first, then the noise)."""
+        vae = KernelVAE(latent_size=4)
+        with torch.no_grad():
+            vae.decoder.head.bias[1] = -1.0  # decoder scales near e^-1, so the noise is visible
+        with torch.no_grad():
+            drawn = vae.sample(500, generator=torch.Generator().manual_seed(3), decoder_noise=True)
+            g = torch.Generator().manual_seed(3)
+            loc, log_scale = vae.decode(torch.randn(500, 4, generator=g))
+            eps = torch.randn(loc.shape, generator=g)
+        torch.testing.assert_close(drawn, loc + log_scale.exp() * eps)
+        with torch.no_grad():  # the default: the means
+            torch.testing.assert_close(vae.sample(500, generator=torch.Generator().manual_seed(3)), loc)
+        # the noise adds the decoder's variance: the draws spread more than the means
+        noise_var = float((2 * log_scale).exp().mean(0).sum())
+        self.assertGreater(float(drawn.var(0).sum()), float(loc.var(0).sum()) + 0.5 * noise_var)
+        with self.assertRaisesRegex(TypeError, "decoder_noise must be a bool, got str"):
+            vae.sample(2, decoder_noise="yes")
+
     @parameterized.expand(TEST_BAD_ARGS)
     def test_bad_args(self, kwargs, error, pattern):
         with self.assertRaisesRegex(error, pattern):
