@@ -10,7 +10,13 @@ from .calibration import (
     reliability_histogram,
     score_histogram,
 )
-from .kernel_prior import kernel_prior_report, kernels_by_group, prior_report, write_kernel_prior_report
+from .kernel_prior import (
+    kernel_prior_report,
+    kernels_by_group,
+    participation_ratio,
+    prior_report,
+    write_kernel_prior_report,
+)
 
 __all__ = [
     "CalibrationHistograms",
@@ -19,6 +25,7 @@ __all__ = [
     "histogram_roc_auc",
     "kernel_prior_report",
     "kernels_by_group",
+    "participation_ratio",
     "prior_report",
     "reliability_histogram",
     "score_histogram",

@@ -44,7 +44,7 @@ from monai_dwp.networks.nets.kernel_vae_group import KernelVAEGroup
 from monai_dwp.utils.io import atomic_write
 from monai_dwp.utils.validation import check_int
 
-__all__ = ["kernel_prior_report", "kernels_by_group", "prior_report", "write_kernel_prior_report"]
+__all__ = ["kernel_prior_report", "kernels_by_group", "participation_ratio", "prior_report", "write_kernel_prior_report"]
 
 logger = logging.getLogger("monai_dwp.metrics")
 
@@ -66,6 +66,8 @@ _MD_COLUMNS: tuple[tuple[str, str], ...] = (
     ("latent_kl", "latent KL"),
     ("active_units", "active units"),
     ("spectrum_flatness", "flatness"),
+    ("participation", "effective dims: kernels / decoder means / prior samples"),
+    ("rms_ratio", "RMS / kernels': decoder means / prior samples"),
 )
 _CSV_COLUMNS: tuple[str, ...] = (
     "group",
@@ -82,6 +84,11 @@ _CSV_COLUMNS: tuple[str, ...] = (
     "active_units",
     "latent_size",
     "spectrum_flatness",
+    "pr_kernels",
+    "pr_decoder_means",
+    "pr_prior_samples",
+    "rms_decoder_means",
+    "rms_prior_samples",
     "beats_iso",
     "beats_full",
     "num_z_samples",
@@ -379,6 +386,47 @@ def _gaussian_scores(group: int, train: Tensor, heldout: Tensor, batch_size: int
     }
 
 
+def participation_ratio(kernels: Tensor) -> float:
+    r"""The effective number of directions of a set of kernels: the participation ratio
+    :math:`(\sum_i \lambda_i)^2 / \sum_i \lambda_i^2` of the eigenvalues of their ML covariance (``d`` for
+    isotropic kernels, 1 when they vary along one direction only), in float64.
+
+    Args:
+        kernels: ``(K, ...)`` with ``K >= 2``; each kernel is flattened to ``d`` numbers.
+
+    Raises:
+        ValueError: fewer than 2 kernels, or kernels without variance.
+    """
+    x = kernels.reshape(kernels.shape[0], -1).double()
+    if x.shape[0] < 2:
+        raise ValueError(f"participation_ratio needs at least 2 kernels, got {x.shape[0]}.")
+    centred = x - x.mean(0)
+    eigvals = torch.linalg.eigvalsh(centred.T @ centred / x.shape[0]).clamp_min(0.0)
+    total = float(eigvals.sum())
+    if not total > 0:
+        raise ValueError(f"the {x.shape[0]} kernels have no variance (all identical); no participation ratio.")
+    return total**2 / float(eigvals.square().sum())
+
+
+@torch.no_grad()
+def _sample_spread(vae: KernelVAE, train: Tensor, generator: torch.Generator) -> dict[str, float]:
+    """How the VAE's draws spread against the train kernels: participation ratios and RMS ratios of as many decoder
+    means and samples of the prior (decoder noise included, :meth:`KernelVAE.sample`) as there are train kernels
+    (at most 20,000)."""
+    num = min(max(int(train.shape[0]), 2), 20_000)
+    means = vae.sample(num, generator=generator).double().cpu()
+    draws = vae.sample(num, generator=generator, decoder_noise=True).double().cpu()
+    kernels = train.double().cpu()
+    rms = float(kernels.square().mean().sqrt())
+    return {
+        "pr_kernels": participation_ratio(kernels),
+        "pr_decoder_means": participation_ratio(means),
+        "pr_prior_samples": participation_ratio(draws),
+        "rms_decoder_means": float(means.square().mean().sqrt()) / rms,
+        "rms_prior_samples": float(draws.square().mean().sqrt()) / rms,
+    }
+
+
 def kernel_prior_report(
     vaes: Sequence[KernelVAE] | KernelVAEGroup,
     train_kernels: Mapping[int, Tensor] | Sequence[Tensor],
@@ -412,6 +460,12 @@ def kernel_prior_report(
     - ``eigvals``: the eigenvalues of the train kernels' ML covariance :math:`\Sigma`, descending (``d`` floats),
       and ``spectrum_flatness`` :math:`= \exp(\overline{\log\lambda}) / \bar\lambda \in (0, 1]` (1: isotropic,
       as i.i.d. random initial kernels are - nothing to learn beyond a scale);
+    - ``pr_kernels``, ``pr_decoder_means``, ``pr_prior_samples``: the :func:`participation_ratio` (effective
+      number of directions, at most ``d``) of the train kernels, of as many decoder means at
+      :math:`z \sim \mathcal{N}(0, I)` and of as many samples of the prior (decoder noise included); and
+      ``rms_decoder_means``, ``rms_prior_samples`` their RMS over the train kernels' RMS. The DWP initialisation
+      draws decoder means by default (``dwp_init_noise`` draws prior samples): a ``pr_decoder_means`` far below
+      ``pr_kernels`` means those start kernels span fewer directions than the kernels the prior was fitted to;
     - ``gain_over_iso``, ``gain_over_full``: baseline minus ``vae_nll`` (> 0: the VAE is better), and
       ``beats_iso``, ``beats_full`` whether ``vae_nll`` is below each baseline. ``vae_nll`` is an upper bound
       of the VAE's ``-log p``, so ``beats_*`` is a conservative verdict;
@@ -457,13 +511,14 @@ def kernel_prior_report(
     for g, vae in enumerate(vae_list):
         device = next(vae.parameters()).device
         generator = torch.Generator(device=device).manual_seed(seed + g)
+        gauss = _gaussian_scores(g, flat_train[g], flat_held[g], batch_size)  # first: it checks the variance
         was_training = vae.training
         vae.eval()
         try:
             vae_scores = _vae_scores(vae, flat_held[g], num_z_samples, batch_size, generator)
+            spread = _sample_spread(vae, flat_train[g], generator)
         finally:
             vae.train(was_training)
-        gauss = _gaussian_scores(g, flat_train[g], flat_held[g], batch_size)
         row: dict[str, Any] = {
             "group": g,
             "num_train": int(flat_train[g].shape[0]),
@@ -477,6 +532,7 @@ def kernel_prior_report(
             "active_units": vae_scores["active_units"],
             "latent_size": int(vae.latent_size),
             "spectrum_flatness": gauss["spectrum_flatness"],
+            **spread,
             "beats_iso": bool(vae_scores["vae_nll"] < gauss["iso_gauss_nll"]),
             "beats_full": bool(vae_scores["vae_nll"] < gauss["full_gauss_nll"]),
             "num_z_samples": num_z_samples,
@@ -509,6 +565,12 @@ def _check_rows(rows: Any) -> list[Mapping[str, Any]]:
 
 
 def _md_cell(row: Mapping[str, Any], key: str) -> str:
+    if key == "participation":
+        keys = ("pr_kernels", "pr_decoder_means", "pr_prior_samples")
+        return " / ".join(f"{row[k]:.1f}" for k in keys) if all(k in row for k in keys) else "–"
+    if key == "rms_ratio":
+        keys = ("rms_decoder_means", "rms_prior_samples")
+        return " / ".join(f"{row[k]:.2f}" for k in keys) if all(k in row for k in keys) else "–"
     if key == "group":
         return str(row["group"])
     if key == "kernels":
@@ -537,7 +599,10 @@ def _markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         "learned structure a covariance matrix cannot hold). Latent KL: mean KL(r(z|w) ‖ N(0, I)) in nats "
         "(≈ 0: posterior collapse); active units: latent dimensions with mean KL > 0.01 nats. Flatness: "
         "exp(mean log λ) / mean λ of the training kernels' covariance spectrum (1: isotropic, like random "
-        "initial kernels).",
+        "initial kernels). Effective dims: the participation ratio (Σλ)² / Σλ² of the covariance of the training "
+        "kernels, of as many decoder means at z ~ N(0, I) (what the DWP initialisation draws by default) and of as "
+        "many samples of the prior itself (decoder noise included, `dwp_init_noise`); RMS: their RMS over the "
+        "training kernels'.",
         "",
         "| " + " | ".join(header for _, header in _MD_COLUMNS) + " |",
         "|" + "|".join("---:" for _ in _MD_COLUMNS) + "|",

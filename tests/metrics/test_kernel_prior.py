@@ -12,7 +12,13 @@ from torch.utils.data import Dataset, random_split
 
 from monai_dwp.data import KernelDataset
 from monai_dwp.losses import KernelVAELoss
-from monai_dwp.metrics import kernel_prior_report, kernels_by_group, prior_report, write_kernel_prior_report
+from monai_dwp.metrics import (
+    kernel_prior_report,
+    kernels_by_group,
+    participation_ratio,
+    prior_report,
+    write_kernel_prior_report,
+)
 from monai_dwp.networks import KernelVAE, KernelVAEGroup
 
 D = 27
@@ -76,6 +82,38 @@ class TestGaussianBaselines(unittest.TestCase):
         self.assertAlmostEqual(row["full_gauss_nll"], row["iso_gauss_nll"], delta=0.1)
         expected_iso = 0.5 * D * (math.log(2 * math.pi * 0.49) + 1)
         self.assertAlmostEqual(row["iso_gauss_nll"], expected_iso, delta=0.1)
+
+
+class TestSampleSpread(unittest.TestCase):
+    def test_participation_ratio(self):
+        gen = torch.Generator().manual_seed(0)
+        iso = _gaussian_kernels(torch.eye(D, dtype=torch.float64), 20000, gen)
+        self.assertAlmostEqual(participation_ratio(iso), D, delta=0.5)  # isotropic: every direction
+        line = torch.randn(500, 1, generator=gen) * torch.randn(1, D, generator=gen)
+        self.assertAlmostEqual(participation_ratio(line), 1.0, places=6)  # one direction
+        # three equal directions (orthonormal basis, equal variances): exactly 3
+        basis = torch.linalg.qr(torch.randn(D, 3, generator=gen, dtype=torch.float64))[0]
+        coords = torch.randn(20000, 3, generator=gen, dtype=torch.float64)
+        self.assertAlmostEqual(participation_ratio(coords @ basis.T), 3.0, delta=0.05)
+        with self.assertRaisesRegex(ValueError, "needs at least 2 kernels, got 1"):
+            participation_ratio(torch.zeros(1, 3, 3, 3))
+        with self.assertRaisesRegex(ValueError, "the 4 kernels have no variance"):
+            participation_ratio(torch.ones(4, 3, 3, 3))
+
+    def test_report_rows_measure_the_draws(self):
+        """The decoder means of an untrained VAE (decoder noise e^0 = 1 per tap) hardly vary, its prior samples are
+        nearly isotropic: the columns tell the two apart, against the kernels' own spread."""
+        gen = torch.Generator().manual_seed(2)
+        cov = _low_rank_cov(gen)
+        train, heldout = _gaussian_kernels(cov, 4000, gen), _gaussian_kernels(cov, 500, gen)
+        torch.manual_seed(0)
+        row = kernel_prior_report([KernelVAE(**SMALL)], [train], [heldout], num_z_samples=1)[0]
+        self.assertAlmostEqual(row["pr_kernels"], participation_ratio(train), places=6)
+        self.assertGreater(row["pr_prior_samples"], 20.0)
+        self.assertLess(row["pr_kernels"], 10.0)
+        self.assertGreater(row["rms_prior_samples"], row["rms_decoder_means"])
+        for key in ("pr_kernels", "pr_decoder_means", "pr_prior_samples"):
+            self.assertTrue(1.0 <= row[key] <= D + 1e-6, (key, row[key]))
 
 
 class TestVAEScores(unittest.TestCase):
@@ -190,6 +228,8 @@ class TestReportFilesAndEntryPoint(unittest.TestCase):
             table = [line for line in (out / "prior_report.md").read_text().splitlines() if line.startswith("| ")]
             self.assertEqual(len(table), 1 + len(rows))  # header + one row per group
             self.assertIn("full-cov Gaussian", table[0])
+            self.assertIn("effective dims: kernels / decoder means / prior samples", table[0])
+            self.assertRegex(table[1], r"\| [0-9.]+ / [0-9.]+ / [0-9.]+ \| [0-9.]+ / [0-9.]+ \|$")
             self.assertTrue(table[1].startswith("| 0 | "))
             png = (out / "prior_report.png").read_bytes()
             self.assertGreater(len(png), 1000)
