@@ -104,6 +104,18 @@ class TestPretrainAndPrior(unittest.TestCase):
         self.assertEqual(report.count("\n| "), 7 + 1)  # header and one row per group (the separator starts "|-")
         self.assertGreater((ROOT / "prior" / "prior_report.png").stat().st_size, 10_000)
 
+    def test_prior_evaluate_writes_the_report_again(self):
+        """evaluate.json scores the saved prior without refitting it: the held-out ELBO and the prior report (with
+        the spread of its draws) in ``eval/``, the hand-off ``dwp_prior.pt`` untouched."""
+        before = (ROOT / "prior" / "dwp_prior.pt").stat().st_mtime_ns
+        check(run_bundle("dwp_prior", "train", "evaluate", source_ckpts=f"{ROOT}/pretrain/seed*/model.pt",
+                         output_dir=ROOT / "prior", device="cpu", hidden_channels="[4,8,16]", batch_size=4096))
+        report = (ROOT / "prior" / "eval" / "prior_report.md").read_text()
+        self.assertIn("effective dims: kernels / decoder means / prior samples", report)
+        self.assertEqual(report.count("\n| "), 7 + 1)
+        self.assertTrue((ROOT / "prior" / "eval" / "metrics.csv").is_file())
+        self.assertEqual((ROOT / "prior" / "dwp_prior.pt").stat().st_mtime_ns, before)
+
     def test_prior_inference_samples_kernels(self):
         check(run_bundle("dwp_prior", "inference", output_dir=ROOT / "prior", num_kernels=5))
         samples = torch.load(ROOT / "prior" / "prior_samples.pt", weights_only=True)
