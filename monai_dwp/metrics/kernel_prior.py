@@ -402,24 +402,28 @@ def participation_ratio(kernels: Tensor) -> float:
         raise ValueError(f"participation_ratio needs at least 2 kernels, got {x.shape[0]}.")
     centred = x - x.mean(0)
     eigvals = torch.linalg.eigvalsh(centred.T @ centred / x.shape[0]).clamp_min(0.0)
-    total = float(eigvals.sum())
-    if not total > 0:
+    if not float(eigvals.sum()) > 0:
         raise ValueError(f"the {x.shape[0]} kernels have no variance (all identical); no participation ratio.")
-    return total**2 / float(eigvals.square().sum())
+    return _participation(eigvals)
+
+
+def _participation(eigvals: Tensor) -> float:
+    """``(Σλ)² / Σλ²`` of non-negative covariance eigenvalues with a positive sum."""
+    return float(eigvals.sum()) ** 2 / float(eigvals.square().sum())
 
 
 @torch.no_grad()
-def _sample_spread(vae: KernelVAE, train: Tensor, generator: torch.Generator) -> dict[str, float]:
-    """How the VAE's draws spread against the train kernels: participation ratios and RMS ratios of as many decoder
-    means and samples of the prior (decoder noise included, :meth:`KernelVAE.sample`) as there are train kernels
-    (at most 20,000)."""
+def _sample_spread(vae: KernelVAE, train: Tensor, eigvals: Tensor, generator: torch.Generator) -> dict[str, float]:
+    """How the VAE's draws spread against the train kernels (whose covariance eigenvalues ``eigvals``
+    :func:`_gaussian_scores` computed): participation ratios and RMS ratios of as many decoder means and samples of
+    the prior (decoder noise included, :meth:`KernelVAE.sample`) as there are train kernels (at most 20,000)."""
     num = min(max(int(train.shape[0]), 2), 20_000)
     means = vae.sample(num, generator=generator).double().cpu()
     draws = vae.sample(num, generator=generator, decoder_noise=True).double().cpu()
     kernels = train.double().cpu()
     rms = float(kernels.square().mean().sqrt())
     return {
-        "pr_kernels": participation_ratio(kernels),
+        "pr_kernels": _participation(eigvals),
         "pr_decoder_means": participation_ratio(means),
         "pr_prior_samples": participation_ratio(draws),
         "rms_decoder_means": float(means.square().mean().sqrt()) / rms,
@@ -516,7 +520,8 @@ def kernel_prior_report(
         vae.eval()
         try:
             vae_scores = _vae_scores(vae, flat_held[g], num_z_samples, batch_size, generator)
-            spread = _sample_spread(vae, flat_train[g], generator)
+            spread = _sample_spread(vae, flat_train[g], torch.tensor(gauss["eigvals"], dtype=torch.float64),
+                                    generator)
         finally:
             vae.train(was_training)
         row: dict[str, Any] = {
