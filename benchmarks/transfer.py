@@ -130,8 +130,8 @@ ABLATIONS: dict[str, tuple[str, dict[str, object]]] = {
 the method it varies on the validation split; the test set only reports. ``dwp_source_init`` starts the posterior at
 the source network (fine-tuning with the kernel prior) and ``gaussian_prior_source_init`` is its control (the same
 start under a Gaussian prior), ``dwp_temperature_0.1`` and ``dwp_temperature_0.01`` weaken the prior ten- and a
-hundredfold (at β = 1 the per-voxel KL is 10–30× the data term for the whole budget), ``dwp_no_dwp_init`` starts at
-PyTorch's initialisation instead of VAE samples; ``dwp_prior_sample_init`` and ``dwp_init_prior_sample`` start
+hundredfold (at β = 1 the per-voxel KL is 3–8× the data term over the budget, ``prior_diagnostics.md``),
+``dwp_no_dwp_init`` starts at PyTorch's initialisation instead of VAE samples; ``dwp_prior_sample_init`` and ``dwp_init_prior_sample`` start
 ``dwp`` and ``dwp_init`` at samples of the prior itself (decoder mean plus decoder noise, ``dwp_init_noise``) instead
 of decoder means. ``source_gaussian_scale_*`` tighten the L2-SP prior around the
 source weights (``prior_scale`` 0.1 in the main table): its scale is chosen on validation among the three.
