@@ -130,11 +130,11 @@ class StageRunner:
         ``checkpoint_epoch=<epochs>.pt`` besides ``model.pt``, which the best-metric saver writes mid-run, so that a
         training killed part-way is run again rather than taken as done."""
         if not (self.force or force) and outputs and all(Path(p).exists() for p in outputs):
-            self._say(bar, f"[skip] {name}: outputs exist")
+            self.say(bar, f"[skip] {name}: outputs exist")
             return False
         log = self.log_dir / f"{name}.log"
         printable = " ".join(shlex.quote(str(c)) for c in cmd)
-        self._say(bar, f"[run ] {name}: {printable}")
+        self.say(bar, f"[run ] {name}: {printable}")
         start = time.perf_counter()
         with open(log, "w") as f:
             f.write(printable + "\n\n")
@@ -153,7 +153,7 @@ class StageRunner:
         missing = [str(p) for p in outputs if not Path(p).exists()]
         if missing:
             raise PipelineStageError(f"stage {name!r} ran but did not write {missing}; see {log}")
-        self._say(bar, f"[done] {name} in {time.perf_counter() - start:.0f} s")
+        self.say(bar, f"[done] {name} in {time.perf_counter() - start:.0f} s")
         return True
 
     def run_parallel(self, stages: Sequence[Stage], bar: object | None = None) -> None:
@@ -222,7 +222,8 @@ class StageRunner:
                 raise
 
     @staticmethod
-    def _say(bar: object | None, text: str) -> None:
+    def say(bar: object | None, text: str) -> None:
+        """Print ``text`` above the progress bar ``bar`` (or plainly without one)."""
         if bar is not None and hasattr(bar, "write"):
             bar.write(text)  # type: ignore[attr-defined]
         else:
@@ -333,7 +334,8 @@ def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: obj
     """Stages 1–3 of the chain: the source (MS) and target (tumour) phantoms in ``data``, the source networks
     (``dwp_pretrain``, seeds ``s.seeds`` side by side, with the SWAG moments of their last ``s.swag_epochs``
     epochs) and the kernel prior (``dwp_prior``), into the bundles' ``models/`` of ``runner``. Stages whose outputs
-    exist are skipped, so the hand-offs are made once and reused.
+    exist are skipped, so the hand-offs are made once and reused; the source phantoms are not made when every source
+    network they would train exists (unless the runner forces every stage).
 
     Args:
         swag: whether ``swag.pt`` is a needed output of the source stage (method ``swag_prior``). Source nets that
@@ -360,12 +362,18 @@ def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: obj
             "bundles/dwp_pretrain/configs/train.json --resume true --epochs <more> --swag_start_epoch <its next epoch> "
             "--ckpt_dir <a copy of its folder>` and copy its swag.pt beside model.pt."
         )
-    # 1. data
+    source_outputs = {seed: [sources[seed] / name for name in (*done, *(("swag.pt",) if swag else ()))]
+                      for seed in s.seeds}
+    trained = not runner.force and all(p.is_file() for paths in source_outputs.values() for p in paths)
+    # 1. data (the source phantoms only for source networks still to train)
     for disease, num, test in (("ms", s.num_source_cases, s.num_source_test),
                                ("tumour", s.num_target_pool, s.num_target_test)):
-        cmd = [_python(), "-m", "monai_dwp", "make-data", "--disease", disease, "--num-cases", str(num),
-               "--num-test", str(test), "--spacing", str(s.spacing), "--output-dir", str(data / disease)]
-        runner.run(f"data_{disease}", cmd, [data / disease / "dataset.json"], bar)
+        if disease == "ms" and trained and not (data / disease / "dataset.json").is_file():
+            runner.say(bar, "[skip] data_ms: the source networks it would train exist")
+        else:
+            cmd = [_python(), "-m", "monai_dwp", "make-data", "--disease", disease, "--num-cases", str(num),
+                   "--num-test", str(test), "--spacing", str(s.spacing), "--output-dir", str(data / disease)]
+            runner.run(f"data_{disease}", cmd, [data / disease / "dataset.json"], bar)
         _advance(bar)
     # 2. source networks, trained side by side (with their SWAG moments, written whether needed or not)
     runner.run_parallel([
@@ -373,7 +381,7 @@ def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: obj
          runner.bundle("dwp_pretrain", ["train"], dataset_dir=data / "ms", seed=seed, epochs=s.pretrain_epochs,
                        val_interval=s.pretrain_val_interval, num_val_cases=s.num_source_test,
                        swag_start_epoch=s.pretrain_epochs - s.swag_epochs + 1, **common),
-         [sources[seed] / name for name in (*done, *(("swag.pt",) if swag else ()))])
+         source_outputs[seed])
         for seed in s.seeds
     ], bar)
     # 3. prior

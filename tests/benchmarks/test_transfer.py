@@ -69,6 +69,9 @@ class TestTransferBenchmark(unittest.TestCase):
             self.assertIn("[skip] pretrain_seed0", log)
             self.assertIn("[skip] prior", log)
             self.assertTrue((root / "work" / "data" / "tumour" / "dataset.json").is_file())
+            # the source phantoms are not made for source nets that exist
+            self.assertIn("[skip] data_ms: the source networks it would train exist", log)
+            self.assertFalse((root / "work" / "data" / "ms").exists())
             # a second call, for a subset of the methods and sizes, finds every row and runs nothing; the results
             # files still report every method and N of the budget
             again = subprocess.run(cmd + ["--workers", "2", "--methods", "random_init", "--sizes", "2", "--ablations",
