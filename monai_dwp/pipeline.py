@@ -368,7 +368,7 @@ def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: obj
     # 1. data (the source phantoms only for source networks still to train)
     for disease, num, test in (("ms", s.num_source_cases, s.num_source_test),
                                ("tumour", s.num_target_pool, s.num_target_test)):
-        if disease == "ms" and trained and not (data / disease / "dataset.json").is_file():
+        if disease == "ms" and trained:
             runner.say(bar, "[skip] data_ms: the source networks it would train exist")
         else:
             cmd = [_python(), "-m", "monai_dwp", "make-data", "--disease", disease, "--num-cases", str(num),
