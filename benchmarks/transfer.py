@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 from _runs import best_validation, claim_run_dir, describe_machine  # noqa: E402
 from _tables import mean_sd, mean_table, paired_cell, save_figure, size_axis  # noqa: E402
 from monai_dwp.bundle_utils import run_name  # noqa: E402
-from monai_dwp.pipeline import PipelineSettings, StageRunner, default_bundles_dir, make_handoffs  # noqa: E402
+from monai_dwp.pipeline import PipelineSettings, StageRunner, default_bundles_dir, fit_prior, make_handoffs  # noqa: E402
 from monai_dwp.report import collect_metrics  # noqa: E402
 from monai_dwp.transfer import HANDOFFS, LR_SCHEDULES, METHODS  # noqa: E402
 from monai_dwp.utils.io import atomic_write  # noqa: E402
@@ -120,6 +120,10 @@ ABLATIONS: dict[str, tuple[str, dict[str, object]]] = {
     "dwp_no_dwp_init": ("dwp", {"dwp_init": False}),
     "dwp_prior_sample_init": ("dwp", {"dwp_init_noise": True}),
     "dwp_init_prior_sample": ("dwp_init", {"dwp_init_noise": True}),
+    "dwp_train_encoder": ("dwp", {"train_encoder": True}),
+    "dwp_prior_per_layer": ("dwp", {}),
+    "dwp_prior_latent_16": ("dwp", {}),
+    "dwp_prior_unfiltered": ("dwp", {}),
     "gaussian_prior_source_init": ("gaussian_prior", {"source_init": True}),
     "source_gaussian_scale_0.01": ("source_gaussian", {"prior_scale": 0.01}),
     "source_gaussian_scale_0.001": ("source_gaussian", {"prior_scale": 0.001}),
@@ -133,12 +137,27 @@ start under a Gaussian prior), ``dwp_temperature_0.1`` and ``dwp_temperature_0.0
 hundredfold (at β = 1 the per-voxel KL is 3–8× the data term over the budget, ``prior_diagnostics.md``),
 ``dwp_no_dwp_init`` starts at PyTorch's initialisation instead of VAE samples; ``dwp_prior_sample_init`` and ``dwp_init_prior_sample`` start
 ``dwp`` and ``dwp_init`` at samples of the prior itself (decoder mean plus decoder noise, ``dwp_init_noise``) instead
-of decoder means. ``source_gaussian_scale_*`` tighten the L2-SP prior around the
+of decoder means. ``dwp_train_encoder`` fine-tunes the prior's encoders (the auxiliary :math:`r(z|w)` of the
+bound) with the posterior. The ``dwp_prior_*`` variants run ``dwp`` under another prior (:data:`PRIOR_ABLATIONS`).
+``source_gaussian_scale_*`` tighten the L2-SP prior around the
 source weights (``prior_scale`` 0.1 in the main table): its scale is chosen on validation among the three.
 ``swag_prior_scale_*`` narrow the SWAG prior (``swag_scale_factor`` λ = 10⁴ in the main table, the bundle's default:
 "Pre-Train Your Loss" rescales the SWAG variance, and 10⁴ had the best validation Dice among 1, 10² and 10⁴ in the
 benchmark's earlier runs) back to λ = 10² and to the SWAG variance itself (λ = 1): λ is chosen on validation among
 the three."""
+
+
+PRIOR_ABLATIONS: dict[str, dict[str, object]] = {
+    "dwp_prior_per_layer": {"num_groups": 25},
+    "dwp_prior_latent_16": {"latent_size": 16},
+    "dwp_prior_unfiltered": {"min_norm": 0.0},
+}
+"""The :data:`ABLATIONS` that change the prior: name -> overrides of ``dwp_prior``'s ``train.json``. Each variant's
+prior is fitted once (the same source nets, epochs and VAE as the main prior otherwise) into
+``<work_dir>/priors/<name>/`` and read by its runs. ``dwp_prior_per_layer`` fits one VAE per layer (the 25
+convolutions with 3×3×3 kernels of the appendix-B network) instead of the paper's 7 groups of consecutive layers,
+``dwp_prior_latent_16`` a 16-dimensional latent instead of the paper's 6, ``dwp_prior_unfiltered`` keeps the
+near-zero kernels the paper drops (L2 norm < 10⁻²) in the prior's training set."""
 
 
 ABLATION_FAMILIES: tuple[str, ...] = ("dwp", "dwp_init", "gaussian_prior", "source_gaussian", "swag_prior")
@@ -150,7 +169,7 @@ SCALES: dict[str, TransferScale] = {
         handoffs=dataclasses.replace(PipelineSettings.quick(), num_target_pool=5, num_target_test=1, seeds=(0,)),
         sizes=(2, 3), seeds=(0,), methods=("random_init", "dwp"), steps=2, validations=1,
         reduced="a smoke test: 6 mm phantoms, 16³ patches, 2 optimiser steps; its numbers mean nothing",
-        ablations=("dwp_no_dwp_init",), ablation_sizes=(2,),
+        ablations=("dwp_no_dwp_init", "dwp_prior_unfiltered"), ablation_sizes=(2,),
     ),
     "cpu": TransferScale(
         # the prior: 15 epochs instead of the demo's 50; its validation ELBO changed by < 0.05 nats per kernel over
@@ -267,8 +286,9 @@ def _ablation_table(rows: list[dict[str, str]], scale: TransferScale, n: int) ->
     val_means = {}  # the variants that ran every seed of their method compete
     for name in names:
         method, overrides = ABLATIONS.get(name, (name, {}))
-        what = (f"`{method}`, " + ", ".join(f"`{k}={v}`" for k, v in overrides.items()) if name in ABLATIONS
-                else "reference (the table above)")
+        changes = [f"`{k}={v}`" for k, v in overrides.items()]
+        changes += [f"prior fitted with `{k}={v}`" for k, v in PRIOR_ABLATIONS.get(name, {}).items()]
+        what = f"`{method}`, " + ", ".join(changes) if name in ABLATIONS else "reference (the table above)"
         cells = []
         for metric in ("best_val_dice", "val_pooled_dice"):
             mine, ref = _values(rows, name, n, metric), _values(rows, method, n, metric)
@@ -350,12 +370,11 @@ def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferS
             lines += [f"## {LABELS[metric]} (mean ± sd over seeds, number of seeds)", ""]
             lines += mean_table(lambda m, n: _values(rows, m, n, metric), methods, sizes,
                                  higher_is_better=metric in HIGHER_IS_BETTER)
-    ablation_sizes = [n for n in scale.ablation_sizes if any(_values(rows, a, n, "best_val_dice")
-                                                             for a in scale.ablations)]
+    ablation_sizes = [n for n in sizes if any(_values(rows, a, n, "best_val_dice") for a in scale.ablations)]
     if ablation_sizes:
         lines += ["## Ablations of `dwp`, chosen on the validation split", "",
                   "Same seeds, splits and budget as the table above; each variant changes one thing (the overrides "
-                  "of the finetune bundle in the second column), and its differences are paired with the seeds of the "
+                  "of the finetune bundle, or of the prior's fit, in the second column), and its differences are paired with the seeds of the "
                   "method it varies (`dwp` for the `dwp_*` variants). A variant competes once it ran every seed of its "
                   "method. The choice is the highest mean best-validation Dice "
                   f"({scale.handoffs.num_val_cases} validation cases per seed, so a noisy choice); the test columns "
@@ -428,10 +447,21 @@ def _chosen(value: object, allowed: tuple[str, ...], flag: str, scale: str) -> t
     return chosen
 
 
+def _sizes(value: object, allowed: tuple[int, ...], flag: str, what: str) -> tuple[int, ...]:
+    """The N of a comma-separated option (fire turns ``--flag 5,10`` into ``(5, 10)`` and ``--flag 5`` into ``5``),
+    each one of ``allowed``."""
+    listed = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    chosen = tuple(check_int(int(str(n).strip()) if str(n).strip().isdigit() else n, flag) for n in listed)
+    unknown = [n for n in chosen if n not in allowed]
+    if unknown:
+        raise SystemExit(f"--{flag} {unknown} are not {what}: {allowed}.")
+    return chosen
+
+
 def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | None = None, device: str | None = None,
          bundles_dir: str | None = None, methods: str | None = None, workers: int = 1, ablations: bool | str = True,
-         sizes: str | int | None = None, steps: int | None = None, lr_schedule: str | None = None,
-         data_dir: str | None = None) -> Path:
+         sizes: str | int | None = None, ablation_sizes: str | int | None = None, steps: int | None = None,
+         lr_schedule: str | None = None, data_dir: str | None = None) -> Path:
     """Run (or resume) the benchmark and write ``transfer.csv``, ``transfer.md`` and ``transfer.png``.
 
     Args:
@@ -450,6 +480,8 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
             keeps both cores busy through the single-threaded parts of each run). Wall times in the CSV are then
             those of runs sharing the machine; ``workers`` is recorded in every row.
         sizes: comma-separated subset of the scale's N (e.g. ``5,20``), for a budget study.
+        ablation_sizes: the N at which the ablations run (comma-separated, among ``sizes``) instead of the scale's
+            ``ablation_sizes``, e.g. ``--sizes 10 --ablation_sizes 10 --ablations dwp_source_init``.
         steps: optimiser steps per run instead of the scale's (a budget study; use its own ``--results``).
         lr_schedule: ``constant`` or ``cosine`` instead of the scale's (a budget study; use its own ``--results``).
         data_dir: the phantoms' folder (default ``<work_dir>/data``; made there when it holds none), so that studies
@@ -474,14 +506,12 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
     if methods:
         s = dataclasses.replace(s, methods=_chosen(methods, s.methods, "methods", scale))
     if sizes:
-        listed = sizes if isinstance(sizes, (list, tuple)) else str(sizes).split(",")
-        chosen_sizes = tuple(check_int(int(str(n).strip()) if str(n).strip().isdigit() else n, "sizes")
-                             for n in listed)
-        unknown = [n for n in chosen_sizes if n not in s.sizes]
-        if unknown:
-            raise SystemExit(f"--sizes {unknown} are not sizes of --scale {scale}: {s.sizes}.")
+        chosen_sizes = _sizes(sizes, s.sizes, "sizes", f"sizes of --scale {scale}")
         s = dataclasses.replace(s, sizes=chosen_sizes, ablation_sizes=tuple(n for n in s.ablation_sizes
                                                                             if n in chosen_sizes))
+    if ablation_sizes:
+        s = dataclasses.replace(s, ablation_sizes=_sizes(ablation_sizes, s.sizes, "ablation_sizes",
+                                                         "among the sizes run (--sizes)"))
     need = max(s.sizes) + s.handoffs.num_val_cases
     if s.handoffs.num_target_pool < need:
         raise SystemExit(f"scale {scale}: num_target_pool {s.handoffs.num_target_pool} < max(N) + validation {need}.")
@@ -499,6 +529,9 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         ablations, s.ablations, "ablations", scale)
     swag = "swag_prior" in s.methods or any(ABLATIONS[a][0] == "swag_prior" for a in variants)
     handoffs = make_handoffs(runner, h, Path(data_dir).resolve() if data_dir else work / "data", swag=swag)
+    # the ablations' own priors, fitted once each before any run
+    priors = {a: fit_prior(runner, h, output_dir=work / "priors" / a, name=f"prior_{a}", **PRIOR_ABLATIONS[a])
+              for a in variants if a in PRIOR_ABLATIONS}
     common = {"spacing": [h.spacing] * 3, "patch_size": [s.target_patch] * 3, "batch_size": h.batch_size,
               "num_samples": h.num_samples, "dataset_dir": handoffs["target_data"],
               "num_val_cases": h.num_val_cases, "source_ckpt": handoffs["source_ckpt"],
@@ -531,6 +564,8 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         method, overrides = ABLATIONS.get(name, (name, {}))
         args = dict(common, method=method, num_train_cases=n, seed=seed, split_seed=seed, ckpt_dir=ckpt_dir,
                     lr_schedule=s.lr_schedule, **overrides)
+        if name in priors:
+            args["prior_ckpt"] = priors[name]
         claim_run_dir(ckpt_dir, {"epochs": epochs, "val_interval": val_interval, "mc_samples": h.mc_samples, **args})
         chains.append([
             (f"{run_name(name, n, seed)}_train",
@@ -545,7 +580,8 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
     def fingerprint(name: str) -> str:
         method, overrides = ABLATIONS.get(name, (name, {}))
         keys = set(HANDOFFS[method]) | ({"source_ckpt"} if overrides.get("source_init") else set())
-        return handoff_fingerprint({k: common[k] for k in keys}) if keys else "none"
+        files = dict(common, prior_ckpt=priors.get(name, common["prior_ckpt"]))
+        return handoff_fingerprint({k: files[k] for k in keys}) if keys else "none"
 
     def record(index: int, seconds: list[float]) -> None:
         n, seed, method = jobs[index]

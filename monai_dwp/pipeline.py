@@ -26,7 +26,15 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["PipelineSettings", "PipelineStageError", "StageRunner", "make_handoffs", "run_pipeline", "default_bundles_dir"]
+__all__ = [
+    "PipelineSettings",
+    "PipelineStageError",
+    "StageRunner",
+    "default_bundles_dir",
+    "fit_prior",
+    "make_handoffs",
+    "run_pipeline",
+]
 
 Stage = tuple[str, Sequence[str], Sequence[Path]]
 """One stage of a chain: its name (and log file), its command and the outputs whose existence skips it."""
@@ -385,13 +393,7 @@ def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: obj
         for seed in s.seeds
     ], bar)
     # 3. prior
-    prior_ckpt = models["dwp_prior"] / "dwp_prior.pt"
-    cmd = runner.bundle("dwp_prior", ["train"], source_ckpts=[models["dwp_pretrain"] / f"seed{seed}" / "model.pt"
-                                                             for seed in s.seeds],
-                        epochs=s.prior_epochs, hidden_channels=list(s.vae_hidden))
-    # a prior older than a source net it is fitted to is stale (the nets were trained again): fit it again
-    sources = [models["dwp_pretrain"] / f"seed{seed}" / "model.pt" for seed in s.seeds]
-    runner.run("prior", cmd, [prior_ckpt], bar, force=is_stale(prior_ckpt, sources))
+    prior_ckpt = fit_prior(runner, s, bar)
     _advance(bar)
     return {"source_data": data / "ms", "target_data": data / "tumour",
             "source_ckpt": models["dwp_pretrain"] / f"seed{s.seeds[0]}" / "model.pt",
@@ -404,6 +406,31 @@ def is_stale(output: Path, inputs: Sequence[Path]) -> bool:
         return False
     made = output.stat().st_mtime
     return any(p.is_file() and p.stat().st_mtime > made for p in inputs)
+
+
+def fit_prior(runner: StageRunner, s: PipelineSettings, bar: object | None = None, output_dir: Path | None = None,
+              name: str = "prior", **overrides: object) -> Path:
+    """Stage 3 of the chain: the kernel prior (``dwp_prior``) fitted to the source networks of seeds ``s.seeds`` in
+    the bundles' ``models/`` of ``runner``, skipped when its ``dwp_prior.pt`` exists and is newer than every source
+    network (a prior older than a net it is fitted to is stale: the nets were trained again).
+
+    Args:
+        output_dir: where the prior goes (default: ``dwp_prior``'s ``models/``); a variant fitted with
+            ``overrides`` goes into a folder of its own, so the bundles' prior stays the one the methods use.
+        name: the stage's name (and log file).
+        overrides: of ``dwp_prior``'s ``train.json`` (e.g. ``latent_size=16``), for an ablation's prior.
+
+    Returns:
+        the path of the fitted ``dwp_prior.pt``.
+    """
+    sources = [runner.bundles_dir / "dwp_pretrain" / "models" / f"seed{seed}" / "model.pt" for seed in s.seeds]
+    out = Path(output_dir) if output_dir is not None else runner.bundles_dir / "dwp_prior" / "models"
+    prior_ckpt = out / "dwp_prior.pt"
+    where = {"output_dir": out} if output_dir is not None else {}
+    cmd = runner.bundle("dwp_prior", ["train"], source_ckpts=sources, epochs=s.prior_epochs,
+                        hidden_channels=list(s.vae_hidden), **where, **overrides)
+    runner.run(name, cmd, [prior_ckpt], bar, force=is_stale(prior_ckpt, sources))
+    return prior_ckpt
 
 
 def _advance(bar: object | None) -> None:

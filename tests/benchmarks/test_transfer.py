@@ -38,7 +38,7 @@ class TestTransferBenchmark(unittest.TestCase):
             rows = list(csv.DictReader((root / "results" / "transfer.csv").open()))
             self.assertEqual(sorted((r["method"], r["num_train_cases"], r["seed"]) for r in rows),
                              [("dwp", "2", "0"), ("dwp", "3", "0"), ("dwp_no_dwp_init", "2", "0"),
-                              ("random_init", "2", "0"), ("random_init", "3", "0")])
+                              ("dwp_prior_unfiltered", "2", "0"), ("random_init", "2", "0"), ("random_init", "3", "0")])
             for r in rows:
                 self.assertEqual((r["scale"], r["steps"], r["lr_schedule"]), ("tiny", "2", "constant"))
                 self.assertEqual(r["split_seed"], r["seed"])  # each seed its own cases
@@ -48,7 +48,10 @@ class TestTransferBenchmark(unittest.TestCase):
                 self.assertGreater(float(r["total_seconds"]), 0.0)
                 # the hand-offs a run read: the prior for dwp, nothing for random_init
                 self.assertRegex(r["handoffs"], r"^[0-9a-f]{12}$" if r["method"].startswith("dwp") else r"^none$")
-            self.assertEqual(len({r["handoffs"] for r in rows if r["method"].startswith("dwp")}), 1)
+            # one prior for dwp and its finetune variant, another for the prior's variant
+            fingerprints = {r["method"]: r["handoffs"] for r in rows}
+            self.assertEqual(fingerprints["dwp"], fingerprints["dwp_no_dwp_init"])
+            self.assertNotEqual(fingerprints["dwp"], fingerprints["dwp_prior_unfiltered"])
             md = (root / "results" / "transfer.md").read_text()
             self.assertIn("Kuzina, Egorov & Burnaev (2019)", md)
             self.assertIn("| method | N = 2 | N = 3 |", md)
@@ -63,6 +66,14 @@ class TestTransferBenchmark(unittest.TestCase):
             log = (root / "work" / "logs" / "dwp_no_dwp_init_n2_seed0_train.log").read_text()
             self.assertIn("--dwp_init False", log)
             self.assertIn("--split_seed 0", log)
+            # the prior's variant: fitted once into its own folder, with its override, and read by its run only
+            variant = root / "work" / "priors" / "dwp_prior_unfiltered" / "dwp_prior.pt"
+            self.assertTrue(variant.is_file())
+            self.assertIn("--min_norm 0.0", (root / "work" / "logs" / "prior_dwp_prior_unfiltered.log").read_text())
+            self.assertIn(f"--prior_ckpt {variant}",
+                          (root / "work" / "logs" / "dwp_prior_unfiltered_n2_seed0_train.log").read_text())
+            self.assertNotIn(str(variant), (root / "work" / "logs" / "dwp_n2_seed0_train.log").read_text())
+            self.assertRegex(md, r"\| `dwp_prior_unfiltered` \| `dwp`, prior fitted with `min_norm=0.0` \|")
             self.assertGreater((root / "results" / "transfer.png").stat().st_size, 5_000)
             # the hand-offs in the bundles' models/ were reused, the target phantoms made
             log = proc.stdout + proc.stderr
@@ -78,7 +89,7 @@ class TestTransferBenchmark(unittest.TestCase):
                                           "0"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
             self.assertEqual(again.returncode, 0, again.stderr[-3000:])
             self.assertNotIn("[run ]", again.stdout + again.stderr)
-            self.assertEqual(len(list(csv.DictReader((root / "results" / "transfer.csv").open()))), 5)
+            self.assertEqual(len(list(csv.DictReader((root / "results" / "transfer.csv").open()))), 6)
 
             def unloaded(text: str) -> str:
                 return re.sub(r"load average [0-9.]+", "load average", text)
