@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from monai_dwp.pipeline import PipelineSettings, PipelineStageError, StageRunner, is_stale, run_pipeline
+from monai_dwp.pipeline import PipelineSettings, PipelineStageError, StageRunner, fit_prior, is_stale, run_pipeline
 from monai_dwp.transfer import METHODS
 
 from ._quick_chain import copy_bundles, quick_chain, quiet_env
@@ -165,6 +165,41 @@ class TestPipeline(unittest.TestCase):
             self.assertFalse(is_stale(prior, [source, Path(tmp) / "missing.pt"]))
             os.utime(source, (3_000, 3_000))  # the source net was trained again
             self.assertTrue(is_stale(prior, [source]))
+
+    def test_fit_prior_variant_goes_to_its_own_folder_and_is_refitted_when_stale(self):
+        class Recording(StageRunner):
+            def run(self, name, cmd, outputs, bar=None, threads=None, force=False):
+                self.calls.append((name, list(cmd), list(outputs), force))
+                return True
+
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            runner = Recording(root / "work", None, False, root / "bundles")
+            runner.calls = []
+            s = dataclasses.replace(PipelineSettings.quick(), seeds=(0, 1))
+            source = root / "bundles" / "dwp_pretrain" / "models" / "seed0" / "model.pt"
+            # the bundles' own prior: no output_dir override
+            self.assertEqual(fit_prior(runner, s), root / "bundles" / "dwp_prior" / "models" / "dwp_prior.pt")
+            name, cmd, outputs, force = runner.calls[-1]
+            self.assertEqual(name, "prior")
+            self.assertNotIn("--output_dir", cmd)
+            self.assertIn(f"['{source}','{source.parent.parent / 'seed1' / 'model.pt'}']", cmd)
+            self.assertEqual(cmd[cmd.index("--epochs") + 1], str(s.prior_epochs))
+            # a variant: its override and its own folder; stale (refitted) once a source net is newer
+            variant = root / "work" / "priors" / "v"
+            ckpt = fit_prior(runner, s, output_dir=variant, name="prior_v", latent_size=16)
+            self.assertEqual(ckpt, variant / "dwp_prior.pt")
+            name, cmd, outputs, force = runner.calls[-1]
+            self.assertEqual((name, outputs, force), ("prior_v", [ckpt], False))
+            self.assertEqual(cmd[cmd.index("--output_dir") + 1], str(variant))
+            self.assertEqual(cmd[cmd.index("--latent_size") + 1], "16")
+            ckpt.parent.mkdir(parents=True)
+            ckpt.write_text("prior")
+            source.parent.mkdir(parents=True)
+            source.write_text("net")
+            os.utime(ckpt, (1_000, 1_000))
+            fit_prior(runner, s, output_dir=variant, name="prior_v", latent_size=16)
+            self.assertTrue(runner.calls[-1][3])
 
     def test_unknown_method(self):
         with self.assertRaisesRegex(ValueError, r"methods \['bayes'\] are not fine-tuning methods"):

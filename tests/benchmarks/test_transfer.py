@@ -205,6 +205,25 @@ class TestAblationTable(unittest.TestCase):
         self.assertEqual(by_name["`dwp_source_init`"][1], "0.900 ± 0.000 (1)")
         self.assertIn("among the `gaussian_prior` variants: **`gaussian_prior_source_init`**", text)
 
+    def test_a_prior_variant_names_its_fit(self):
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from transfer import SCALES, _ablation_table
+
+        rows = [{"method": m, "num_train_cases": "10", "seed": "0", "best_val_dice": "0.3", "val_pooled_dice": "0.4",
+                 "ece": "0.01"} for m in ("dwp", "dwp_prior_latent_16")]
+        text = "\n".join(_ablation_table(rows, SCALES["cpu"], 10))
+        self.assertIn("### N = 10", text)
+        self.assertIn("| `dwp_prior_latent_16` | `dwp`, prior fitted with `latent_size=16` |", text)
+
+    def test_ablation_sizes_must_be_sizes_run(self):
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from transfer import main
+
+        with tempfile.TemporaryDirectory() as tmp:
+            with self.assertRaisesRegex(SystemExit, r"--ablation_sizes \[10\] are not among the sizes run "
+                                                    r"\(--sizes\): \(5,\)"):
+                main(scale="cpu", work_dir=tmp, sizes="5", ablation_sizes="10")
+
 
 class TestTargetPatch(unittest.TestCase):
     """The target runs' patch may differ from the source nets'; every scale's patch fits the U-Net's encoder."""
