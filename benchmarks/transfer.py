@@ -47,7 +47,13 @@ sys.path.insert(0, str(ROOT))
 from _runs import best_validation, claim_run_dir, describe_machine  # noqa: E402
 from _tables import mean_sd, mean_table, paired_cell, save_figure, size_axis  # noqa: E402
 from monai_dwp.bundle_utils import run_name  # noqa: E402
-from monai_dwp.pipeline import PipelineSettings, StageRunner, default_bundles_dir, fit_prior, make_handoffs  # noqa: E402
+from monai_dwp.pipeline import (  # noqa: E402
+    PipelineSettings,
+    StageRunner,
+    default_bundles_dir,
+    fit_prior,
+    make_handoffs,
+)
 from monai_dwp.report import collect_metrics  # noqa: E402
 from monai_dwp.transfer import HANDOFFS, LR_SCHEDULES, METHODS  # noqa: E402
 from monai_dwp.utils.io import atomic_write  # noqa: E402

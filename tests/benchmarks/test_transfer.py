@@ -62,7 +62,8 @@ class TestTransferBenchmark(unittest.TestCase):
             self.assertIn("## Ablations of `dwp`, chosen on the validation split", md)
             self.assertRegex(md, r"\| `dwp_no_dwp_init` \| `dwp`, `dwp_init=False` \| [0-9.]+ ± [0-9.]+ \(1\) \| [+-][0-9.]+ "
                                  r"\(1 seed\) \|")
-            self.assertRegex(md, r"Chosen on the validation split among the `dwp` variants: \*\*`dwp(_no_dwp_init)?`\*\*")
+            self.assertRegex(md, r"Chosen on the validation split among the `dwp` variants: "
+                                 r"\*\*`dwp(_no_dwp_init|_prior_unfiltered)?`\*\*")
             log = (root / "work" / "logs" / "dwp_no_dwp_init_n2_seed0_train.log").read_text()
             self.assertIn("--dwp_init False", log)
             self.assertIn("--split_seed 0", log)
