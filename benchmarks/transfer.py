@@ -382,8 +382,8 @@ def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferS
     if ablation_sizes:
         lines += ["## Ablations of `dwp`, chosen on the validation split", "",
                   "Same seeds, splits and budget as the table above; each variant changes one thing (the overrides "
-                  "of the finetune bundle, or of the prior's fit, in the second column), and its differences are paired with the seeds of the "
-                  "method it varies (`dwp` for the `dwp_*` variants). A variant competes once it ran every seed of its "
+                  "of the finetune bundle, or of the prior's fit, in the second column), and its differences are "
+                  "paired with the seeds of the method it varies (`dwp` for the `dwp_*` variants). A variant competes once it ran every seed of its "
                   "method. The choice is the highest mean best-validation Dice "
                   f"({scale.handoffs.num_val_cases} validation cases per seed, so a noisy choice); the test columns "
                   "only report.", ""]
