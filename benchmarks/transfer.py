@@ -119,6 +119,19 @@ def dwp_estimator(settings: PipelineSettings) -> str:
     return f"refresh={settings.prior_refresh_interval}" if settings.prior_refresh_interval > 1 else "all"
 
 
+PRIOR_ABLATIONS: dict[str, dict[str, object]] = {
+    "dwp_prior_per_layer": {"num_groups": 25},
+    "dwp_prior_latent_16": {"latent_size": 16},
+    "dwp_prior_unfiltered": {"min_norm": 0.0},
+}
+"""The :data:`ABLATIONS` that change the prior: name -> overrides of ``dwp_prior``'s ``train.json``. Each variant's
+prior is fitted once (the same source nets, epochs and VAE as the main prior otherwise) into
+``<work_dir>/priors/<name>/`` and read by its runs. ``dwp_prior_per_layer`` fits one VAE per layer (the 25
+convolutions with 3×3×3 kernels of the appendix-B network) instead of the paper's 7 groups of consecutive layers,
+``dwp_prior_latent_16`` a 16-dimensional latent instead of the paper's 6, ``dwp_prior_unfiltered`` keeps the
+near-zero kernels the paper drops (L2 norm < 10⁻²) in the prior's training set."""
+
+
 ABLATIONS: dict[str, tuple[str, dict[str, object]]] = {
     "dwp_source_init": ("dwp", {"source_init": True}),
     "dwp_temperature_0.1": ("dwp", {"kl_temperature": 0.1}),
@@ -127,9 +140,7 @@ ABLATIONS: dict[str, tuple[str, dict[str, object]]] = {
     "dwp_prior_sample_init": ("dwp", {"dwp_init_noise": True}),
     "dwp_init_prior_sample": ("dwp_init", {"dwp_init_noise": True}),
     "dwp_train_encoder": ("dwp", {"train_encoder": True}),
-    "dwp_prior_per_layer": ("dwp", {}),
-    "dwp_prior_latent_16": ("dwp", {}),
-    "dwp_prior_unfiltered": ("dwp", {}),
+    **{name: ("dwp", {}) for name in PRIOR_ABLATIONS},  # dwp under another prior
     "gaussian_prior_source_init": ("gaussian_prior", {"source_init": True}),
     "source_gaussian_scale_0.01": ("source_gaussian", {"prior_scale": 0.01}),
     "source_gaussian_scale_0.001": ("source_gaussian", {"prior_scale": 0.001}),
@@ -151,19 +162,6 @@ source weights (``prior_scale`` 0.1 in the main table): its scale is chosen on v
 "Pre-Train Your Loss" rescales the SWAG variance, and 10⁴ had the best validation Dice among 1, 10² and 10⁴ in the
 benchmark's earlier runs) back to λ = 10² and to the SWAG variance itself (λ = 1): λ is chosen on validation among
 the three."""
-
-
-PRIOR_ABLATIONS: dict[str, dict[str, object]] = {
-    "dwp_prior_per_layer": {"num_groups": 25},
-    "dwp_prior_latent_16": {"latent_size": 16},
-    "dwp_prior_unfiltered": {"min_norm": 0.0},
-}
-"""The :data:`ABLATIONS` that change the prior: name -> overrides of ``dwp_prior``'s ``train.json``. Each variant's
-prior is fitted once (the same source nets, epochs and VAE as the main prior otherwise) into
-``<work_dir>/priors/<name>/`` and read by its runs. ``dwp_prior_per_layer`` fits one VAE per layer (the 25
-convolutions with 3×3×3 kernels of the appendix-B network) instead of the paper's 7 groups of consecutive layers,
-``dwp_prior_latent_16`` a 16-dimensional latent instead of the paper's 6, ``dwp_prior_unfiltered`` keeps the
-near-zero kernels the paper drops (L2 norm < 10⁻²) in the prior's training set."""
 
 
 ABLATION_FAMILIES: tuple[str, ...] = ("dwp", "dwp_init", "gaussian_prior", "source_gaussian", "swag_prior")
