@@ -477,7 +477,7 @@ class _Loop:
         self.scale_name, self.s, self.method, self.device, self.workers = scale_name, scale, method, device, workers
         self.work, self.out, self.bundles, self.data, self.machine = work, out, bundles, data, machine
         self.handoffs = {k: v for k, v in handoffs.items() if k in HANDOFFS[method]}
-        self.runner = StageRunner(work, device, False, bundles)
+        self.runner = StageRunner(work, device, False, bundles, preload=True)
         self.threads = max(1, (os.cpu_count() or 1) // workers)
         self.csv = out / "active_learning.csv"
         self.budget_row = {"scale": scale_name, "method": method, "steps": scale.steps,
@@ -717,7 +717,7 @@ def _prepare_data(runner_work: Path, scale_name: str, scale: ALScale, method: st
     settings = dataclasses.replace(TRANSFER_SCALES[scale_name].handoffs, spacing=scale.spacing,
                                    num_target_pool=scale.num_pool, num_target_test=scale.num_test_data)
     if HANDOFFS[method]:  # source nets / prior in the bundles' models/, reused when they exist
-        handoffs = make_handoffs(StageRunner(runner_work, device, False, bundles), settings, data_dir,
+        handoffs = make_handoffs(StageRunner(runner_work, device, False, bundles, preload=True), settings, data_dir,
                                  swag="swag_ckpt" in HANDOFFS[method])
         return handoffs["target_data"], handoffs
     target = data_dir / "tumour"

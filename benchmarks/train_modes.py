@@ -215,7 +215,7 @@ def main(data_dir: str, prior_ckpt: str, work_dir: str = "runs/train_modes", res
     work = Path(work_dir).resolve()
     out = Path(results).resolve() if results else ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    runner = StageRunner(work, device, False, default_bundles_dir())
+    runner = StageRunner(work, device, False, default_bundles_dir(), preload=True)
     jobs = [(v, s) for s in seed_list for v in chosen]
     chains = []
     for v, s in jobs:

@@ -528,7 +528,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "transfer.csv"
     bundles = Path(bundles_dir).resolve() if bundles_dir else default_bundles_dir()
-    runner = StageRunner(work, device, False, bundles)
+    runner = StageRunner(work, device, False, bundles, preload=True)
     h = s.handoffs
     # ``--ablations 0/1`` arrive as numbers
     variants = (tuple(s.ablations) if ablations else ()) if isinstance(ablations, (bool, int)) else _chosen(
