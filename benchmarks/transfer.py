@@ -132,6 +132,22 @@ convolutions with 3×3×3 kernels of the appendix-B network) instead of the pape
 near-zero kernels the paper drops (L2 norm < 10⁻²) in the prior's training set."""
 
 
+SOURCE_ABLATIONS: dict[str, float] = {"dwp_source_epochs_quarter": 0.25, "dwp_source_epochs_half": 0.5}
+"""The :data:`ABLATIONS` that change the source training length: name -> the fraction of the scale's
+``pretrain_epochs`` (80 at ``--scale cpu``: 20 and 40 epochs; at least 2, SWAG's minimum) that the source nets of
+its prior train for. Each variant trains its own source nets (the same seeds, data and settings otherwise) into
+``<work_dir>/sources/<name>/`` and fits its prior to them, with the main prior's settings, into
+``<work_dir>/priors/<name>/``; its runs read that prior."""
+
+
+def source_settings(settings: PipelineSettings, fraction: float) -> PipelineSettings:
+    """The hand-off settings of a :data:`SOURCE_ABLATIONS` variant: ``fraction`` of the source epochs (at least 2)
+    and SWAG over at most all of them."""
+    epochs = max(2, round(settings.pretrain_epochs * fraction))
+    return dataclasses.replace(settings, pretrain_epochs=epochs, swag_epochs=min(settings.swag_epochs, epochs),
+                               pretrain_val_interval=min(settings.pretrain_val_interval, epochs))
+
+
 ABLATIONS: dict[str, tuple[str, dict[str, object]]] = {
     "dwp_source_init": ("dwp", {"source_init": True}),
     "dwp_temperature_0.1": ("dwp", {"kl_temperature": 0.1}),
@@ -140,7 +156,7 @@ ABLATIONS: dict[str, tuple[str, dict[str, object]]] = {
     "dwp_prior_sample_init": ("dwp", {"dwp_init_noise": True}),
     "dwp_init_prior_sample": ("dwp_init", {"dwp_init_noise": True}),
     "dwp_train_encoder": ("dwp", {"train_encoder": True}),
-    **{name: ("dwp", {}) for name in PRIOR_ABLATIONS},  # dwp under another prior
+    **{name: ("dwp", {}) for name in (*PRIOR_ABLATIONS, *SOURCE_ABLATIONS)},  # dwp under another prior
     "gaussian_prior_source_init": ("gaussian_prior", {"source_init": True}),
     "source_gaussian_scale_0.01": ("source_gaussian", {"prior_scale": 0.01}),
     "source_gaussian_scale_0.001": ("source_gaussian", {"prior_scale": 0.001}),
@@ -155,7 +171,9 @@ hundredfold (at β = 1 the per-voxel KL is 3–8× the data term over the budget
 ``dwp_no_dwp_init`` starts at PyTorch's initialisation instead of VAE samples; ``dwp_prior_sample_init`` and ``dwp_init_prior_sample`` start
 ``dwp`` and ``dwp_init`` at samples of the prior itself (decoder mean plus decoder noise, ``dwp_init_noise``) instead
 of decoder means. ``dwp_train_encoder`` fine-tunes the prior's encoders (the auxiliary :math:`r(z|w)` of the
-bound) with the posterior. The ``dwp_prior_*`` variants run ``dwp`` under another prior (:data:`PRIOR_ABLATIONS`).
+bound) with the posterior. The ``dwp_prior_*`` variants run ``dwp`` under another prior (:data:`PRIOR_ABLATIONS`),
+the ``dwp_source_epochs_*`` variants under a prior fitted to source nets trained for fewer epochs
+(:data:`SOURCE_ABLATIONS`).
 ``source_gaussian_scale_*`` tighten the L2-SP prior around the
 source weights (``prior_scale`` 0.1 in the main table): its scale is chosen on validation among the three.
 ``swag_prior_scale_*`` narrow the SWAG prior (``swag_scale_factor`` λ = 10⁴ in the main table, the bundle's default:
@@ -173,7 +191,7 @@ SCALES: dict[str, TransferScale] = {
         handoffs=dataclasses.replace(PipelineSettings.quick(), num_target_pool=5, num_target_test=1, seeds=(0,)),
         sizes=(2, 3), seeds=(0,), methods=("random_init", "dwp"), steps=2, validations=1,
         reduced="a smoke test: 6 mm phantoms, 16³ patches, 2 optimiser steps; its numbers mean nothing",
-        ablations=("dwp_no_dwp_init", "dwp_prior_unfiltered"), ablation_sizes=(2,),
+        ablations=("dwp_no_dwp_init", "dwp_source_epochs_quarter"), ablation_sizes=(2,),
     ),
     "cpu": TransferScale(
         # the prior: 15 epochs instead of the demo's 50; its validation ELBO changed by < 0.05 nats per kernel over
@@ -294,6 +312,10 @@ def _ablation_table(rows: list[dict[str, str]], scale: TransferScale, n: int) ->
         method, overrides = ABLATIONS.get(name, (name, {}))
         changes = [f"`{k}={v}`" for k, v in overrides.items()]
         changes += [f"prior fitted with `{k}={v}`" for k, v in PRIOR_ABLATIONS.get(name, {}).items()]
+        if name in SOURCE_ABLATIONS:
+            epochs = source_settings(scale.handoffs, SOURCE_ABLATIONS[name]).pretrain_epochs
+            changes.append(f"prior fitted to source nets trained for {epochs} epochs (main prior: "
+                           f"{scale.handoffs.pretrain_epochs})")
         what = f"`{method}`, " + ", ".join(changes) if name in ABLATIONS else "reference (the table above)"
         cells = []
         for metric in ("best_val_dice", "val_pooled_dice"):
@@ -534,10 +556,16 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
     variants = (tuple(s.ablations) if ablations else ()) if isinstance(ablations, (bool, int)) else _chosen(
         ablations, s.ablations, "ablations", scale)
     swag = "swag_prior" in s.methods or any(ABLATIONS[a][0] == "swag_prior" for a in variants)
-    handoffs = make_handoffs(runner, h, Path(data_dir).resolve() if data_dir else work / "data", swag=swag)
+    data = Path(data_dir).resolve() if data_dir else work / "data"
+    handoffs = make_handoffs(runner, h, data, swag=swag)
     # the ablations' own priors, fitted once each before any run
     priors = {a: fit_prior(runner, h, output_dir=work / "priors" / a, name=f"prior_{a}", **PRIOR_ABLATIONS[a])
               for a in variants if a in PRIOR_ABLATIONS}
+    # and those of the source training lengths, each fitted to source nets of its own
+    priors.update({a: make_handoffs(runner, source_settings(h, SOURCE_ABLATIONS[a]), data, swag=False,
+                                    source_dir=work / "sources" / a, prior_dir=work / "priors" / a,
+                                    tag=a)["prior_ckpt"]
+                   for a in variants if a in SOURCE_ABLATIONS})
     common = {"spacing": [h.spacing] * 3, "patch_size": [s.target_patch] * 3, "batch_size": h.batch_size,
               "num_samples": h.num_samples, "dataset_dir": handoffs["target_data"],
               "num_val_cases": h.num_val_cases, "source_ckpt": handoffs["source_ckpt"],

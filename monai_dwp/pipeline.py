@@ -354,7 +354,8 @@ def run_pipeline(
 
 
 def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: object | None = None,
-                  swag: bool = True) -> dict[str, Path]:
+                  swag: bool = True, source_dir: Path | None = None, prior_dir: Path | None = None,
+                  tag: str = "") -> dict[str, Path]:
     """Stages 1–3 of the chain: the source (MS) and target (tumour) phantoms in ``data``, the source networks
     (``dwp_pretrain``, seeds ``s.seeds`` side by side, with the SWAG moments of their last ``s.swag_epochs``
     epochs) and the kernel prior (``dwp_prior``), into the bundles' ``models/`` of ``runner``. Stages whose outputs
@@ -364,18 +365,24 @@ def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: obj
     Args:
         swag: whether ``swag.pt`` is a needed output of the source stage (method ``swag_prior``). Source nets that
             exist without it are not trained again behind the user's back: that stops with the ways out.
+        source_dir: where the source nets go, ``<source_dir>/seed<S>/`` (default: ``dwp_pretrain``'s ``models/``),
+            and ``prior_dir`` the prior fitted to them (default: ``dwp_prior``'s ``models/``): a variant of the
+            hand-offs (other source settings in ``s``) goes into folders of its own, so the bundles' stay the
+            ones the methods use.
+        tag: appended to the names (and log files) of the source and prior stages of such a variant.
 
     Returns:
         ``{"source_data", "target_data", "source_ckpt" (the first seed's net), "swag_ckpt" (its SWAG moments),
         "prior_ckpt"}`` paths.
     """
-    models = {name: runner.bundles_dir / name / "models" for name in ("dwp_pretrain", "dwp_prior")}
+    source_root = source_dir if source_dir is not None else runner.bundles_dir / "dwp_pretrain" / "models"
+    suffix = f"_{tag}" if tag else ""
     common = {"spacing": [s.spacing] * 3, "patch_size": [s.patch_size] * 3, "batch_size": s.batch_size,
               "num_samples": s.num_samples}
     if not 2 <= s.swag_epochs <= s.pretrain_epochs:
         raise ValueError(f"swag_epochs must lie in [2, pretrain_epochs={s.pretrain_epochs}] (a variance needs two "
                          f"epochs), got {s.swag_epochs}.")
-    sources = {seed: models["dwp_pretrain"] / f"seed{seed}" for seed in s.seeds}
+    sources = {seed: source_root / f"seed{seed}" for seed in s.seeds}
     done = [f"checkpoint_epoch={s.pretrain_epochs}.pt", "model.pt"]
     lacking = [str(d) for d in sources.values() if all((d / f).is_file() for f in done) and not (d / "swag.pt").is_file()]
     if swag and lacking and not runner.force:
@@ -401,19 +408,20 @@ def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: obj
         _advance(bar)
     # 2. source networks, trained side by side (with their SWAG moments, written whether needed or not)
     runner.run_parallel([
-        (f"pretrain_seed{seed}",
+        (f"pretrain_seed{seed}{suffix}",
          runner.bundle("dwp_pretrain", ["train"], dataset_dir=data / "ms", seed=seed, epochs=s.pretrain_epochs,
                        val_interval=s.pretrain_val_interval, num_val_cases=s.num_source_test,
-                       swag_start_epoch=s.pretrain_epochs - s.swag_epochs + 1, **common),
+                       swag_start_epoch=s.pretrain_epochs - s.swag_epochs + 1,
+                       **({"ckpt_dir": sources[seed]} if source_dir is not None else {}), **common),
          source_outputs[seed])
         for seed in s.seeds
     ], bar)
     # 3. prior
-    prior_ckpt = fit_prior(runner, s, bar)
+    prior_ckpt = fit_prior(runner, s, bar, output_dir=prior_dir, name=f"prior{suffix}", source_dir=source_dir)
     _advance(bar)
     return {"source_data": data / "ms", "target_data": data / "tumour",
-            "source_ckpt": models["dwp_pretrain"] / f"seed{s.seeds[0]}" / "model.pt",
-            "swag_ckpt": models["dwp_pretrain"] / f"seed{s.seeds[0]}" / "swag.pt", "prior_ckpt": prior_ckpt}
+            "source_ckpt": sources[s.seeds[0]] / "model.pt", "swag_ckpt": sources[s.seeds[0]] / "swag.pt",
+            "prior_ckpt": prior_ckpt}
 
 
 def is_stale(output: Path, inputs: Sequence[Path]) -> bool:
@@ -425,7 +433,7 @@ def is_stale(output: Path, inputs: Sequence[Path]) -> bool:
 
 
 def fit_prior(runner: StageRunner, s: PipelineSettings, bar: object | None = None, output_dir: Path | None = None,
-              name: str = "prior", **overrides: object) -> Path:
+              name: str = "prior", source_dir: Path | None = None, **overrides: object) -> Path:
     """Stage 3 of the chain: the kernel prior (``dwp_prior``) fitted to the source networks of seeds ``s.seeds`` in
     the bundles' ``models/`` of ``runner``, skipped when its ``dwp_prior.pt`` exists and is newer than every source
     network (a prior older than a net it is fitted to is stale: the nets were trained again).
@@ -434,12 +442,15 @@ def fit_prior(runner: StageRunner, s: PipelineSettings, bar: object | None = Non
         output_dir: where the prior goes (default: ``dwp_prior``'s ``models/``); a variant fitted with
             ``overrides`` goes into a folder of its own, so the bundles' prior stays the one the methods use.
         name: the stage's name (and log file).
+        source_dir: the folder of the source nets, ``<source_dir>/seed<S>/model.pt`` (default: ``dwp_pretrain``'s
+            ``models/``).
         overrides: of ``dwp_prior``'s ``train.json`` (e.g. ``latent_size=16``), for an ablation's prior.
 
     Returns:
         the path of the fitted ``dwp_prior.pt``.
     """
-    sources = [runner.bundles_dir / "dwp_pretrain" / "models" / f"seed{seed}" / "model.pt" for seed in s.seeds]
+    source_dir = Path(source_dir) if source_dir is not None else runner.bundles_dir / "dwp_pretrain" / "models"
+    sources = [source_dir / f"seed{seed}" / "model.pt" for seed in s.seeds]
     out = Path(output_dir) if output_dir is not None else runner.bundles_dir / "dwp_prior" / "models"
     prior_ckpt = out / "dwp_prior.pt"
     where = {"output_dir": out} if output_dir is not None else {}

@@ -38,7 +38,8 @@ class TestTransferBenchmark(unittest.TestCase):
             rows = list(csv.DictReader((root / "results" / "transfer.csv").open()))
             self.assertEqual(sorted((r["method"], r["num_train_cases"], r["seed"]) for r in rows),
                              [("dwp", "2", "0"), ("dwp", "3", "0"), ("dwp_no_dwp_init", "2", "0"),
-                              ("dwp_prior_unfiltered", "2", "0"), ("random_init", "2", "0"), ("random_init", "3", "0")])
+                              ("dwp_source_epochs_quarter", "2", "0"), ("random_init", "2", "0"),
+                              ("random_init", "3", "0")])
             for r in rows:
                 self.assertEqual((r["scale"], r["steps"], r["lr_schedule"]), ("tiny", "2", "constant"))
                 self.assertEqual(r["split_seed"], r["seed"])  # each seed its own cases
@@ -51,7 +52,7 @@ class TestTransferBenchmark(unittest.TestCase):
             # one prior for dwp and its finetune variant, another for the prior's variant
             fingerprints = {r["method"]: r["handoffs"] for r in rows}
             self.assertEqual(fingerprints["dwp"], fingerprints["dwp_no_dwp_init"])
-            self.assertNotEqual(fingerprints["dwp"], fingerprints["dwp_prior_unfiltered"])
+            self.assertNotEqual(fingerprints["dwp"], fingerprints["dwp_source_epochs_quarter"])
             md = (root / "results" / "transfer.md").read_text()
             self.assertIn("Kuzina, Egorov & Burnaev (2019)", md)
             self.assertIn("| method | N = 2 | N = 3 |", md)
@@ -63,27 +64,35 @@ class TestTransferBenchmark(unittest.TestCase):
             self.assertRegex(md, r"\| `dwp_no_dwp_init` \| `dwp`, `dwp_init=False` \| [0-9.]+ ± [0-9.]+ \(1\) \| [+-][0-9.]+ "
                                  r"\(1 seed\) \|")
             self.assertRegex(md, r"Chosen on the validation split among the `dwp` variants: "
-                                 r"\*\*`dwp(_no_dwp_init|_prior_unfiltered)?`\*\*")
+                                 r"\*\*`dwp(_no_dwp_init|_source_epochs_quarter)?`\*\*")
             log = (root / "work" / "logs" / "dwp_no_dwp_init_n2_seed0_train.log").read_text()
             self.assertIn("--dwp_init False", log)
             self.assertIn("--split_seed 0", log)
-            # the prior's variant: fitted once into its own folder, with its override, and read by its run only
-            variant = root / "work" / "priors" / "dwp_prior_unfiltered" / "dwp_prior.pt"
+            # the source variant: its own source nets (2 epochs, a quarter of 2 but SWAG's minimum) in its own folder,
+            # its prior fitted to them, read by its run only
+            sources = root / "work" / "sources" / "dwp_source_epochs_quarter"
+            self.assertTrue((sources / "seed0" / "checkpoint_epoch=2.pt").is_file())
+            pretrain = (root / "work" / "logs" / "pretrain_seed0_dwp_source_epochs_quarter.log").read_text()
+            self.assertIn(f"--ckpt_dir {sources / 'seed0'}", pretrain)
+            self.assertIn(f"--dataset_dir {root / 'work' / 'data' / 'ms'}", pretrain)
+            variant = root / "work" / "priors" / "dwp_source_epochs_quarter" / "dwp_prior.pt"
             self.assertTrue(variant.is_file())
-            self.assertIn("--min_norm 0.0", (root / "work" / "logs" / "prior_dwp_prior_unfiltered.log").read_text())
+            prior = (root / "work" / "logs" / "prior_dwp_source_epochs_quarter.log").read_text()
+            self.assertIn(f"> source_ckpts: ['{sources / 'seed0' / 'model.pt'}']", prior)  # the bundle's input summary
             self.assertIn(f"--prior_ckpt {variant}",
-                          (root / "work" / "logs" / "dwp_prior_unfiltered_n2_seed0_train.log").read_text())
+                          (root / "work" / "logs" / "dwp_source_epochs_quarter_n2_seed0_train.log").read_text())
             self.assertNotIn(str(variant), (root / "work" / "logs" / "dwp_n2_seed0_train.log").read_text())
-            self.assertRegex(md, r"\| `dwp_prior_unfiltered` \| `dwp`, prior fitted with `min_norm=0.0` \|")
+            self.assertRegex(md, r"\| `dwp_source_epochs_quarter` \| `dwp`, prior fitted to source nets trained for 2 "
+                                 r"epochs \(main prior: 2\) \|")
             self.assertGreater((root / "results" / "transfer.png").stat().st_size, 5_000)
             # the hand-offs in the bundles' models/ were reused, the target phantoms made
             log = proc.stdout + proc.stderr
             self.assertIn("[skip] pretrain_seed0", log)
             self.assertIn("[skip] prior", log)
             self.assertTrue((root / "work" / "data" / "tumour" / "dataset.json").is_file())
-            # the source phantoms are not made for source nets that exist
+            # the source phantoms are not made for source nets that exist, but for the variant's
             self.assertIn("[skip] data_ms: the source networks it would train exist", log)
-            self.assertFalse((root / "work" / "data" / "ms").exists())
+            self.assertIn("[done] data_ms", log)
             # a second call, for a subset of the methods and sizes, finds every row and runs nothing; the results
             # files still report every method and N of the budget
             again = subprocess.run(cmd + ["--workers", "2", "--methods", "random_init", "--sizes", "2", "--ablations",
