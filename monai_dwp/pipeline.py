@@ -4,7 +4,8 @@
 U-Nets (``dwp_pretrain``) → fit the kernel-VAE prior (``dwp_prior``) → fine-tune on a few target cases with every
 method (``dwp_finetune``) → Monte Carlo inference with uncertainty maps and evaluation on the held-out target
 cases → ``report.md``. Every stage is a ``python -m monai.bundle run`` command, printed before it runs and logged
-to ``<output_dir>/logs/``; a stage is skipped when its outputs exist (``--force`` redoes everything), and a
+to ``<output_dir>/logs/`` (run in a child of a fork server that imported torch and MONAI once,
+:mod:`monai_dwp.utils.preloaded`, where the platform has one); a stage is skipped when its outputs exist (``--force`` redoes everything), and a
 failing stage names the command that reproduces it.
 
 The pipeline writes the bundles' own layout, so that every bundle command runs afterwards with no path override:
