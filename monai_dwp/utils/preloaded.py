@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import runpy
 import sys
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -51,6 +52,7 @@ PRELOAD: tuple[str, ...] = (
 the stage, which then imports it itself)."""
 
 _WARNING_ACTIONS = ("default", "error", "ignore", "always", "module", "once")
+_NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
 
 
 def can_preload() -> bool:
@@ -80,14 +82,32 @@ def _context() -> multiprocessing.context.BaseContext:
     return context
 
 
-def start_preloading() -> None:
-    """Start the fork server now, so that it imports :data:`PRELOAD` while the caller does other work (the first
-    :func:`run_module` otherwise waits for it). Does nothing where :func:`can_preload` is false."""
-    if can_preload():
-        from multiprocessing import forkserver
+_START = threading.Lock()
 
+
+def start_preloading() -> None:
+    """Start the fork server unless it runs, so that it imports :data:`PRELOAD` while the caller does other work
+    (the first :func:`run_module` otherwise waits for it). Does nothing where :func:`can_preload` is false.
+
+    The server starts with ``PYTORCH_NVML_BASED_CUDA_CHECK=1``: should anything it imports ask
+    ``torch.cuda.is_available()``, NVML answers, not the CUDA driver, which must not be initialised before a fork
+    (the children's CUDA would fail).
+    """
+    if not can_preload():
+        return
+    from multiprocessing import forkserver
+
+    with _START:
         _context()
-        forkserver.ensure_running()
+        previous = os.environ.get(_NVML_CHECK)
+        os.environ[_NVML_CHECK] = "1"  # the server copies this process's environment when it starts
+        try:
+            forkserver.ensure_running()
+        finally:
+            if previous is None:
+                os.environ.pop(_NVML_CHECK, None)
+            else:
+                os.environ[_NVML_CHECK] = previous
 
 
 def run_module(module: str, args: Sequence[str], log: str | os.PathLike, env: Mapping[str, str],
@@ -110,6 +130,7 @@ def run_module(module: str, args: Sequence[str], log: str | os.PathLike, env: Ma
     """
     if not can_preload():
         raise RuntimeError("this platform has no 'forkserver' start method; run the command as a subprocess.")
+    start_preloading()
     child = _context().Process(target=_child, args=(module, list(args), os.fspath(log), dict(env), os.fspath(cwd)),
                                name=f"python -m {module}")
     child.start()

@@ -82,6 +82,16 @@ class TestRunModule(unittest.TestCase):
         self.assertIn("atexit ran", log)
         self.assertEqual(code, self.subprocess_log("raise")[0])
 
+    @unittest.skipUnless(Path("/proc/self/environ").is_file(), "reads the fork server's environment from /proc")
+    def test_the_fork_server_asks_nvml_not_the_cuda_driver(self):
+        (self.root / "server_env.py").write_text(
+            "import os\nprint(open(f'/proc/{os.getppid()}/environ').read().split('\\0'))\n")
+        log, before = self.root / "server_env.log", os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK")
+        env = {k: v for k, v in self.env.items() if k != "PYTORCH_NVML_BASED_CUDA_CHECK"}
+        self.assertEqual(run_module("server_env", [], log, env, self.root), 0)
+        self.assertIn("'PYTORCH_NVML_BASED_CUDA_CHECK=1'", log.read_text())  # the fork server's, not the child's
+        self.assertEqual(os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK"), before)  # this process's left as it was
+
     def test_it_is_faster_than_a_new_interpreter(self):
         # reported, not asserted: the point of the module (the fork server has imported torch already)
         run_module("probe_module", ["0"], self.root / "warm.log", self.env, self.root)
