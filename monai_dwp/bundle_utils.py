@@ -29,6 +29,7 @@ __all__ = [
     "checked",
     "per_rank_batch_size",
     "is_secondary_rank",
+    "end_distributed",
     "PRODUCERS",
     "PREREQUISITES",
     "bundle_path",
@@ -200,6 +201,21 @@ def is_secondary_rank() -> bool:
     import torch.distributed as dist
 
     return bool(dist.is_available() and dist.is_initialized() and dist.get_rank() > 0)
+
+
+def end_distributed() -> None:
+    """The ``finalize`` of a ``multi_gpu_train.json``: wait for every rank, then destroy the default process group.
+
+    Without the barrier a rank that finishes first (rank 0 still writes its checkpoints and logs) tears its
+    connections down while the others may still be talking to it, and a gloo rank can then abort at exit
+    ("terminate called without an active exception"). Nothing happens where ``torch.distributed`` is not
+    initialised, so a single-process run may call it too.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def per_rank_batch_size(batch_size: Any) -> int:

@@ -17,12 +17,14 @@ from monai_dwp.bundle_utils import (
     MissingHandoffError,
     check_keys,
     checked,
+    end_distributed,
     latest_checkpoint,
     require_handoff,
     require_handoffs,
     resume_handlers,
     run_name,
 )
+from tests._distributed import free_port
 
 
 class TestBundleUtils(unittest.TestCase):
@@ -81,6 +83,21 @@ class TestBundleUtils(unittest.TestCase):
             torch.save({"model": torch.nn.Linear(1, 1).state_dict()}, Path(tmp) / "checkpoint_epoch=1.pt")
             self.assertEqual(resume_handlers(tmp, {"model": torch.nn.Linear(1, 1)}, resume="false"), [])
             self.assertEqual(len(resume_handlers(tmp, {"model": torch.nn.Linear(1, 1)}, resume="true")), 1)
+
+
+class TestEndDistributed(unittest.TestCase):
+    def test_destroys_the_group_and_is_a_no_op_without_one(self):
+        import torch.distributed as dist
+
+        end_distributed()  # nothing initialised: nothing happens
+        self.assertFalse(dist.is_initialized())
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+        try:
+            end_distributed()
+            self.assertFalse(dist.is_initialized())
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()
 
 
 class TestCheckKeys(unittest.TestCase):

@@ -34,8 +34,9 @@ def run_bundle(bundle: str, *configs: str, torchrun: int = 0, timeout: int = 600
     """Run ``configs`` of ``bundle`` in a fresh process from the repository root; returns the completed process."""
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     if torchrun:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(torchrun), "--master_port",
-               str(29500 + os.getpid() % 1000), "-m", "monai.bundle", "run"]
+        # --standalone: a rendezvous on a free local port (two test workers never share one)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(torchrun),
+               "-m", "monai.bundle", "run"]
     else:
         cmd = [sys.executable, "-m", "monai.bundle", "run"]
     cmd += ["--config_file", config_files(bundle, *configs)] + _args(overrides)
