@@ -25,9 +25,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-from monai_dwp.utils.preloaded import can_preload, main_allows_preload, module_command, run_module, start_preloading
+from monai_dwp.utils.preloaded import (
+    can_preload,
+    main_allows_preload,
+    module_command,
+    start_module,
+    start_preloading,
+    stop_process,
+)
 
 __all__ = [
     "PipelineSettings",
@@ -139,6 +147,8 @@ class StageRunner:
             start_preloading()  # it imports torch and MONAI while the first stage is prepared
         self.log_dir = output_dir / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.running: set[BaseProcess | subprocess.Popen] = set()  # stages started and not yet finished
+        self._lock = threading.Lock()
 
     def run(
         self, name: str, cmd: Sequence[str], outputs: Sequence[Path], bar: object | None = None,
@@ -165,10 +175,12 @@ class StageRunner:
                 env["OMP_NUM_THREADS"] = str(threads)
             module = module_command(cmd) if self.preload else None
             if module is None:
-                returncode = subprocess.run([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT, env=env,
-                                            cwd=self.bundles_dir.parent).returncode
+                proc = subprocess.Popen([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT, env=env,
+                                        cwd=self.bundles_dir.parent)
+                returncode = self._wait(proc, proc.wait)
         if module is not None:  # the same command in a child of the fork server that imported torch and MONAI
-            returncode = run_module(*module, log, env, self.bundles_dir.parent)
+            child = start_module(*module, log, env, self.bundles_dir.parent)
+            returncode = self._wait(child, lambda: child.join() or (1 if child.exitcode is None else child.exitcode))
         if returncode != 0:
             tail = log.read_text().splitlines()[-15:]
             raise PipelineStageError(
@@ -180,6 +192,28 @@ class StageRunner:
             raise PipelineStageError(f"stage {name!r} ran but did not write {missing}; see {log}")
         self.say(bar, f"[done] {name} in {time.perf_counter() - start:.0f} s")
         return True
+
+    def _wait(self, process: BaseProcess | subprocess.Popen, wait: Callable[[], int]) -> int:
+        """``wait()`` for a started stage, listed in :attr:`running` meanwhile; an exception while waiting
+        (``KeyboardInterrupt``) stops the stage before it propagates, as :func:`subprocess.run` does."""
+        with self._lock:
+            self.running.add(process)
+        try:
+            return int(wait())
+        except BaseException:
+            stop_process(process)
+            raise
+        finally:
+            with self._lock:
+                self.running.discard(process)
+
+    def stop(self) -> None:
+        """Stop every running stage (``SIGTERM``, ``SIGKILL`` after a grace period); each raises
+        :class:`PipelineStageError` in its own chain. Its outputs stay incomplete, so a later run redoes it."""
+        with self._lock:
+            running = list(self.running)
+        for process in running:
+            stop_process(process)
 
     def run_parallel(self, stages: Sequence[Stage], bar: object | None = None) -> None:
         """Run independent stages ``(name, cmd, outputs)`` all at the same time (:meth:`run_chains` of one stage
@@ -208,6 +242,8 @@ class StageRunner:
 
         Raises:
             PipelineStageError: a stage failed; no chain starts after it, the running ones finish.
+            KeyboardInterrupt: (or ``SystemExit``) raised while waiting; the running stages are stopped first
+                (:meth:`stop`) instead of being waited for.
         """
         from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -241,9 +277,11 @@ class StageRunner:
             try:
                 for future in as_completed(futures):
                     future.result()
-            except BaseException:
+            except BaseException as error:
                 for future in futures:
                     future.cancel()
+                if not isinstance(error, Exception):  # KeyboardInterrupt, SystemExit: stop, do not wait
+                    self.stop()
                 raise
 
     @staticmethod

@@ -19,12 +19,23 @@ import atexit
 import multiprocessing
 import os
 import runpy
+import subprocess
 import sys
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
+from multiprocessing.process import BaseProcess
 
-__all__ = ["PRELOAD", "can_preload", "main_allows_preload", "module_command", "run_module", "start_preloading"]
+__all__ = [
+    "PRELOAD",
+    "can_preload",
+    "main_allows_preload",
+    "module_command",
+    "run_module",
+    "start_module",
+    "start_preloading",
+    "stop_process",
+]
 
 PRELOAD: tuple[str, ...] = (
     "torch",
@@ -110,9 +121,47 @@ def start_preloading() -> None:
                 os.environ[_NVML_CHECK] = previous
 
 
+def start_module(module: str, args: Sequence[str], log: str | os.PathLike, env: Mapping[str, str],
+                 cwd: str | os.PathLike) -> BaseProcess:
+    """Start ``python -m module *args`` in a child of the preloading fork server; returns the started child.
+
+    Its ``exitcode`` once joined is 0, the ``SystemExit`` code, 1 for an uncaught exception, or minus the signal
+    that killed it. Arguments as for :func:`run_module`.
+
+    Raises:
+        RuntimeError: the platform has no fork server (:func:`can_preload`); run the command as a subprocess.
+    """
+    if not can_preload():
+        raise RuntimeError("this platform has no 'forkserver' start method; run the command as a subprocess.")
+    start_preloading()
+    child = _context().Process(target=_child, args=(module, list(args), os.fspath(log), dict(env), os.fspath(cwd)),
+                               name=f"python -m {module}")
+    child.start()
+    return child
+
+
+def stop_process(process: BaseProcess | subprocess.Popen, grace: float = 10.0) -> None:
+    """Terminate a child (``SIGTERM``), wait up to ``grace`` seconds, then kill it; a finished child is left as is."""
+    process.terminate()
+    if isinstance(process, subprocess.Popen):
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    else:
+        process.join(grace)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
 def run_module(module: str, args: Sequence[str], log: str | os.PathLike, env: Mapping[str, str],
                cwd: str | os.PathLike) -> int:
     """Run ``python -m module *args`` in a child of the preloading fork server and wait for it.
+
+    An exception while waiting (``KeyboardInterrupt``: a notebook's interrupt reaches this process only) stops the
+    child before it propagates, as :func:`subprocess.run` does, so that no stage goes on running on its own.
 
     Args:
         module: the module ``python -m`` would run (e.g. ``"monai.bundle"``).
@@ -128,13 +177,12 @@ def run_module(module: str, args: Sequence[str], log: str | os.PathLike, env: Ma
     Raises:
         RuntimeError: the platform has no fork server (:func:`can_preload`); run the command as a subprocess.
     """
-    if not can_preload():
-        raise RuntimeError("this platform has no 'forkserver' start method; run the command as a subprocess.")
-    start_preloading()
-    child = _context().Process(target=_child, args=(module, list(args), os.fspath(log), dict(env), os.fspath(cwd)),
-                               name=f"python -m {module}")
-    child.start()
-    child.join()
+    child = start_module(module, args, log, env, cwd)
+    try:
+        child.join()
+    except BaseException:
+        stop_process(child)
+        raise
     return int(child.exitcode if child.exitcode is not None else 1)
 
 

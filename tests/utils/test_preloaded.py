@@ -4,10 +4,12 @@ command does in a new interpreter."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import unittest
 from pathlib import Path
@@ -149,6 +151,54 @@ class TestStageRunnerPreload(unittest.TestCase):
             self.assertIn("threads 1", logs[False])
             if True in logs:
                 self.assertEqual(_lines(logs[True]), _lines(logs[False]))
+
+    def test_an_interrupt_stops_the_running_stages(self):
+        """Ctrl-C in a notebook reaches this process only: the side-by-side stages are stopped at once, not waited
+        for (and not left running on their own)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            (root / "sleeper.py").write_text("import time\ntime.sleep(120)\n")
+            for preload in (False, True) if can_preload() else (False,):
+                runner = StageRunner(root / f"out_{preload}", None, False, root / "bundles", preload=preload)
+                chains = [[(f"sleep{i}", [sys.executable, "-m", "sleeper"], [])] for i in range(2)]
+                pids: list[int] = []
+
+                def interrupt(main: int = threading.get_ident()) -> None:
+                    deadline = time.monotonic() + 60
+                    while len(runner.running) < 2 and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    pids.extend(p.pid for p in list(runner.running))
+                    signal.pthread_kill(main, signal.SIGINT)
+
+                previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+                try:
+                    start = time.monotonic()
+                    threading.Thread(target=interrupt, daemon=True).start()
+                    with self.assertRaises(KeyboardInterrupt):
+                        runner.run_chains(chains)
+                    elapsed = time.monotonic() - start
+                finally:
+                    signal.signal(signal.SIGINT, previous)
+                self.assertEqual(len(pids), 2, preload)
+                self.assertLess(elapsed, 60, preload)  # the sleepers' 120 s were not waited for
+                self.assertEqual(runner.running, set())
+                time.sleep(0.5)  # the fork server reaps its children asynchronously
+                self.assertEqual([pid for pid in pids if _alive(pid)], [], preload)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (macOS)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
 
 if __name__ == "__main__":
