@@ -99,7 +99,7 @@ from _runs import best_validation, claim_run_dir, describe_machine  # noqa: E402
 from _tables import interval_text, mean_sd, mean_table, save_figure, size_axis  # noqa: E402
 
 from monai_dwp.bundle_utils import run_name  # noqa: E402
-from monai_dwp.pipeline import StageRunner, default_bundles_dir, make_handoffs  # noqa: E402
+from monai_dwp.pipeline import StageRunner, default_bundles_dir, make_handoffs, stop_stages_on_sigterm  # noqa: E402
 from monai_dwp.report import collect_metrics  # noqa: E402
 from monai_dwp.transfer import BAYESIAN_METHODS, HANDOFFS  # noqa: E402
 from monai_dwp.utils.io import atomic_write  # noqa: E402
@@ -814,4 +814,5 @@ def main(scale: str = "cpu", seeds: str | int | Sequence[int] | None = None, wor
 if __name__ == "__main__":
     import fire
 
+    stop_stages_on_sigterm()  # `kill` stops the running stages with the benchmark
     fire.Fire(main)

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from _stats import paired_interval  # noqa: E402
-from monai_dwp.pipeline import StageRunner, default_bundles_dir  # noqa: E402
+from monai_dwp.pipeline import StageRunner, default_bundles_dir, stop_stages_on_sigterm  # noqa: E402
 from monai_dwp.utils.io import atomic_write  # noqa: E402
 from monai_dwp.utils.validation import check_int  # noqa: E402
 
@@ -267,4 +267,5 @@ def _write_csv(f, rows: list[dict[str, object]]) -> None:
 if __name__ == "__main__":
     import fire
 
+    stop_stages_on_sigterm()  # `kill` stops the running stages with the benchmark
     fire.Fire(main)

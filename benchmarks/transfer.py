@@ -53,6 +53,7 @@ from monai_dwp.pipeline import (  # noqa: E402
     default_bundles_dir,
     fit_prior,
     make_handoffs,
+    stop_stages_on_sigterm,
 )
 from monai_dwp.report import collect_metrics  # noqa: E402
 from monai_dwp.transfer import HANDOFFS, LR_SCHEDULES, METHODS  # noqa: E402
@@ -645,4 +646,5 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
 if __name__ == "__main__":
     import fire
 
+    stop_stages_on_sigterm()  # `kill` stops the running stages with the benchmark
     fire.Fire(main)

@@ -177,6 +177,9 @@ def main() -> None:
     """Entry point of ``python -m monai_dwp`` and the ``monai-dwp`` script."""
     import fire
 
+    from monai_dwp.pipeline import stop_stages_on_sigterm
+
+    stop_stages_on_sigterm()  # `kill` stops the pipeline's running stages with it
     # the commands print what matters themselves; fire should not echo their return values
     fire.Fire({"pipeline": pipeline, "demo": demo, "make-data": make_data, "make-datalist": make_datalist,
                "show-data": show_data}, name="monai_dwp", serialize=lambda _: None)

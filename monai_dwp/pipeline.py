@@ -45,6 +45,7 @@ __all__ = [
     "fit_prior",
     "make_handoffs",
     "run_pipeline",
+    "stop_stages_on_sigterm",
 ]
 
 Stage = tuple[str, Sequence[str], Sequence[Path]]
@@ -303,6 +304,21 @@ class StageRunner:
             if value is not None:
                 cmd += [f"--{key}", _cli(value)]
         return cmd
+
+
+def stop_stages_on_sigterm() -> None:
+    """Make ``SIGTERM`` raise ``SystemExit(143)`` in the main thread, as ``SIGINT`` raises ``KeyboardInterrupt``.
+
+    For the entry points that run a :class:`StageRunner` (``python -m monai_dwp``, the benchmarks): a plain
+    ``kill`` of the parent then stops its running stages (:meth:`StageRunner.run_chains` stops them on
+    ``SystemExit``) instead of leaving them running without it. Call it from the main thread.
+    """
+    import signal
+
+    def _exit(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
 
 
 def _cli(value: object) -> str:

@@ -185,6 +185,40 @@ class TestStageRunnerPreload(unittest.TestCase):
                 time.sleep(0.5)  # the fork server reaps its children asynchronously
                 self.assertEqual([pid for pid in pids if _alive(pid)], [], preload)
 
+    def test_sigterm_to_the_parent_stops_the_running_stages(self):
+        """``kill`` of a benchmark or of ``python -m monai_dwp`` (:func:`stop_stages_on_sigterm`) takes its stages
+        with it."""
+        parent = textwrap.dedent(
+            """
+            import sys
+            from pathlib import Path
+            from monai_dwp.pipeline import StageRunner, stop_stages_on_sigterm
+
+            stop_stages_on_sigterm()
+            root = Path(sys.argv[1])
+            runner = StageRunner(root / "out", None, False, root / "bundles", preload=sys.argv[2] == "True")
+            runner.run_chains([[(f"sleep{i}", [sys.executable, "-m", "sleeper"], [])] for i in range(2)])
+            """
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            (root / "sleeper.py").write_text("import os, time\nopen(f'pid_{os.getpid()}', 'w').close()\ntime.sleep(120)\n")
+            for preload in (False, True) if can_preload() else (False,):
+                for old in root.glob("pid_*"):
+                    old.unlink()
+                proc = subprocess.Popen([sys.executable, "-c", parent, str(root), str(preload)], cwd=root,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                deadline = time.monotonic() + 60
+                while len(list(root.glob("pid_*"))) < 2 and time.monotonic() < deadline and proc.poll() is None:
+                    time.sleep(0.05)
+                pids = [int(p.name[4:]) for p in root.glob("pid_*")]
+                self.assertEqual(len(pids), 2, preload)
+                proc.terminate()
+                _, err = proc.communicate(timeout=60)  # not the sleepers' 120 s
+                self.assertEqual(proc.returncode, 143, err)
+                time.sleep(0.5)
+                self.assertEqual([pid for pid in pids if _alive(pid)], [], preload)
+
 
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` exists and is not a zombie."""
