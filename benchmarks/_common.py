@@ -10,6 +10,8 @@ import sys
 
 import torch
 
+from monai_dwp.utils.machine import cpu_name
+
 __all__ = ["sync", "device_name", "run_child", "find_row", "estimator_kwargs"]
 
 
@@ -23,13 +25,7 @@ def device_name(device: str) -> str:
     """The GPU's name, or the CPU's core count, processor and PyTorch thread count."""
     if device == "cuda":
         return torch.cuda.get_device_name(0)
-    cpu = platform.processor() or platform.machine()
-    try:  # the processor's model name where Linux tells it
-        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
-        cpu = f"{names[0]}, {cpu}" if names else cpu
-    except OSError:
-        pass
-    return f"{os.cpu_count()}-core CPU ({cpu}), {torch.get_num_threads()} PyTorch threads"
+    return f"{os.cpu_count()}-core CPU ({cpu_name()}, {platform.machine()}), {torch.get_num_threads()} PyTorch threads"
 
 
 def run_child(script: str, **kwargs: object) -> dict:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import shutil
 import time
 from pathlib import Path
+
+from monai_dwp.utils.machine import cpu_name
 
 __all__ = ["claim_run_dir", "best_validation", "describe_machine"]
 
@@ -48,10 +49,7 @@ def describe_machine(device: str | None, workers: int) -> str:
     import torch
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    cpuinfo = Path("/proc/cpuinfo")
-    models = re.findall(r"model name\s*:\s*(.+)", cpuinfo.read_text()) if cpuinfo.is_file() else []
-    name = torch.cuda.get_device_name(0) if dev.startswith("cuda") and torch.cuda.is_available() else \
-        (models[0].strip() if models else platform.machine())
+    name = torch.cuda.get_device_name(0) if dev.startswith("cuda") and torch.cuda.is_available() else cpu_name()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"run on {name} ({os.cpu_count()} CPU cores), PyTorch {torch.__version__}, device {dev}, {workers} "
             f"run(s) side by side, load average {load:.1f} at the start")

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from monai_dwp.utils.io import atomic_write
+from monai_dwp.utils.machine import cpu_name
 
 __all__ = ["collect_metrics", "write_eval_summary", "write_report"]
 
@@ -127,7 +128,10 @@ def write_report(
         montage = save_uncertainty_montage(cases, out / "montage.png", modality=0,
                                            title=f"{montage_method}: held-out target cases")
         lines += [f"## Segmentations and uncertainty (`{montage_method}`)", "", f"![montage]({montage.name})", ""]
-    lines += ["## Run", "", f"- machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPU cores"]
+    import torch
+
+    lines += ["## Run", "", f"- machine: {cpu_name()} ({platform.machine()}), {os.cpu_count()} CPU cores, PyTorch "
+              f"{torch.__version__}" + (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "")]
     if elapsed is not None:
         lines.append(f"- wall time: {elapsed / 60:.1f} min")
     lines += [f"- logs and the bundle command of every stage: `{out / 'logs'}`", ""]

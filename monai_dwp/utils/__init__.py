@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .io import atomic_directory, atomic_path, atomic_write
+from .machine import cpu_name
 from .validation import (
     BundleInputError,
     InputFileError,
@@ -24,4 +25,5 @@ __all__ = [
     "check_float",
     "check_int",
     "check_optional_float",
+    "cpu_name",
 ]

@@ -1,0 +1,27 @@
+"""``monai_dwp.utils.machine``."""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+import unittest
+from pathlib import Path
+
+from monai_dwp.utils.machine import cpu_name
+
+
+class TestCpuName(unittest.TestCase):
+    def test_the_first_model_name_of_cpuinfo(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            info = Path(tmp) / "cpuinfo"
+            info.write_text("processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t: fpu\n\n"
+                            "processor\t: 1\nmodel name\t: another\n")
+            self.assertEqual(cpu_name(info), "AMD EPYC 7B13")
+            info.write_text("processor\t: 0\nCPU part\t: 0xd0c\n")  # no model name (some ARM kernels)
+            self.assertEqual(cpu_name(info), platform.processor() or platform.machine())
+            self.assertEqual(cpu_name(Path(tmp) / "missing"), platform.processor() or platform.machine())
+        self.assertTrue(cpu_name())
+
+
+if __name__ == "__main__":
+    unittest.main()
