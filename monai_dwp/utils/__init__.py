@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .allocator import tune_allocator
 from .io import atomic_directory, atomic_path, atomic_write
 from .machine import cpu_name
 from .validation import (
@@ -26,4 +27,5 @@ __all__ = [
     "check_int",
     "check_optional_float",
     "cpu_name",
+    "tune_allocator",
 ]

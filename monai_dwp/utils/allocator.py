@@ -1,0 +1,48 @@
+"""Keep freed memory in the process for reuse instead of handing it back to the operating system (glibc)."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+__all__ = ["tune_allocator"]
+
+# mallopt parameters of glibc's <malloc.h>
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+_M_MMAP_THRESHOLD = -3
+
+_MMAP_THRESHOLD = 32 * 2**20  # glibc's largest on 64-bit systems
+_TRIM_THRESHOLD = 2**30
+_TOP_PAD = 512 * 2**20
+
+
+def tune_allocator() -> bool:
+    """Make glibc's ``malloc`` keep the memory of freed tensors for the next ones (what ``MALLOC_MMAP_THRESHOLD_``,
+    ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_TOP_PAD_`` would set at start-up).
+
+    PyTorch's CPU tensors come from ``malloc``. By default glibc serves every block above its dynamic threshold
+    (128 KiB to start) with a fresh ``mmap`` and unmaps it on ``free``, so each activation of a 3D U-Net step is
+    page-faulted in and zeroed by the kernel again: on a 2-core CPU a third of the CPU time of 64³ training steps was
+    system time, and 5 forward-backward passes at 32³ took 70,000–90,000 page faults (2,000–4,000 tuned). Blocks up
+    to 32 MiB now come from the heap, which grows in steps of 512 MiB of address space and is trimmed only above
+    1 GiB of free memory at its top. The resident memory then stays near its peak instead of falling between steps,
+    and the peak is somewhat higher (1.37 against 1.16 GiB in a process of 64³ training and inference steps).
+
+    Returns:
+        Whether the settings were applied: ``False`` where the C library is not glibc (macOS, Windows, musl), which
+        keeps its own behaviour.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+        libc.gnu_get_libc_version  # only glibc has it  # noqa: B018
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return all(mallopt(param, value) == 1 for param, value in (
+        (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD), (_M_TOP_PAD, _TOP_PAD)))
