@@ -90,7 +90,9 @@ def measure(kind: str, size: list[int], roi: int | None, device: str, num_sample
 
     from monai_dwp.inferers import MCInferer
     from monai_dwp.networks import DWPUNet, bayesian_modules, stochastic_mode
+    from monai_dwp.utils import tune_allocator
 
+    tuned = tune_allocator()  # as every bundle process does first
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
@@ -105,7 +107,7 @@ def measure(kind: str, size: list[int], roi: int | None, device: str, num_sample
         torch.cuda.reset_peak_memory_stats(dev)
     row: dict = {"kind": kind, "size": "x".join(map(str, size)), "roi": roi or "", "overlap": overlap if roi else "",
                  "sw_batch_size": sw_batch_size if roi else "", "batch": 1, "device": device,
-                 "threads": torch.get_num_threads()}
+                 "threads": torch.get_num_threads(), "allocator_tuned": tuned}
 
     with torch.no_grad():
         if kind == "deterministic":
@@ -241,7 +243,10 @@ def _write_markdown(rows, devices, windows, args, wall, load_before, load_after)
         f"Written by `python benchmarks/mc_inference.py`; PyTorch {torch.__version__}, the appendix-B DWPUNet "
         f"(1→2 channels, {layers} Bayesian layers), batch 1, T = {t} samples with all three uncertainty maps. "
         f"Sliding window: roi {args.roi}³ (the training patch), `sw_batch_size={args.sw_batch_size}`, constant "
-        f"blending, one weight draw per sample for all windows. Each MC run sits between two mean-mode passes; runs "
+        f"blending, one weight draw per sample for all windows. Every process tunes glibc's `malloc` first, as the "
+        f"bundles do (`monai_dwp.utils.tune_allocator`: "
+        f"{'applied' if all(r.get('allocator_tuned') for r in rows) else 'not applied everywhere'}). Each MC run "
+        f"sits between two mean-mode passes; runs "
         f"repeat ({args.repeats} at least, {args.max_repeats} at most) until the spread of the ratio is below "
         f"{args.spread:.0%}. Load average (1, 5, 15 min) {', '.join(f'{x:.2f}' for x in load_before)} before, "
         f"{', '.join(f'{x:.2f}' for x in load_after)} after, on {os.cpu_count()} cores. Total wall time {wall:.0f} s.",
