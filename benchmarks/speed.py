@@ -149,6 +149,9 @@ def _proc_status_mib(field: str) -> float:
 def measure_memory(kind: str, size: int, batch: int, device: str) -> dict:
     """Two train steps in this (fresh) process: its peak memory, and the part above the runtime it started with
     (Python, PyTorch, MONAI imported; on CUDA the peak allocated)."""
+    from monai_dwp.utils import tune_allocator
+
+    tune_allocator()  # as every bundle process does first
     dev = torch.device(device)
     from monai.losses import DiceCELoss  # noqa: F401  (imports first: the baseline holds the runtime)
 
@@ -189,10 +192,13 @@ def main() -> None:
 
     from tqdm import tqdm
 
+    from monai_dwp.utils import tune_allocator
+
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     rows: list[dict] = []
     meta = {"load_before": os.getloadavg(), "torch": torch.__version__, "repeats": args.repeats,
-            "devices": {d: device_name(d) for d in devices}, "estimators": args.estimators}
+            "devices": {d: device_name(d) for d in devices}, "estimators": args.estimators,
+            "allocator_tuned": tune_allocator()}  # as every bundle process does first
     plan: list[tuple] = [("memory", d, k) for d in devices for k in KINDS]
     plan += [("steps", d, s, b) for d in devices for s in args.sizes for b in args.batches]
     plan += [("prior", d, 64, 2) for d in devices]
@@ -242,7 +248,9 @@ def _write(rows: list[dict], meta: dict, out: Path) -> None:
              f"{meta['repeats']} repeats after one warm-up, every kind interleaved in one process (ratios of figures "
              f"measured side by side). PyTorch {meta['torch']}. Load average (1, 5, 15 min) "
              f"{', '.join(f'{x:.2f}' for x in meta['load_before'])} before, "
-             f"{', '.join(f'{x:.2f}' for x in meta['load_after'])} after.", ""]
+             f"{', '.join(f'{x:.2f}' for x in meta['load_after'])} after. glibc's `malloc` tuned first in every "
+             f"process, as the bundles do (`monai_dwp.utils.tune_allocator`): "
+             f"{'yes' if meta.get('allocator_tuned') else 'no'}.", ""]
     for device, name in meta["devices"].items():
         steps = [r for r in rows if r["what"] == "step" and r["device"] == device and r["kind"] in KINDS]
         shapes = sorted({(r["size"], r["batch"]) for r in steps})
