@@ -35,6 +35,7 @@ from monai_dwp.utils.preloaded import (
     start_module,
     start_preloading,
     stop_process,
+    wait_process,
 )
 
 __all__ = [
@@ -178,10 +179,9 @@ class StageRunner:
             if module is None:
                 proc = subprocess.Popen([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT, env=env,
                                         cwd=self.bundles_dir.parent)
-                returncode = self._wait(proc, proc.wait)
+                returncode = self._wait(proc)
         if module is not None:  # the same command in a child of the fork server that imported torch and MONAI
-            child = start_module(*module, log, env, self.bundles_dir.parent)
-            returncode = self._wait(child, lambda: child.join() or (1 if child.exitcode is None else child.exitcode))
+            returncode = self._wait(start_module(*module, log, env, self.bundles_dir.parent))
         if returncode != 0:
             tail = log.read_text().splitlines()[-15:]
             raise PipelineStageError(
@@ -194,13 +194,13 @@ class StageRunner:
         self.say(bar, f"[done] {name} in {time.perf_counter() - start:.0f} s")
         return True
 
-    def _wait(self, process: BaseProcess | subprocess.Popen, wait: Callable[[], int]) -> int:
-        """``wait()`` for a started stage, listed in :attr:`running` meanwhile; an exception while waiting
-        (``KeyboardInterrupt``) stops the stage before it propagates, as :func:`subprocess.run` does."""
+    def _wait(self, process: BaseProcess | subprocess.Popen) -> int:
+        """Wait for a started stage, listed in :attr:`running` meanwhile, and return its exit status; an exception
+        while waiting (``KeyboardInterrupt``) stops the stage before it propagates, as :func:`subprocess.run` does."""
         with self._lock:
             self.running.add(process)
         try:
-            return int(wait())
+            return wait_process(process)
         except BaseException:
             stop_process(process)
             raise

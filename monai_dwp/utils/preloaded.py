@@ -35,6 +35,7 @@ __all__ = [
     "start_module",
     "start_preloading",
     "stop_process",
+    "wait_process",
 ]
 
 PRELOAD: tuple[str, ...] = (
@@ -156,6 +157,15 @@ def stop_process(process: BaseProcess | subprocess.Popen, grace: float = 10.0) -
             process.join()
 
 
+def wait_process(process: BaseProcess | subprocess.Popen) -> int:
+    """Wait for a child (a :func:`start_module` child or a :class:`subprocess.Popen`) and return its exit status,
+    minus the signal that killed it (1 where a ``multiprocessing`` child left none)."""
+    if isinstance(process, subprocess.Popen):
+        return process.wait()
+    process.join()
+    return int(process.exitcode if process.exitcode is not None else 1)
+
+
 def run_module(module: str, args: Sequence[str], log: str | os.PathLike, env: Mapping[str, str],
                cwd: str | os.PathLike) -> int:
     """Run ``python -m module *args`` in a child of the preloading fork server and wait for it.
@@ -179,11 +189,10 @@ def run_module(module: str, args: Sequence[str], log: str | os.PathLike, env: Ma
     """
     child = start_module(module, args, log, env, cwd)
     try:
-        child.join()
+        return wait_process(child)
     except BaseException:
         stop_process(child)
         raise
-    return int(child.exitcode if child.exitcode is not None else 1)
 
 
 def _child(module: str, args: list[str], log: str, env: dict[str, str], cwd: str) -> None:
