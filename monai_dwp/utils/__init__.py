@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .allocator import tune_allocator
 from .io import atomic_directory, atomic_path, atomic_write
-from .machine import cpu_name
+from .machine import cpu_capability, cpu_name
 from .validation import (
     BundleInputError,
     InputFileError,
@@ -26,6 +26,7 @@ __all__ = [
     "check_float",
     "check_int",
     "check_optional_float",
+    "cpu_capability",
     "cpu_name",
     "tune_allocator",
 ]

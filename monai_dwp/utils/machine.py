@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-__all__ = ["cpu_name"]
+__all__ = ["cpu_capability", "cpu_name"]
 
 
 def cpu_name(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
@@ -19,3 +19,18 @@ def cpu_name(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_capability() -> str:
+    """The vector instruction set PyTorch's CPU kernels use on this machine (``"AVX512"``, ``"AVX2"``, ``"DEFAULT"``,
+    ...; :func:`torch.backends.cpu.get_cpu_capability`), or ``""`` where PyTorch cannot tell.
+
+    Two machines sold under one model name (``"AMD EPYC"``) may differ here, and CPU timings with it: a figure
+    measured with AVX-512 kernels is not comparable with one measured with AVX2 kernels.
+    """
+    try:
+        import torch
+
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (ImportError, AttributeError, RuntimeError):
+        return ""

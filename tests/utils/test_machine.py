@@ -7,7 +7,9 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from monai_dwp.utils.machine import cpu_name
+import torch
+
+from monai_dwp.utils.machine import cpu_capability, cpu_name
 
 
 class TestCpuName(unittest.TestCase):
@@ -21,6 +23,12 @@ class TestCpuName(unittest.TestCase):
             self.assertEqual(cpu_name(info), platform.processor() or platform.machine())
             self.assertEqual(cpu_name(Path(tmp) / "missing"), platform.processor() or platform.machine())
         self.assertTrue(cpu_name())
+
+
+class TestCpuCapability(unittest.TestCase):
+    def test_pytorchs_vector_instruction_set(self):
+        self.assertEqual(cpu_capability(), torch.backends.cpu.get_cpu_capability())
+        self.assertTrue(cpu_capability())
 
 
 if __name__ == "__main__":
