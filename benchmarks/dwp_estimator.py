@@ -150,7 +150,8 @@ def along_training(args: argparse.Namespace, net: torch.nn.Module, settings: lis
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prior_ckpt", default="bundles/dwp_prior/models/dwp_prior.pt")
-    parser.add_argument("--estimators", nargs="+", default=["all", "max_kernels=2048", "refresh=4", "refresh=8"],
+    parser.add_argument("--estimators", nargs="+",
+                        default=["all", "max_kernels=2048", "refresh=4", "refresh=8", "refresh=16"],
                         help="'all', 'max_kernels=<m>' (per group) or 'refresh=<R>'")
     parser.add_argument("--draws", type=int, default=6)
     parser.add_argument("--ref_draws", type=int, default=12)

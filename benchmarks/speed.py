@@ -174,7 +174,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--batches", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--estimators", nargs="+", default=["all", "max_kernels=2048", "refresh=4", "refresh=8"])
+    parser.add_argument("--estimators", nargs="+",
+                        default=["all", "max_kernels=2048", "refresh=4", "refresh=8", "refresh=16"])
     parser.add_argument("--memory_size", type=int, default=64)
     parser.add_argument("--device", choices=["cpu", "cuda"], nargs="+", default=None)
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
@@ -311,13 +312,19 @@ def _write(rows: list[dict], meta: dict, out: Path) -> None:
         "during the forward pass, and one activation-sized tensor per layer (`ξ / 2σ`) stays for the backward.",
         "- The DWP term over all kernels costs a VAE pass over 33,808 kernels per step; the `max_kernels` subsample "
         "cuts it in proportion, with a gradient that points less than half as well as the all-kernel one "
-        "(`dwp_estimator.md`), the rotating refresh (`refresh=R`, the finetune bundle's default R = 4) to 1/R with "
-        "the all-kernel gradient's agreement with the expected gradient.",
+        f"(`dwp_estimator.md`), the rotating refresh (`refresh=R`, the finetune bundle's default R = {_bundle_refresh()}) "
+        "to 1/R with the all-kernel gradient's agreement with the expected gradient.",
         "",
     ]
     (out / "speed.md").write_text("\n".join(lines))
     _plot(rows, meta, out / "speed.png")
     print((out / "speed.md").read_text())
+
+
+def _bundle_refresh() -> int:
+    """The finetune bundle's default ``prior_refresh_interval``."""
+    config = Path(__file__).resolve().parents[1] / "bundles" / "dwp_finetune" / "configs" / "train.json"
+    return int(json.loads(config.read_text())["prior_refresh_interval"])
 
 
 def _plot(rows: list[dict], meta: dict, path: Path) -> None:
