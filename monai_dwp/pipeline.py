@@ -79,7 +79,7 @@ class PipelineSettings:
     num_samples: int = 2
     vae_hidden: tuple[int, int, int] = (32, 64, 128)
     max_kernels: int | None = None  # a per-group subsample of the DWP term's kernels (None: see the next line)
-    prior_refresh_interval: int = 4  # the DWP term re-estimates a rotating 1/R of the kernels per step
+    prior_refresh_interval: int = 16  # the DWP term re-estimates a rotating 1/R of the kernels per step
     workers: int = 2  # target methods fine-tuned side by side, each with cpu_count // workers threads
 
     @classmethod
