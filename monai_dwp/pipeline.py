@@ -45,14 +45,12 @@ __all__ = [
     "default_bundles_dir",
     "fit_prior",
     "make_handoffs",
-    "prior_stage",
     "run_pipeline",
     "stop_stages_on_sigterm",
 ]
 
-Stage = tuple[str, Sequence[str], Sequence[Path]] | tuple[str, Sequence[str], Sequence[Path], bool]
-"""One stage of a chain: its name (and log file), its command, the outputs whose existence skips it and optionally
-whether it must run even so (its outputs are stale)."""
+Stage = tuple[str, Sequence[str], Sequence[Path]]
+"""One stage of a chain: its name (and log file), its command and the outputs whose existence skips it."""
 
 
 @dataclasses.dataclass
@@ -229,7 +227,6 @@ class StageRunner:
         bar: object | None = None,
         workers: int | None = None,
         on_done: Callable[[int, list[float]], None] | None = None,
-        after: Sequence[Sequence[int]] | None = None,
     ) -> None:
         """Run chains of stages side by side: the stages of a chain in order (once a stage runs, the later stages
         of its chain run too, as their outputs came from the old input), up to ``workers`` chains at a time
@@ -237,22 +234,14 @@ class StageRunner:
         that each use every core spin against each other and run slower than one after the other, while one
         thread each keeps every core busy, through the single-threaded parts of a run too.
 
-        A free worker takes the first chain in list order whose prerequisites (``after``) have finished, so the list
-        order is the priority: put the chains of the longest path first.
-
         Args:
-            chains: lists of stages ``(name, cmd, outputs)``, or ``(name, cmd, outputs, force)`` for a stage that
-                must run even where its outputs exist (a stale output).
+            chains: lists of ``(name, cmd, outputs)`` stages.
             bar: a tqdm bar advanced after every stage.
             workers: chains at a time.
             on_done: called as ``on_done(i, seconds)`` when chain ``i`` has finished, with each stage's wall time
                 (0 for a skipped stage); calls may come from several threads at once.
-            after: ``after[i]`` lists the chains (indices below ``i``) that must finish before chain ``i`` starts;
-                when a stage of one of them ran, every stage of chain ``i`` runs too (its outputs came from the old
-                input). Default: no prerequisites.
 
         Raises:
-            ValueError: ``after`` does not give one list per chain of indices of earlier chains.
             PipelineStageError: a stage failed; no chain starts after it, the running ones finish.
             KeyboardInterrupt: (or ``SystemExit``) raised while waiting; the running stages are stopped first
                 (:meth:`stop`) instead of being waited for.
@@ -261,62 +250,37 @@ class StageRunner:
 
         if not chains:
             return
-        prerequisites = _check_after(after, len(chains))
         workers = max(1, min(len(chains), workers or len(chains)))
         threads = max(1, (os.cpu_count() or 1) // workers)
 
         failed = threading.Event()
-        ready = threading.Condition()
-        pending = list(range(len(chains)))
-        finished: dict[int, bool] = {}  # chain -> whether one of its stages ran
 
-        def take() -> int | None:
-            """The first pending chain whose prerequisites have finished; ``None`` when none is left to start."""
-            with ready:
-                while pending and not failed.is_set():
-                    for index in pending:
-                        if all(j in finished for j in prerequisites[index]):
-                            pending.remove(index)
-                            return index
-                    ready.wait()
-                return None
-
-        def run_chain(index: int) -> bool:
+        def run_chain(index: int) -> None:
+            if failed.is_set():  # a stage failed: start nothing new
+                return
             seconds = []
-            # a stage that ran (here or in a prerequisite) makes the later stages stale
-            upstream_ran = any(finished[j] for j in prerequisites[index])
-            for name, cmd, outputs, *stale in chains[index]:
+            upstream_ran = False  # a stage that ran makes the later stages of its chain stale
+            for name, cmd, outputs in chains[index]:
                 start = time.perf_counter()
-                ran = self.run(name, cmd, outputs, bar, threads, force=upstream_ran or any(stale))
-                upstream_ran = upstream_ran or ran
+                try:
+                    ran = self.run(name, cmd, outputs, bar, threads, force=upstream_ran)
+                    upstream_ran = upstream_ran or ran
+                except BaseException:
+                    failed.set()
+                    raise
                 seconds.append(time.perf_counter() - start if ran else 0.0)
                 _advance(bar)
             if on_done is not None:
                 on_done(index, seconds)
-            return upstream_ran
-
-        def work() -> None:
-            while (index := take()) is not None:
-                try:
-                    ran = run_chain(index)
-                except BaseException:
-                    with ready:  # start nothing new; wake the workers waiting for a prerequisite
-                        failed.set()
-                        ready.notify_all()
-                    raise
-                with ready:
-                    finished[index] = ran
-                    ready.notify_all()
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(work) for _ in range(workers)]
+            futures = [pool.submit(run_chain, i) for i in range(len(chains))]
             try:
                 for future in as_completed(futures):
                     future.result()
             except BaseException as error:
-                failed.set()
-                with ready:
-                    ready.notify_all()
+                for future in futures:
+                    future.cancel()
                 if not isinstance(error, Exception):  # KeyboardInterrupt, SystemExit: stop, do not wait
                     self.stop()
                 raise
@@ -340,23 +304,6 @@ class StageRunner:
             if value is not None:
                 cmd += [f"--{key}", _cli(value)]
         return cmd
-
-
-def _check_after(after: Sequence[Sequence[int]] | None, num_chains: int) -> list[tuple[int, ...]]:
-    """``after`` of :meth:`StageRunner.run_chains` as one tuple of earlier chain indices per chain."""
-    if after is None:
-        return [()] * num_chains
-    if isinstance(after, (str, bytes)) or len(after) != num_chains:
-        raise ValueError(f"after must give one list of prerequisite chains per chain ({num_chains}), got {after!r}.")
-    checked = []
-    for index, before in enumerate(after):
-        if isinstance(before, (str, bytes)) or not all(isinstance(j, int) and 0 <= j < index for j in before):
-            raise ValueError(
-                f"after[{index}] must list indices of earlier chains (ints below {index}), got {before!r}; put a "
-                "chain after the chains it waits for."
-            )
-        checked.append(tuple(before))
-    return checked
 
 
 def stop_stages_on_sigterm() -> None:
@@ -413,7 +360,7 @@ def run_pipeline(
 
     from monai_dwp.bundle_utils import run_name
     from monai_dwp.report import write_report
-    from monai_dwp.transfer import HANDOFFS, METHODS
+    from monai_dwp.transfer import METHODS
 
     s = settings or (PipelineSettings.quick() if quick else PipelineSettings.default())
     methods = list(methods or METHODS)
@@ -428,25 +375,20 @@ def run_pipeline(
     patch = [s.patch_size] * 3
     spacing = [s.spacing] * 3
     common = {"spacing": spacing, "patch_size": patch, "batch_size": s.batch_size, "num_samples": s.num_samples}
-    stages = 2 + len(s.seeds) + any("prior_ckpt" in HANDOFFS[m] for m in methods) + 2 * len(methods) + 1
+    stages = 2 + len(s.seeds) + 1 + 2 * len(methods) + 1
     bar = tqdm(total=stages, desc="pipeline", unit="stage")
     started = time.perf_counter()
 
-    handoffs = make_handoffs(runner, s, data, bar, swag="swag_prior" in methods, with_prior=False)
+    handoffs = make_handoffs(runner, s, data, bar, swag="swag_prior" in methods)
     prior_ckpt = handoffs["prior_ckpt"]
-    # 3.-5. the prior, side by side with the methods that do not need it; then every method's fine-tuning and its
-    # Monte Carlo inference + evaluation on the held-out target cases. The prior and the methods that wait for it
-    # are the longest path, so they come first.
+    # 4.-5. fine-tune every method, then Monte Carlo inference + evaluation on the held-out target cases
     finetune = {"dataset_dir": data / "tumour", "num_train_cases": s.num_train_cases,
                 "num_val_cases": s.num_val_cases, "source_ckpt": handoffs["source_ckpt"],
                 "prior_ckpt": prior_ckpt, "swag_ckpt": handoffs["swag_ckpt"], "max_kernels": s.max_kernels,
                 "prior_refresh_interval": s.prior_refresh_interval, **common}
-    needs_prior = [m for m in methods if "prior_ckpt" in HANDOFFS[m]]
-    ordered = needs_prior + [m for m in methods if m not in needs_prior]
     ckpt_dirs: dict[str, Path] = {}
-    chains: list[list[Stage]] = [[prior_stage(runner, s)]] if needs_prior else []
-    after: list[list[int]] = [[]] if needs_prior else []
-    for method in ordered:
+    chains = []
+    for method in methods:
         # the bundle's own method goes to its models/ (served in place); the baselines to runs of their own
         ckpt_dir = models["dwp_finetune"] if method == "dwp" else out / "runs" / run_name(method, s.num_train_cases, 0)
         ckpt_dirs[method] = ckpt_dir
@@ -457,9 +399,7 @@ def run_pipeline(
         done = [ckpt_dir / "model.pt", ckpt_dir / f"checkpoint_epoch={s.finetune_epochs}.pt"]  # a finished run
         chains.append([(f"finetune_{method}", train, done),
                        (f"evaluate_{method}", evaluate, [ckpt_dir / "eval" / "metrics.csv"])])
-        after.append([0] if method in needs_prior else [])
-    runner.run_chains(chains, bar, workers=s.workers, after=after)
-    ckpt_dirs = {m: ckpt_dirs[m] for m in methods}  # the report's rows in the order asked for
+    runner.run_chains(chains, bar, workers=s.workers)
     # 6. report
     report = write_report(out, ckpt_dirs, s.num_train_cases, elapsed=time.perf_counter() - started)
     bar.update()
@@ -470,7 +410,7 @@ def run_pipeline(
 
 def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: object | None = None,
                   swag: bool = True, source_dir: Path | None = None, prior_dir: Path | None = None,
-                  tag: str = "", with_prior: bool = True) -> dict[str, Path]:
+                  tag: str = "") -> dict[str, Path]:
     """Stages 1–3 of the chain: the source (MS) and target (tumour) phantoms in ``data``, the source networks
     (``dwp_pretrain``, seeds ``s.seeds`` side by side, with the SWAG moments of their last ``s.swag_epochs``
     epochs) and the kernel prior (``dwp_prior``), into the bundles' ``models/`` of ``runner``. Stages whose outputs
@@ -485,8 +425,6 @@ def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: obj
             hand-offs (other source settings in ``s``) goes into folders of its own, so the bundles' stay the
             ones the methods use.
         tag: appended to the names (and log files) of the source and prior stages of such a variant.
-        with_prior: fit the prior too; without it the caller runs :func:`prior_stage` itself (e.g. side by side
-            with the work that does not need the prior), and ``prior_ckpt`` is where that stage writes it.
 
     Returns:
         ``{"source_data", "target_data", "source_ckpt" (the first seed's net), "swag_ckpt" (its SWAG moments),
@@ -513,8 +451,7 @@ def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: obj
     source_outputs = {seed: [sources[seed] / name for name in (*done, *(("swag.pt",) if swag else ()))]
                       for seed in s.seeds}
     trained = not runner.force and all(p.is_file() for paths in source_outputs.values() for p in paths)
-    # 1. data (the source phantoms only for source networks still to train; made one after the other: side by side
-    # they take as long)
+    # 1. data (the source phantoms only for source networks still to train)
     for disease, num, test in (("ms", s.num_source_cases, s.num_source_test),
                                ("tumour", s.num_target_pool, s.num_target_test)):
         if disease == "ms" and trained:
@@ -535,11 +472,8 @@ def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: obj
         for seed in s.seeds
     ], bar)
     # 3. prior
-    if with_prior:
-        prior_ckpt = fit_prior(runner, s, bar, output_dir=prior_dir, name=f"prior{suffix}", source_dir=source_dir)
-        _advance(bar)
-    else:
-        prior_ckpt = prior_stage(runner, s, output_dir=prior_dir, name=f"prior{suffix}", source_dir=source_dir)[2][0]
+    prior_ckpt = fit_prior(runner, s, bar, output_dir=prior_dir, name=f"prior{suffix}", source_dir=source_dir)
+    _advance(bar)
     return {"source_data": data / "ms", "target_data": data / "tumour",
             "source_ckpt": sources[s.seeds[0]] / "model.pt", "swag_ckpt": sources[s.seeds[0]] / "swag.pt",
             "prior_ckpt": prior_ckpt}
@@ -553,11 +487,11 @@ def is_stale(output: Path, inputs: Sequence[Path]) -> bool:
     return any(p.is_file() and p.stat().st_mtime > made for p in inputs)
 
 
-def prior_stage(runner: StageRunner, s: PipelineSettings, output_dir: Path | None = None, name: str = "prior",
-                source_dir: Path | None = None, **overrides: object) -> Stage:
-    """Stage 3 of the chain, not run: the kernel prior (``dwp_prior``) fitted to the source networks of seeds
-    ``s.seeds``, as ``(name, cmd, [dwp_prior.pt], stale)``. ``stale``: its ``dwp_prior.pt`` exists but is older than
-    a source network (the nets were trained again), so the stage must run although its output exists.
+def fit_prior(runner: StageRunner, s: PipelineSettings, bar: object | None = None, output_dir: Path | None = None,
+              name: str = "prior", source_dir: Path | None = None, **overrides: object) -> Path:
+    """Stage 3 of the chain: the kernel prior (``dwp_prior``) fitted to the source networks of seeds ``s.seeds`` in
+    the bundles' ``models/`` of ``runner``, skipped when its ``dwp_prior.pt`` exists and is newer than every source
+    network (a prior older than a net it is fitted to is stale: the nets were trained again).
 
     Args:
         output_dir: where the prior goes (default: ``dwp_prior``'s ``models/``); a variant fitted with
@@ -566,6 +500,9 @@ def prior_stage(runner: StageRunner, s: PipelineSettings, output_dir: Path | Non
         source_dir: the folder of the source nets, ``<source_dir>/seed<S>/model.pt`` (default: ``dwp_pretrain``'s
             ``models/``).
         overrides: of ``dwp_prior``'s ``train.json`` (e.g. ``latent_size=16``), for an ablation's prior.
+
+    Returns:
+        the path of the fitted ``dwp_prior.pt``.
     """
     source_dir = Path(source_dir) if source_dir is not None else runner.bundles_dir / "dwp_pretrain" / "models"
     sources = [source_dir / f"seed{seed}" / "model.pt" for seed in s.seeds]
@@ -574,21 +511,8 @@ def prior_stage(runner: StageRunner, s: PipelineSettings, output_dir: Path | Non
     where = {"output_dir": out} if output_dir is not None else {}
     cmd = runner.bundle("dwp_prior", ["train"], source_ckpts=sources, epochs=s.prior_epochs,
                         hidden_channels=list(s.vae_hidden), **where, **overrides)
-    return name, cmd, [prior_ckpt], is_stale(prior_ckpt, sources)
-
-
-def fit_prior(runner: StageRunner, s: PipelineSettings, bar: object | None = None, output_dir: Path | None = None,
-              name: str = "prior", source_dir: Path | None = None, **overrides: object) -> Path:
-    """Run :func:`prior_stage`: fit the kernel prior to the source networks of seeds ``s.seeds`` in the bundles'
-    ``models/`` of ``runner``, skipped when its ``dwp_prior.pt`` exists and is newer than every source network.
-    The arguments are :func:`prior_stage`'s.
-
-    Returns:
-        the path of the fitted ``dwp_prior.pt``.
-    """
-    name, cmd, outputs, stale = prior_stage(runner, s, output_dir, name, source_dir, **overrides)
-    runner.run(name, cmd, outputs, bar, force=stale)
-    return outputs[0]
+    runner.run(name, cmd, [prior_ckpt], bar, force=is_stale(prior_ckpt, sources))
+    return prior_ckpt
 
 
 def _advance(bar: object | None) -> None:

@@ -154,47 +154,6 @@ class TestPipeline(unittest.TestCase):
             self.assertEqual(seconds[1], [0.0, 0.0])  # b1 and b2 skipped
             self.assertGreaterEqual((root / "a2").stat().st_mtime_ns, stamp)
 
-    def test_a_chain_waits_for_its_prerequisites_and_runs_again_after_them(self):
-        with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp)
-            runner = StageRunner(root, None, False, root)
-
-            def stage(name: str, needs: str = "", sleep: float = 0.0, ok: bool = True) -> tuple:
-                code = (f"import pathlib, sys, time; root = pathlib.Path({str(root)!r})\n"
-                        f"if {needs!r} and not (root / {needs!r}).is_file(): sys.exit(4)\n"
-                        f"time.sleep({sleep})\n"
-                        f"if not {ok}: sys.exit(3)\n"
-                        f"(root / {name!r}).write_text(str(time.time()))")
-                return name, [sys.executable, "-c", code], [root / name]
-
-            order: list[int] = []
-            chains = [[stage("p", sleep=3.0)], [stage("d", needs="p")], [stage("f")]]
-            runner.run_chains(chains, workers=2, after=[[], [0], []], on_done=lambda i, seconds: order.append(i))
-            self.assertLess(order.index(0), order.index(1))  # d waited for p (it exits 4 without p's output)
-            # the free chain ran on the second worker while p ran, although d comes before it in the list
-            self.assertLess(float((root / "f").read_text()), float((root / "p").read_text()))
-            # all outputs exist: nothing runs
-            ran: dict[int, list[float]] = {}
-            runner.run_chains(chains, workers=2, after=[[], [0], []], on_done=lambda i, s: ran.update({i: s}))
-            self.assertEqual(ran, {0: [0.0], 1: [0.0], 2: [0.0]})
-            # the prerequisite runs again (here: its output is stale): its dependants run again, the rest not
-            stale = [[(*stage("p"), True)], [stage("d", needs="p")], [stage("f")]]
-            runner.run_chains(stale, workers=1, after=[[], [0], []], on_done=lambda i, s: ran.update({i: s}))
-            self.assertGreater(ran[0][0], 0)
-            self.assertGreater(ran[1][0], 0)
-            self.assertEqual(ran[2], [0.0])
-            # a failing prerequisite: its dependant never starts
-            chains = [[stage("q", ok=False)], [stage("e")], [stage("g")]]
-            with self.assertRaisesRegex(PipelineStageError, r"stage 'q' failed \(exit 3\)"):
-                runner.run_chains(chains, workers=1, after=[[], [0], [0]])
-            self.assertFalse((root / "e").exists() or (root / "g").exists())
-            # prerequisites must be earlier chains, one list per chain
-            with self.assertRaisesRegex(ValueError, r"after\[0\] must list indices of earlier chains"):
-                runner.run_chains(chains, after=[[1], [], []])
-            with self.assertRaisesRegex(ValueError, r"after must give one list of prerequisite chains per chain "
-                                                    r"\(3\), got \[\[\]\]"):
-                runner.run_chains(chains, after=[[]])
-
     def test_a_prior_older_than_its_source_nets_is_stale(self):
         with tempfile.TemporaryDirectory() as tmp:
             prior, source = Path(tmp) / "dwp_prior.pt", Path(tmp) / "model.pt"

@@ -229,6 +229,15 @@ class TestScoring(_Seeded):
         _check_scores(self, scores)  # every call is a fresh draw: never a zero spread
         self.assertEqual(Epistemic()({"strategy": "epistemic"}, datastore)["id"], _ranking(scores)[0])
 
+    def test_the_task_tunes_the_allocator(self):
+        from unittest import mock
+
+        from monai_dwp.apps.monailabel import infer
+
+        with mock.patch.object(infer, "tune_allocator") as tune:
+            DWPBundleInferTask(str(SERVED), {}, skip_writer=True)
+        tune.assert_called_once_with()
+
     def test_mc_samples_option(self):
         task = DWPBundleInferTask(str(SERVED), {}, skip_writer=True)
         self.assertEqual(task.config()["mc_samples"], 4)  # the served bundle's

@@ -17,6 +17,7 @@ from monailabel.tasks.infer.bundle import BundleInferTask
 from monai_dwp.apps.monailabel.checks import check_request_image
 from monai_dwp.inferers import MCInferer
 from monai_dwp.transforms import FlattenMCOutputd, UncertaintySummaryd
+from monai_dwp.utils.allocator import tune_allocator
 from monai_dwp.utils.validation import check_int
 
 __all__ = ["DWPBundleInferTask"]
@@ -44,6 +45,9 @@ class DWPBundleInferTask(BundleInferTask):
       ``data["image_path"]``, and MONAI >= 1.5's ``Spacingd`` updates every ``image_*`` entry as a metadata dict
       (``'str' object has no attribute 'update'``). (Bundles served with :func:`package_bundle` carry the same fix
       in their configs, for the stock task.)
+    - glibc's ``malloc`` is tuned (:func:`~monai_dwp.utils.tune_allocator`) when the task is built, as every bundle
+      process does first: the app does not run the bundle's ``initialize``, and without it each large activation of
+      a 3D pass is mapped and page-faulted in anew.
     - Thread safety: a Monte Carlo pass switches the network's Bayesian layers to ``"sampled"`` mode and redraws
       their weights, so two requests on the same (cached) network must not interleave; this task serialises its
       inference calls (MONAI Label's scoring runs two threads by default).
@@ -65,6 +69,7 @@ class DWPBundleInferTask(BundleInferTask):
     def __init__(self, path: str, conf: dict[str, str], num_samples: int | None = None, **kwargs: Any) -> None:
         if num_samples is not None:
             check_int(num_samples, "num_samples", minimum=1, hint="or None for the bundle's own")
+        tune_allocator()
         self._lock = threading.Lock()
         self.num_samples = num_samples
         super().__init__(path, conf, **kwargs)
