@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from monai_dwp.utils.machine import cpu_capability, cpu_name
+from monai_dwp.utils.machine import cpu_label
 
 __all__ = ["sync", "device_name", "run_child", "find_row", "estimator_kwargs"]
 
@@ -25,8 +25,7 @@ def device_name(device: str) -> str:
     """The GPU's name, or the CPU's core count, processor and PyTorch thread count."""
     if device == "cuda":
         return torch.cuda.get_device_name(0)
-    isa = f", {cpu_capability()} kernels" if cpu_capability() else ""
-    return f"{os.cpu_count()}-core CPU ({cpu_name()}, {platform.machine()}{isa}), {torch.get_num_threads()} PyTorch threads"
+    return f"{os.cpu_count()}-core CPU ({cpu_label()}, {platform.machine()}), {torch.get_num_threads()} PyTorch threads"
 
 
 def run_child(script: str, **kwargs: object) -> dict:

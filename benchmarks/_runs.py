@@ -9,7 +9,7 @@ import shutil
 import time
 from pathlib import Path
 
-from monai_dwp.utils.machine import cpu_capability, cpu_name
+from monai_dwp.utils.machine import cpu_label
 
 __all__ = ["claim_run_dir", "best_validation", "describe_machine"]
 
@@ -49,8 +49,7 @@ def describe_machine(device: str | None, workers: int) -> str:
     import torch
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    isa = f", {cpu_capability()} kernels" if cpu_capability() else ""
-    name = torch.cuda.get_device_name(0) if dev.startswith("cuda") and torch.cuda.is_available() else cpu_name() + isa
+    name = torch.cuda.get_device_name(0) if dev.startswith("cuda") and torch.cuda.is_available() else cpu_label()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"run on {name} ({os.cpu_count()} CPU cores), PyTorch {torch.__version__}, device {dev}, {workers} "
             f"run(s) side by side, load average {load:.1f} at the start")

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from monai_dwp.utils.io import atomic_write
-from monai_dwp.utils.machine import cpu_capability, cpu_name
+from monai_dwp.utils.machine import cpu_label
 
 __all__ = ["collect_metrics", "write_eval_summary", "write_report"]
 
@@ -130,8 +130,7 @@ def write_report(
         lines += [f"## Segmentations and uncertainty (`{montage_method}`)", "", f"![montage]({montage.name})", ""]
     import torch
 
-    isa = f", {cpu_capability()} kernels" if cpu_capability() else ""
-    lines += ["## Run", "", f"- machine: {cpu_name()} ({platform.machine()}{isa}), {os.cpu_count()} CPU cores, PyTorch "
+    lines += ["## Run", "", f"- machine: {cpu_label()} ({platform.machine()}), {os.cpu_count()} CPU cores, PyTorch "
               f"{torch.__version__}" + (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "")]
     if elapsed is not None:
         lines.append(f"- wall time: {elapsed / 60:.1f} min")

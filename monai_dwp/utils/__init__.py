@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .allocator import tune_allocator
 from .io import atomic_directory, atomic_path, atomic_write
-from .machine import cpu_capability, cpu_name
+from .machine import cpu_capability, cpu_label, cpu_name
 from .validation import (
     BundleInputError,
     InputFileError,
@@ -27,6 +27,7 @@ __all__ = [
     "check_int",
     "check_optional_float",
     "cpu_capability",
+    "cpu_label",
     "cpu_name",
     "tune_allocator",
 ]

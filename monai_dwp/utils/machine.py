@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-__all__ = ["cpu_capability", "cpu_name"]
+__all__ = ["cpu_capability", "cpu_label", "cpu_name"]
 
 
 def cpu_name(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
@@ -34,3 +34,10 @@ def cpu_capability() -> str:
         return str(torch.backends.cpu.get_cpu_capability())
     except (ImportError, AttributeError, RuntimeError):
         return ""
+
+
+def cpu_label() -> str:
+    """:func:`cpu_name` with :func:`cpu_capability` where PyTorch tells it, e.g. ``"AMD EPYC, AVX2 kernels"``: the
+    processor of a results file's machine line."""
+    isa = cpu_capability()
+    return f"{cpu_name()}, {isa} kernels" if isa else cpu_name()

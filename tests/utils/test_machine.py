@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from monai_dwp.utils.machine import cpu_capability, cpu_name
+from monai_dwp.utils.machine import cpu_capability, cpu_label, cpu_name
 
 
 class TestCpuName(unittest.TestCase):
@@ -29,6 +29,7 @@ class TestCpuCapability(unittest.TestCase):
     def test_pytorchs_vector_instruction_set(self):
         self.assertEqual(cpu_capability(), torch.backends.cpu.get_cpu_capability())
         self.assertTrue(cpu_capability())
+        self.assertEqual(cpu_label(), f"{cpu_name()}, {cpu_capability()} kernels")
 
 
 if __name__ == "__main__":
