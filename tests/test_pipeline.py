@@ -201,6 +201,17 @@ class TestPipeline(unittest.TestCase):
             fit_prior(runner, s, output_dir=variant, name="prior_v", latent_size=16)
             self.assertTrue(runner.calls[-1][3])
 
+    def test_default_settings_match_the_bundles_defaults(self):
+        # the main job passes these to the bundles explicitly; a bundle default changed alone would leave make demo
+        # on the old setting
+        import json
+
+        repo = Path(__file__).resolve().parents[1]
+        finetune = json.loads((repo / "bundles" / "dwp_finetune" / "configs" / "train.json").read_text())
+        s = PipelineSettings.default()
+        self.assertEqual(s.prior_refresh_interval, finetune["prior_refresh_interval"])
+        self.assertEqual(s.max_kernels, finetune["max_kernels"])
+
     def test_unknown_method(self):
         with self.assertRaisesRegex(ValueError, r"methods \['bayes'\] are not fine-tuning methods"):
             run_pipeline("unused", quick=True, methods=["bayes"])
