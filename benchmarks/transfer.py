@@ -11,11 +11,12 @@ then ``train.json`` + ``evaluate.json`` with Monte Carlo sliding-window evaluati
 ``<results>/transfer.csv`` (seed, N, method, budget, wall time, metrics), appended as it finishes: an interrupted
 benchmark resumes where it stopped and never redoes a row. ``transfer.md`` (mean ± sd per method and N, the paired
 difference of ``dwp`` against each other method with its 95 % t-interval over seeds, best per column in bold) and
-``transfer.png`` (Dice and ECE against N, one line per method) are written from the CSV after every run.
+``transfer.png`` (Dice and ECE against N, one line per method) are written from the CSV after every run;
+``transfer_timing.json`` keeps the wall-clock time of each invocation that wrote rows, its hand-offs included.
 
-Ablations (:data:`ABLATIONS`): variants of ``dwp`` that change one setting, run with the same seeds, splits and
-budget at the scale's ``ablation_sizes`` right after the main runs of that N, and compared with the method they vary
-in a second table of ``transfer.md``; a variant is chosen on the validation split only.
+Ablations (:data:`ABLATIONS`, with ``--ablations``): variants of ``dwp`` that change one setting, run with the same
+seeds, splits and budget at the scale's ``ablation_sizes`` right after the main runs of that N, and compared with the
+method they vary in a second table of ``transfer.md``; a variant is chosen on the validation split only.
 
 Scales (``--scale``):
 
@@ -26,7 +27,8 @@ Scales (``--scale``):
 
 Usage::
 
-    python benchmarks/transfer.py --scale cpu
+    python benchmarks/transfer.py --scale cpu --workers 2                  # the main table
+    python benchmarks/transfer.py --scale cpu --workers 2 --ablations      # and every ablation at N = 5
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ import csv
 import dataclasses
 import functools
 import hashlib
+import json
 import math
 import statistics
 import sys
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,10 +201,10 @@ SCALES: dict[str, TransferScale] = {
     "cpu": TransferScale(
         # the prior: 15 epochs instead of the demo's 50; its validation ELBO changed by < 0.05 nats per kernel over
         # epochs 10-15 of the fit behind the committed results
-        # the DWP term refreshed on a rotating quarter of the kernels per step: the setting of the committed runs
-        # (a row records it; rows of another setting are not tabled), whatever the bundles' default
+        # the DWP term by the finetune bundle's default estimator (a row records it; rows of another setting, such
+        # as the earlier refresh=4 runs, stay in the CSV untabled)
         handoffs=dataclasses.replace(PipelineSettings.default(), num_target_pool=23, num_target_test=20,
-                                     mc_samples=3, prior_epochs=15, prior_refresh_interval=4),
+                                     mc_samples=3, prior_epochs=15),
         sizes=(5, 10, 15, 20), seeds=(0, 1, 2), methods=METHODS, steps=200, validations=4, patch_size=24,
         reduced="3 mm phantoms (the paper: 1 mm BraTS); source nets trained on 32³ patches for 80 epochs, the kernel "
                 "prior fitted for 15 epochs; target runs on 24³ patches (sliding windows of 24³ at evaluation), 200 "
@@ -355,6 +359,34 @@ def machine_time(rows: list[dict[str, str]]) -> str:
             "before and not counted.")
 
 
+TIMING_FILE = "transfer_timing.json"
+"""Beside ``transfer.csv``: per invocation of the benchmark that wrote rows, its wall-clock time, hand-offs included."""
+
+
+def load_timings(results_dir: Path) -> list[dict[str, object]]:
+    """The invocations recorded in :data:`TIMING_FILE` (one object per invocation, oldest first); ``[]`` when absent."""
+    path = results_dir / TIMING_FILE
+    if not path.is_file():
+        return []
+    timings = json.loads(path.read_text())
+    return timings if isinstance(timings, list) else [timings]
+
+
+def invocation_time(results_dir: Path) -> str:
+    """What each invocation that wrote rows cost, from :data:`TIMING_FILE`; empty when absent."""
+    timings = load_timings(results_dir)
+    if not timings:
+        return ""
+    lines = ["Wall-clock time of each invocation of the benchmark that wrote rows, its hand-offs (phantoms, source "
+             "nets, prior) included:"]
+    for t in timings:
+        made = "made by it" if t["handoffs_made"] else "the source nets and prior found made"
+        lines.append(f"- started {str(t['started'])[:16]} UTC: {t['runs']} runs in {float(t['elapsed_s']) / 60:.0f} "
+                     f"min, {float(t['handoffs_s']) / 60:.1f} min of it for the hand-offs ({made}), {t['workers']} "
+                     "run(s) side by side.")
+    return "\n".join(lines)
+
+
 def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferScale, path: Path,
                    machine: str = "", note: str = "") -> None:
     """Every metric as mean ± sd per method and N (best per column in bold), the paired differences of ``dwp``
@@ -377,6 +409,8 @@ def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferS
     if note:
         lines += [note, ""]
     lines += [machine_time(rows), ""]
+    if timing := invocation_time(path.parent):
+        lines += [timing, ""]
     mixed = sorted({r["method"] for r in rows
                     if len({q.get("handoffs") for q in rows if q["method"] == r["method"]} - {"", None}) > 1})
     if mixed:
@@ -490,7 +524,7 @@ def _sizes(value: object, allowed: tuple[int, ...], flag: str, what: str) -> tup
 
 
 def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | None = None, device: str | None = None,
-         bundles_dir: str | None = None, methods: str | None = None, workers: int = 1, ablations: bool | str = True,
+         bundles_dir: str | None = None, methods: str | None = None, workers: int = 1, ablations: bool | str = False,
          sizes: str | int | None = None, ablation_sizes: str | int | None = None, steps: int | None = None,
          lr_schedule: str | None = None, data_dir: str | None = None) -> Path:
     """Run (or resume) the benchmark and write ``transfer.csv``, ``transfer.md`` and ``transfer.png``.
@@ -504,8 +538,9 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         bundles_dir: the ``bundles/`` folder to run (default: the repository's; its ``models/`` receive the source
             nets and the prior, which are reused when they exist).
         methods: comma-separated subset of the scale's methods.
-        ablations: also run the scale's :data:`ABLATIONS` (at its ``ablation_sizes``, right after the main runs of
-            that N), or only those named (comma-separated, e.g. ``swag_prior_scale_1,swag_prior_scale_100``);
+        ablations: also run the scale's :data:`ABLATIONS` (``--ablations``: all of them, at its ``ablation_sizes``,
+            right after the main runs of that N; off by default, so that ``--scale cpu`` alone is the protocol's
+            main table), or only those named (comma-separated, e.g. ``swag_prior_scale_1,swag_prior_scale_100``);
             they go into the same CSV, named after the ablation, and into their own table.
         workers: runs side by side, each with ``cpu_count // workers`` PyTorch threads (2 on a 2-core machine
             keeps both cores busy through the single-threaded parts of each run). Wall times in the CSV are then
@@ -523,6 +558,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
     """
     from tqdm import tqdm
 
+    started, started_clock = time.time(), time.perf_counter()
     if scale not in SCALES:
         raise SystemExit(f"--scale must be one of {sorted(SCALES)}, got {scale!r}.")
     s = SCALES[scale]
@@ -569,6 +605,8 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
                                     source_dir=work / "sources" / a, prior_dir=work / "priors" / a,
                                     tag=a)["prior_ckpt"]
                    for a in variants if a in SOURCE_ABLATIONS})
+    handoffs_s = time.perf_counter() - started_clock
+    handoffs_made = Path(handoffs["prior_ckpt"]).stat().st_mtime >= started
     common = {"spacing": [h.spacing] * 3, "patch_size": [s.target_patch] * 3, "batch_size": h.batch_size,
               "num_samples": h.num_samples, "dataset_dir": handoffs["target_data"],
               "num_val_cases": h.num_val_cases, "source_ckpt": handoffs["source_ckpt"],
@@ -620,6 +658,8 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         files = dict(common, prior_ckpt=priors.get(name, common["prior_ckpt"]))
         return handoff_fingerprint({k: files[k] for k in keys}) if keys else "none"
 
+    finished: list[str] = []
+
     def record(index: int, seconds: list[float]) -> None:
         n, seed, method = jobs[index]
         metrics = collect_metrics(work / "runs" / run_name(method, n, seed) / "eval")
@@ -631,6 +671,12 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         with lock:  # one whole row per finished run
             append_row(csv_path, row)
             same.append({k: str(v) for k, v in row.items()})
+            finished.append(method)
+            key = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started))
+            timing = {"started": key, "runs": len(finished), "workers": workers, "handoffs_s": round(handoffs_s, 1),
+                      "handoffs_made": handoffs_made, "elapsed_s": round(time.perf_counter() - started_clock, 1)}
+            timings = [t for t in load_timings(out) if t["started"] != key] + [timing]
+            atomic_write(out / TIMING_FILE, "w", lambda f: json.dump(timings, f, indent=1))
             write_markdown(same, scale, report, out / "transfer.md", machine, swag_note)
             write_figure(same, report, out / "transfer.png")
             bar.update()

@@ -32,8 +32,8 @@ class TestTransferBenchmark(unittest.TestCase):
                    "--work_dir", str(root / "work"), "--results", str(root / "results"),
                    "--bundles_dir", str(root / "bundles")]
             env = dict(os.environ, PYTHONWARNINGS="ignore")
-            proc = subprocess.run(cmd + ["--workers", "2"], cwd=root, env=env, capture_output=True, text=True,
-                                  timeout=900)
+            proc = subprocess.run(cmd + ["--workers", "2", "--ablations", "1"], cwd=root, env=env,
+                                  capture_output=True, text=True, timeout=900)
             self.assertEqual(proc.returncode, 0, proc.stdout[-3000:] + proc.stderr[-3000:])
             rows = list(csv.DictReader((root / "results" / "transfer.csv").open()))
             self.assertEqual(sorted((r["method"], r["num_train_cases"], r["seed"]) for r in rows),
@@ -55,6 +55,9 @@ class TestTransferBenchmark(unittest.TestCase):
             self.assertNotEqual(fingerprints["dwp"], fingerprints["dwp_source_epochs_quarter"])
             md = (root / "results" / "transfer.md").read_text()
             self.assertIn("Kuzina, Egorov & Burnaev (2019)", md)
+            # the whole command's wall time, hand-offs included (they were found made: the quick chain's)
+            self.assertRegex(md, r"\n- started [0-9-]+ [0-9:]+ UTC: 6 runs in [0-9]+ min, [0-9.]+ min of it for the "
+                                 r"hand-offs \(the source nets and prior found made\), 2 run\(s\) side by side\.\n")
             self.assertIn("| method | N = 2 | N = 3 |", md)
             # one seed: a paired difference without an interval
             self.assertRegex(md, r"\| `random_init` \| [+-][0-9.]+ \(1 seed\) \| [+-][0-9.]+ \(1 seed\) \|")
