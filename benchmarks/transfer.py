@@ -606,7 +606,8 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
                                     tag=a)["prior_ckpt"]
                    for a in variants if a in SOURCE_ABLATIONS})
     handoffs_s = time.perf_counter() - started_clock
-    handoffs_made = Path(handoffs["prior_ckpt"]).stat().st_mtime >= started
+    prior_file = Path(handoffs["prior_ckpt"])
+    handoffs_made = prior_file.is_file() and prior_file.stat().st_mtime >= started  # made by this invocation
     common = {"spacing": [h.spacing] * 3, "patch_size": [s.target_patch] * 3, "batch_size": h.batch_size,
               "num_samples": h.num_samples, "dataset_dir": handoffs["target_data"],
               "num_val_cases": h.num_val_cases, "source_ckpt": handoffs["source_ckpt"],
