@@ -368,8 +368,7 @@ def load_timings(results_dir: Path) -> list[dict[str, object]]:
     path = results_dir / TIMING_FILE
     if not path.is_file():
         return []
-    timings = json.loads(path.read_text())
-    return timings if isinstance(timings, list) else [timings]
+    return json.loads(path.read_text())
 
 
 def invocation_time(results_dir: Path) -> str:
@@ -660,6 +659,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         return handoff_fingerprint({k: files[k] for k in keys}) if keys else "none"
 
     finished: list[str] = []
+    started_key = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started))  # this invocation's entry in TIMING_FILE
 
     def record(index: int, seconds: list[float]) -> None:
         n, seed, method = jobs[index]
@@ -673,10 +673,9 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
             append_row(csv_path, row)
             same.append({k: str(v) for k, v in row.items()})
             finished.append(method)
-            key = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started))
-            timing = {"started": key, "runs": len(finished), "workers": workers, "handoffs_s": round(handoffs_s, 1),
+            timing = {"started": started_key, "runs": len(finished), "workers": workers, "handoffs_s": round(handoffs_s, 1),
                       "handoffs_made": handoffs_made, "elapsed_s": round(time.perf_counter() - started_clock, 1)}
-            timings = [t for t in load_timings(out) if t["started"] != key] + [timing]
+            timings = [t for t in load_timings(out) if t["started"] != started_key] + [timing]
             atomic_write(out / TIMING_FILE, "w", lambda f: json.dump(timings, f, indent=1))
             write_markdown(same, scale, report, out / "transfer.md", machine, swag_note)
             write_figure(same, report, out / "transfer.png")
