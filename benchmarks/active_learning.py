@@ -55,8 +55,8 @@ Scales (``--scale``):
   transfer benchmark's costs on that machine (about 1 s per optimiser step and 2 s per Monte Carlo pass over a 3 mm
   volume, about 15 s to start a bundle run): 57 runs of about 130 s training and 55 s evaluation, and 2 × 3 × 72
   scored studies of about 6 s, i.e. about 13,000 s of one core. 3 mm
-  phantoms (the transfer benchmark's: 23 pool cases, 3 for validation; pass ``--data_dir runs/transfer/data`` to
-  reuse them), 3 seeds, 3 → 15 labelled studies by 2. Reduced: 100 optimiser steps of batch 2 × 2 patches of 24³ per
+  phantoms (23 pool cases, 3 for validation, as the transfer benchmark's earlier 3 mm scale; made in ``--data_dir``
+  when it holds none), 3 seeds, 3 → 15 labelled studies by 2. Reduced: 100 optimiser steps of batch 2 × 2 patches of 24³ per
   run (the transfer benchmark: 200), 2 validations per run, evaluation on the first 10 of the 20 test cases with 2
   weight draws, 3 weight draws per study for both scorings (the app's defaults: the bundle's 10 draws for mutual
   information, ``epistemic_simulation_size`` 5 for the stock scoring).
@@ -68,7 +68,7 @@ scorings, in this process, one at a time). ``--method`` is the finetune bundle's
 
 Usage (in the MONAI Label environment, ``bash .ci/monailabel.sh`` builds it)::
 
-    .venv-monailabel/bin/python benchmarks/active_learning.py --scale cpu --workers 2 --data_dir runs/transfer/data
+    .venv-monailabel/bin/python benchmarks/active_learning.py --scale cpu --workers 2 --data_dir runs/phantoms_3mm
 """
 
 from __future__ import annotations
@@ -99,7 +99,13 @@ from _runs import best_validation, claim_run_dir, describe_machine  # noqa: E402
 from _tables import interval_text, mean_sd, mean_table, save_figure, size_axis  # noqa: E402
 
 from monai_dwp.bundle_utils import run_name  # noqa: E402
-from monai_dwp.pipeline import StageRunner, default_bundles_dir, make_handoffs, stop_stages_on_sigterm  # noqa: E402
+from monai_dwp.pipeline import (  # noqa: E402
+    PipelineSettings,
+    StageRunner,
+    default_bundles_dir,
+    make_handoffs,
+    stop_stages_on_sigterm,
+)
 from monai_dwp.report import collect_metrics  # noqa: E402
 from monai_dwp.transfer import BAYESIAN_METHODS, HANDOFFS  # noqa: E402
 from monai_dwp.utils.io import atomic_write  # noqa: E402
@@ -713,9 +719,12 @@ class _Loop:
 def _prepare_data(runner_work: Path, scale_name: str, scale: ALScale, method: str, data_dir: Path, bundles: Path,
                   device: str) -> tuple[Path, dict[str, Path]]:
     """The tumour phantoms (made when ``data_dir/tumour`` holds none) and the hand-offs ``method`` needs: the
-    transfer benchmark's of the same scale (source nets, prior), reused from ``bundles``' ``models/`` when there."""
-    settings = dataclasses.replace(TRANSFER_SCALES[scale_name].handoffs, spacing=scale.spacing,
-                                   num_target_pool=scale.num_pool, num_target_test=scale.num_test_data)
+    3 mm ones in ``bundles``' ``models/`` (the source nets and the 15-epoch prior of the transfer benchmark's earlier
+    3 mm scale; ``tiny``: the quick chain's), reused when there."""
+    base = TRANSFER_SCALES["tiny"].handoffs if scale_name == "tiny" else dataclasses.replace(
+        PipelineSettings.default(), mc_samples=3, prior_epochs=15)
+    settings = dataclasses.replace(base, spacing=scale.spacing, num_target_pool=scale.num_pool,
+                                   num_target_test=scale.num_test_data)
     if HANDOFFS[method]:  # source nets / prior in the bundles' models/, reused when they exist
         handoffs = make_handoffs(StageRunner(runner_work, device, False, bundles, preload=True), settings, data_dir,
                                  swag="swag_ckpt" in HANDOFFS[method])

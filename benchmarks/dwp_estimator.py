@@ -24,8 +24,10 @@ Nothing is asserted; the numbers choose the bundle's defaults.
 
 Usage::
 
+    python -m monai_dwp make-data --disease tumour --num-cases 23 --num-test 20 --spacing 3 \
+        --output-dir runs/phantoms_3mm/tumour
     python benchmarks/dwp_estimator.py --prior_ckpt bundles/dwp_prior/models/dwp_prior.pt \
-        --data_dir runs/transfer/data/tumour
+        --data_dir runs/phantoms_3mm/tumour
 """
 
 from __future__ import annotations

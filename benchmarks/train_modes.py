@@ -15,7 +15,9 @@ the best-so-far validation Dice at fixed training times, paired differences over
 
 Usage::
 
-    python benchmarks/train_modes.py --work_dir runs/train_modes --data_dir runs/transfer/data/tumour \\
+    python -m monai_dwp make-data --disease tumour --num-cases 23 --num-test 20 --spacing 3 \\
+        --output-dir runs/phantoms_3mm/tumour
+    python benchmarks/train_modes.py --work_dir runs/train_modes --data_dir runs/phantoms_3mm/tumour \\
         --prior_ckpt bundles/dwp_prior/models/dwp_prior.pt --workers 2
 """
 

@@ -21,13 +21,16 @@ method they vary in a second table of ``transfer.md``; a variant is chosen on th
 Scales (``--scale``):
 
 - ``tiny``: seconds per stage, for the test suite (6 mm phantoms, 16³ patches, one epoch).
-- ``cpu``: the paper's protocol reduced for 2 CPU cores: 3 mm phantoms, source nets on 32³ patches, target runs on
-  24³ patches for 200 optimiser steps, 3 Monte Carlo samples; what is reduced is written into ``transfer.md``.
+- ``cpu``: the paper's protocol reduced for 2 CPU cores: 4 mm phantoms, source nets on 24³ patches, target runs of
+  the paper's six methods on 16³ patches for 1,200 optimiser steps, 3 Monte Carlo samples; what is reduced is
+  written into ``transfer.md``. The two source-informed Gaussian priors beyond the paper run when named
+  (``--methods source_gaussian,swag_prior``) and join the same tables.
 - ``paper``: the full setting for a GPU (2 mm phantoms, 64³ patches, 1,000 optimiser steps, 10 samples).
 
 Usage::
 
     python benchmarks/transfer.py --scale cpu --workers 2                  # the main table
+    python benchmarks/transfer.py --scale cpu --workers 2 --methods source_gaussian,swag_prior   # beyond the paper
     python benchmarks/transfer.py --scale cpu --workers 2 --ablations      # and every ablation at N = 5
 """
 
@@ -86,7 +89,9 @@ class TransferScale:
             test set.
         sizes: the target training sizes N (nested subsets).
         seeds: the seeds of every (method, N).
-        methods: the target methods.
+        methods: the target methods of a run without ``--methods``.
+        more_methods: methods run only when named by ``--methods`` (beyond the paper; their rows are tabled with
+            the others of the same budget).
         steps: optimiser steps per run, the same for every method and N (epochs = steps / iterations per epoch).
         validations: about how many validations a run makes (checkpoint selection on the validation split).
         reduced: what this scale reduces against the paper, for ``transfer.md``.
@@ -96,6 +101,9 @@ class TransferScale:
         train_mode: the finetune bundle's ``train_mode`` of the Bayesian methods (``sampled`` or ``local``).
         patch_size: the target runs' patch (and sliding-window) edge in voxels; ``None``: the source nets' patch,
             ``handoffs.patch_size``.
+        own_handoffs: make the source nets and the prior in ``<work_dir>/handoffs/`` instead of the bundles'
+            ``models/``: phantoms at another spacing than the bundles' default need source nets of their own, and
+            those must not replace (or be replaced by) the ones ``make demo`` uses.
     """
 
     handoffs: PipelineSettings
@@ -110,11 +118,22 @@ class TransferScale:
     lr_schedule: str = "constant"
     train_mode: str = "sampled"
     patch_size: int | None = None
+    own_handoffs: bool = False
+    more_methods: tuple[str, ...] = ()
+
+    @property
+    def all_methods(self) -> tuple[str, ...]:
+        """``methods`` and then ``more_methods``: the order of the tables."""
+        return (*self.methods, *self.more_methods)
 
     @property
     def target_patch(self) -> int:
         """The patch edge of the target runs."""
         return self.handoffs.patch_size if self.patch_size is None else self.patch_size
+
+
+PAPER_METHODS: tuple[str, ...] = ("dwp", "gaussian_prior", "random_init", "finetune", "finetune_frozen", "dwp_init")
+"""The six methods of the paper's protocol (the others of :data:`~monai_dwp.transfer.METHODS` go beyond it)."""
 
 
 def dwp_estimator(settings: PipelineSettings) -> str:
@@ -199,30 +218,50 @@ SCALES: dict[str, TransferScale] = {
         ablations=("dwp_no_dwp_init", "dwp_source_epochs_quarter"), ablation_sizes=(2,),
     ),
     "cpu": TransferScale(
-        # the prior: 15 epochs instead of the demo's 50; its validation ELBO changed by < 0.05 nats per kernel over
-        # epochs 10-15 of the fit behind the committed results
-        # the DWP term by the finetune bundle's default estimator (a row records it; rows of another setting, such
-        # as the earlier refresh=4 runs, stay in the CSV untabled)
-        handoffs=dataclasses.replace(PipelineSettings.default(), num_target_pool=23, num_target_test=20,
-                                     mc_samples=3, prior_epochs=15),
-        sizes=(5, 10, 15, 20), seeds=(0, 1, 2), methods=METHODS, steps=200, validations=4, patch_size=24,
-        reduced="3 mm phantoms (the paper: 1 mm BraTS); source nets trained on 32³ patches for 80 epochs, the kernel "
-                "prior fitted for 15 epochs; target runs on 24³ patches (sliding windows of 24³ at evaluation), 200 "
-                "optimiser steps of batch 2 × 2 patches, 3 Monte Carlo samples, 3 seeds (the earlier 32³ / 300-step / "
-                "5-sample setting: about 4 hours of a 2-core machine for the six methods of the paper, from its rows' "
-                "run times)",
-        # the paper's kernel filter drops none of the 67,616 kernels of these source nets (the smallest L2 norm is
-        # 0.055, the threshold 0.01), so its ablation would fit the same prior again
+        # 4 mm phantoms and 16³ target patches (the field of view of 24³ at 3 mm) so that a budget at which
+        # random_init's validation Dice has levelled off fits 2 hours of 2 cores; the source nets on 24³ patches
+        # (that of 32³ at 3 mm). The prior: 15 epochs instead of the demo's 50 (its validation ELBO changed by < 0.05
+        # nats per kernel over epochs 10-15 of the 3 mm fit). The DWP term by the finetune bundle's default
+        # estimator (a row records it; rows of another setting stay in the CSV untabled).
+        handoffs=dataclasses.replace(PipelineSettings.default(), spacing=4.0, patch_size=24, num_target_pool=23,
+                                     num_target_test=20, mc_samples=3, prior_epochs=15),
+        sizes=(5, 10, 15, 20), seeds=(0, 1, 2), methods=PAPER_METHODS, steps=1200, validations=10, patch_size=16,
+        more_methods=tuple(m for m in METHODS if m not in PAPER_METHODS),
+        own_handoffs=True,
+        reduced="4 mm phantoms (the paper: 1 mm BraTS); source nets trained on 24³ patches for 80 epochs, the kernel "
+                "prior fitted for 15 epochs; target runs on 16³ patches (sliding windows of 16³ at evaluation), "
+                "batches of 2 × 2 patches, 3 Monte Carlo samples, 3 seeds (the earlier 3 mm / 24³ / "
+                "200-step setting, whose random_init had not levelled off, is kept as `transfer_3mm.md`)",
+        # the paper's kernel filter dropped none of the 67,616 kernels of the 3 mm source nets (the smallest L2 norm
+        # was 0.055, the threshold 0.01), so its ablation would fit the same prior again
         ablations=tuple(a for a in ABLATIONS if a != "dwp_prior_unfiltered"), ablation_sizes=(5,),
     ),
     "paper": TransferScale(
         handoffs=dataclasses.replace(PipelineSettings.default(), spacing=2.0, patch_size=64, num_target_pool=23,
                                      num_target_test=20, pretrain_epochs=200, mc_samples=10),
+        own_handoffs=True,
         sizes=(5, 10, 15, 20), seeds=(0, 1, 2, 3, 4), methods=METHODS, steps=1000, validations=20,
         reduced="2 mm phantoms (the paper: 1 mm BraTS), 64³ patches",
         ablations=tuple(ABLATIONS), ablation_sizes=(5, 10),
     ),
 }
+
+
+def check_phantom_spacing(data: Path, spacing: float, scale: str) -> None:
+    """Stop before any stage when ``data`` already holds phantoms made at another spacing than the scale's (the
+    stages would reuse them: a made stage is skipped).
+
+    Raises:
+        SystemExit: naming the folder, both spacings and the ways out.
+    """
+    for disease in ("ms", "tumour"):
+        meta = data / disease / "dataset.json"
+        if not meta.is_file():
+            continue
+        made = json.loads(meta.read_text()).get("phantom", {}).get("spacing_mm")
+        if made is not None and not math.isclose(float(made), spacing):
+            raise SystemExit(f"{meta.parent} holds phantoms made at {made} mm, but --scale {scale} needs {spacing} mm: "
+                             "pass another --work_dir (or --data_dir), or delete that folder to make them again.")
 
 
 def budget(scale: TransferScale, num_train_cases: int) -> tuple[int, int]:
@@ -371,9 +410,11 @@ def load_timings(results_dir: Path) -> list[dict[str, object]]:
     return json.loads(path.read_text())
 
 
-def invocation_time(results_dir: Path) -> str:
-    """What each invocation that wrote rows cost, from :data:`TIMING_FILE`; empty when absent."""
-    timings = load_timings(results_dir)
+def invocation_time(results_dir: Path, budget_row: dict[str, object] | None = None) -> str:
+    """What each invocation that wrote rows cost, from :data:`TIMING_FILE` (only those of ``budget_row``, the
+    budget columns of the rows, when given: an entry records its own); empty when there is none."""
+    timings = [t for t in load_timings(results_dir)
+               if budget_row is None or t.get("budget") == {k: str(v) for k, v in budget_row.items()}]
     if not timings:
         return ""
     lines = ["Wall-clock time of each invocation of the benchmark that wrote rows, its hand-offs (phantoms, source "
@@ -387,12 +428,12 @@ def invocation_time(results_dir: Path) -> str:
 
 
 def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferScale, path: Path,
-                   machine: str = "", note: str = "") -> None:
+                   machine: str = "", note: str = "", budget_row: dict[str, object] | None = None) -> None:
     """Every metric as mean ± sd per method and N (best per column in bold), the paired differences of ``dwp``
     against each other method (pooled Dice, per-case Dice, ECE), where each run's best validation epoch lies, and
-    the paper's numbers."""
+    the paper's numbers; the wall time of the invocations that wrote rows of ``budget_row`` (all when ``None``)."""
     sizes = sorted({int(r["num_train_cases"]) for r in rows})
-    methods = [m for m in scale.methods if any(r["method"] == m for r in rows)]
+    methods = [m for m in scale.all_methods if any(r["method"] == m for r in rows)]
     lines = [f"# Transfer benchmark (`--scale {scale_name}`)", "",
              f"Protocol of {CITATION}: source nets and kernel prior trained once on MS-like phantoms, target methods "
              f"on nested subsets of N tumour phantoms (binary whole tumour), {scale.steps} optimiser steps per run "
@@ -408,7 +449,7 @@ def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferS
     if note:
         lines += [note, ""]
     lines += [machine_time(rows), ""]
-    if timing := invocation_time(path.parent):
+    if timing := invocation_time(path.parent, budget_row):
         lines += [timing, ""]
     mixed = sorted({r["method"] for r in rows
                     if len({q.get("handoffs") for q in rows if q["method"] == r["method"]} - {"", None}) > 1})
@@ -473,7 +514,7 @@ def write_figure(rows: list[dict[str, str]], scale: TransferScale, path: Path) -
     sizes = sorted({int(r["num_train_cases"]) for r in rows})
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("val_pooled_dice", "ece")):
-        for m in [m for m in scale.methods if any(r["method"] == m for r in rows)]:
+        for m in [m for m in scale.all_methods if any(r["method"] == m for r in rows)]:
             pts = [(n, list(_values(rows, m, n, metric).values())) for n in sizes]
             pts = [(n, v) for n, v in pts if v]
             ax.errorbar([n for n, _ in pts], [statistics.mean(v) for _, v in pts],
@@ -525,7 +566,7 @@ def _sizes(value: object, allowed: tuple[int, ...], flag: str, what: str) -> tup
 def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | None = None, device: str | None = None,
          bundles_dir: str | None = None, methods: str | None = None, workers: int = 1, ablations: bool | str = False,
          sizes: str | int | None = None, ablation_sizes: str | int | None = None, steps: int | None = None,
-         lr_schedule: str | None = None, data_dir: str | None = None) -> Path:
+         lr_schedule: str | None = None, data_dir: str | None = None, handoffs_dir: str | None = None) -> Path:
     """Run (or resume) the benchmark and write ``transfer.csv``, ``transfer.md`` and ``transfer.png``.
 
     Args:
@@ -535,8 +576,8 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
             ``tiny``).
         device: ``cpu`` or ``cuda`` (default: CUDA when available).
         bundles_dir: the ``bundles/`` folder to run (default: the repository's; its ``models/`` receive the source
-            nets and the prior, which are reused when they exist).
-        methods: comma-separated subset of the scale's methods.
+            nets and the prior of a scale without ``own_handoffs``, reused when they exist).
+        methods: comma-separated subset of the scale's methods and ``more_methods``.
         ablations: also run the scale's :data:`ABLATIONS` (``--ablations``: all of them, at its ``ablation_sizes``,
             right after the main runs of that N; off by default, so that ``--scale cpu`` alone is the protocol's
             main table), or only those named (comma-separated, e.g. ``swag_prior_scale_1,swag_prior_scale_100``);
@@ -551,6 +592,8 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         lr_schedule: ``constant`` or ``cosine`` instead of the scale's (a budget study; use its own ``--results``).
         data_dir: the phantoms' folder (default ``<work_dir>/data``; made there when it holds none), so that studies
             with their own ``work_dir`` share one set of phantoms.
+        handoffs_dir: where a scale with ``own_handoffs`` (``cpu``, ``paper``) makes its source nets
+            (``sources/seed<S>/``) and prior (``prior/``), reused when they exist (default ``<work_dir>/handoffs``).
 
     Returns:
         the path of ``transfer.md``.
@@ -570,7 +613,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
     # ``--methods``/``--sizes`` choose what runs now; the results files report every row of this budget
     report = s
     if methods:
-        s = dataclasses.replace(s, methods=_chosen(methods, s.methods, "methods", scale))
+        s = dataclasses.replace(s, methods=_chosen(methods, s.all_methods, "methods", scale))
     if sizes:
         chosen_sizes = _sizes(sizes, s.sizes, "sizes", f"sizes of --scale {scale}")
         s = dataclasses.replace(s, sizes=chosen_sizes, ablation_sizes=tuple(n for n in s.ablation_sizes
@@ -595,9 +638,14 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         ablations, s.ablations, "ablations", scale)
     swag = "swag_prior" in s.methods or any(ABLATIONS[a][0] == "swag_prior" for a in variants)
     data = Path(data_dir).resolve() if data_dir else work / "data"
-    handoffs = make_handoffs(runner, h, data, swag=swag)
+    check_phantom_spacing(data, h.spacing, scale)
+    own = Path(handoffs_dir).resolve() if handoffs_dir else work / "handoffs"
+    sources = own / "sources" if s.own_handoffs else None
+    handoffs = make_handoffs(runner, h, data, swag=swag, source_dir=sources,
+                             prior_dir=own / "prior" if s.own_handoffs else None)
     # the ablations' own priors, fitted once each before any run
-    priors = {a: fit_prior(runner, h, output_dir=work / "priors" / a, name=f"prior_{a}", **PRIOR_ABLATIONS[a])
+    priors = {a: fit_prior(runner, h, output_dir=work / "priors" / a, name=f"prior_{a}", source_dir=sources,
+                           **PRIOR_ABLATIONS[a])
               for a in variants if a in PRIOR_ABLATIONS}
     # and those of the source training lengths, each fitted to source nets of its own
     priors.update({a: make_handoffs(runner, source_settings(h, SOURCE_ABLATIONS[a]), data, swag=False,
@@ -673,11 +721,12 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
             append_row(csv_path, row)
             same.append({k: str(v) for k, v in row.items()})
             finished.append(method)
-            timing = {"started": started_key, "runs": len(finished), "workers": workers, "handoffs_s": round(handoffs_s, 1),
+            timing = {"started": started_key, "budget": {k: str(v) for k, v in budget_row.items()},
+                      "runs": len(finished), "workers": workers, "handoffs_s": round(handoffs_s, 1),
                       "handoffs_made": handoffs_made, "elapsed_s": round(time.perf_counter() - started_clock, 1)}
             timings = [t for t in load_timings(out) if t["started"] != started_key] + [timing]
             atomic_write(out / TIMING_FILE, "w", lambda f: json.dump(timings, f, indent=1))
-            write_markdown(same, scale, report, out / "transfer.md", machine, swag_note)
+            write_markdown(same, scale, report, out / "transfer.md", machine, swag_note, budget_row)
             write_figure(same, report, out / "transfer.png")
             bar.update()
 
@@ -686,7 +735,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
     with tqdm(total=len(jobs), desc="transfer runs", unit="run") as bar:
         runner.run_chains(chains, workers=workers, on_done=record)
     if same and not jobs:
-        write_markdown(same, scale, report, out / "transfer.md", machine, swag_note)
+        write_markdown(same, scale, report, out / "transfer.md", machine, swag_note, budget_row)
         write_figure(same, report, out / "transfer.png")
     return out / "transfer.md"
 

@@ -181,7 +181,7 @@ def _read(path: Path) -> list[dict[str, str]]:
 
 def main(scale: str = "cpu", work_dir: str = "runs/transfer_budget", results: str | None = None,
          device: str | None = None, bundles_dir: str | None = None, workers: int = 1,
-         data_dir: str | None = None) -> Path:
+         data_dir: str | None = None, handoffs_dir: str | None = None) -> Path:
     """Run (or resume) every recipe of :data:`STUDIES` and write ``transfer_budget.md`` and ``.png``.
 
     Args:
@@ -193,6 +193,8 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer_budget", results: st
         bundles_dir: the ``bundles/`` folder to run (default: the repository's; hand-offs in its ``models/``).
         workers: runs side by side (see ``benchmarks/transfer.py``).
         data_dir: the phantoms (default ``<work_dir>/data``), e.g. the transfer benchmark's to reuse them.
+        handoffs_dir: the source nets and prior of a scale that makes its own (default ``<work_dir>/handoffs``,
+            shared by the recipes), e.g. the transfer benchmark's ``<work_dir>/handoffs`` to reuse them.
 
     Returns:
         the path of ``transfer_budget.md``.
@@ -226,7 +228,8 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer_budget", results: st
         transfer.main(scale=scale, work_dir=str(work / recipe.name), results=str(folder), device=device,
                       bundles_dir=bundles_dir, methods=",".join(recipe.methods), workers=workers, ablations=False,
                       sizes=",".join(map(str, recipe.sizes)), steps=recipe.steps, lr_schedule=recipe.schedule,
-                      data_dir=str(data))
+                      data_dir=str(data), handoffs_dir=str(Path(handoffs_dir).resolve() if handoffs_dir
+                                                           else work / "handoffs"))
         seen = {(r["method"], r["num_train_cases"], r["seed"], _key(r)) for r in rows}
         rows += [r for r in _read(folder / "transfer.csv")
                  if (r["method"], r["num_train_cases"], r["seed"], _key(r)) not in seen]

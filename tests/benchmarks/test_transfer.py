@@ -252,11 +252,68 @@ class TestTargetPatch(unittest.TestCase):
         tiny = SCALES["tiny"]
         self.assertEqual(tiny.target_patch, tiny.handoffs.patch_size)  # None: the source nets' patch
         self.assertEqual(dataclasses.replace(tiny, patch_size=8).target_patch, 8)
-        self.assertEqual(SCALES["cpu"].target_patch, 24)
-        self.assertEqual(SCALES["cpu"].handoffs.patch_size, 32)  # the source nets keep theirs
+        self.assertEqual(SCALES["cpu"].target_patch, 16)
+        self.assertEqual(SCALES["cpu"].handoffs.patch_size, 24)  # the source nets keep theirs
         for name, scale in SCALES.items():
             for patch in (scale.target_patch, scale.handoffs.patch_size):
                 self.assertEqual(patch % DWPUNet.downsample_factor, 0, f"--scale {name}: patch {patch}")
+
+
+class TestHandoffPlaces(unittest.TestCase):
+    """A scale at another spacing than the bundles' default makes hand-offs of its own, from phantoms of its own."""
+
+    def test_scales_off_the_default_spacing_keep_their_own_handoffs(self):
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from transfer import SCALES
+
+        from monai_dwp.pipeline import PipelineSettings
+
+        # ``tiny`` reads the quick chain's hand-offs (``--bundles_dir``), made at its own spacing
+        self.assertFalse(SCALES["tiny"].own_handoffs)
+        self.assertEqual(SCALES["tiny"].handoffs.spacing, PipelineSettings.quick().spacing)
+        for name in ("cpu", "paper"):
+            self.assertNotEqual(SCALES[name].handoffs.spacing, PipelineSettings.default().spacing)
+            self.assertTrue(SCALES[name].own_handoffs, f"--scale {name}")
+
+    def test_phantoms_of_another_spacing_stop_the_benchmark(self):
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        import json
+
+        from transfer import check_phantom_spacing
+
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp)
+            check_phantom_spacing(data, 4.0, "cpu")  # nothing made yet: nothing to say
+            (data / "tumour").mkdir()
+            (data / "tumour" / "dataset.json").write_text(json.dumps({"phantom": {"spacing_mm": 4.0}}))
+            check_phantom_spacing(data, 4.0, "cpu")  # the scale's own
+            (data / "ms").mkdir()
+            (data / "ms" / "dataset.json").write_text(json.dumps({"phantom": {"spacing_mm": 3.0}}))
+            with self.assertRaisesRegex(SystemExit, r"ms holds phantoms made at 3.0 mm, but --scale cpu needs 4.0 mm: "
+                                                    r"pass another --work_dir"):
+                check_phantom_spacing(data, 4.0, "cpu")
+
+
+class TestInvocationTime(unittest.TestCase):
+    def test_only_the_invocations_of_the_budget(self):
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        import json
+
+        from transfer import TIMING_FILE, invocation_time
+
+        entry = {"runs": 4, "workers": 2, "handoffs_s": 60.0, "handoffs_made": True, "elapsed_s": 600.0}
+        with tempfile.TemporaryDirectory() as tmp:
+            self.assertEqual(invocation_time(Path(tmp)), "")
+            (Path(tmp) / TIMING_FILE).write_text(json.dumps([
+                {"started": "2026-01-01 10:00", **entry},  # written before entries recorded their budget
+                {"started": "2026-01-02 10:00:00", "budget": {"scale": "cpu", "steps": "200"}, **entry},
+                {"started": "2026-01-03 10:00:00", "budget": {"scale": "cpu", "steps": "1000"}, **entry}]))
+            text = invocation_time(Path(tmp), {"scale": "cpu", "steps": 1000})
+            self.assertIn("- started 2026-01-03 10:00 UTC: 4 runs in 10 min, 1.0 min of it for the hand-offs (made by "
+                          "it), 2 run(s) side by side.", text)
+            self.assertNotIn("2026-01-02", text)
+            self.assertNotIn("2026-01-01", text)
+            self.assertEqual(invocation_time(Path(tmp)).count("- started"), 3)  # no budget given: all of them
 
 
 class TestMachineTime(unittest.TestCase):
