@@ -218,9 +218,9 @@ SCALES: dict[str, TransferScale] = {
         ablations=("dwp_no_dwp_init", "dwp_source_epochs_quarter"), ablation_sizes=(2,),
     ),
     "cpu": TransferScale(
-        # 4 mm phantoms and 16³ target patches (the field of view of 24³ at 3 mm) so that a budget at which
-        # random_init's validation Dice has levelled off fits 2 hours of 2 cores; the source nets on 24³ patches
-        # (that of 32³ at 3 mm). The prior: 15 epochs instead of the demo's 50 (its validation ELBO changed by < 0.05
+        # 4 mm phantoms and 16³ target patches (the field of view of 24³ at 3 mm): six times the 3 mm scale's steps
+        # fit 2 hours of 2 cores, near where random_init's validation Dice levels off; the source nets on 24³
+        # patches (the field of view of 32³ at 3 mm). The prior: 15 epochs instead of the demo's 50 (its validation ELBO changed by < 0.05
         # nats per kernel over epochs 10-15 of the 3 mm fit). The DWP term by the finetune bundle's default
         # estimator (a row records it; rows of another setting stay in the CSV untabled).
         handoffs=dataclasses.replace(PipelineSettings.default(), spacing=4.0, patch_size=24, num_target_pool=23,
@@ -230,8 +230,10 @@ SCALES: dict[str, TransferScale] = {
         own_handoffs=True,
         reduced="4 mm phantoms (the paper: 1 mm BraTS); source nets trained on 24³ patches for 80 epochs, the kernel "
                 "prior fitted for 15 epochs; target runs on 16³ patches (sliding windows of 16³ at evaluation), "
-                "batches of 2 × 2 patches, 3 Monte Carlo samples, 3 seeds (the earlier 3 mm / 24³ / "
-                "200-step setting, whose random_init had not levelled off, is kept as `transfer_3mm.md`)",
+                "batches of 2 × 2 patches, 3 Monte Carlo samples, 3 seeds; the budget is the most that fits 2 hours "
+                "of 2 cores: random_init's validation Dice levels off at about 1,600 steps at N = 5 and 1,400 at N = 20 "
+                "(`transfer_budget/constant_2000/transfer_plateau.md`). The earlier 3 mm / 24³ / 200-step setting, "
+                "further from that level, is kept as `transfer_3mm.md`",
         # the paper's kernel filter dropped none of the 67,616 kernels of the 3 mm source nets (the smallest L2 norm
         # was 0.055, the threshold 0.01), so its ablation would fit the same prior again
         ablations=tuple(a for a in ABLATIONS if a != "dwp_prior_unfiltered"), ablation_sizes=(5,),

@@ -61,13 +61,14 @@ class Recipe:
 STUDIES: dict[str, tuple[Recipe, ...]] = {
     "tiny": (Recipe("cosine", 2, (2,), ("random_init",)),),
     "cpu": (
-        Recipe("cosine", 300, (5, 20), ("random_init", "finetune")),
-        Recipe("constant", 300, (5, 20), ("random_init", "finetune")),
-        Recipe("cosine", 600, (5, 20), ("random_init",)),
+        Recipe("constant", 2000, (5, 20), ("random_init",)),
+        Recipe("cosine", 1200, (5, 20), ("random_init", "finetune")),
     ),
 }
 """The recipes per ``--scale``, in the order they run; the scale's own recipe (``constant``, its ``steps``) reuses
-the transfer benchmark's rows."""
+the transfer benchmark's rows. At ``cpu``: the long ``random_init`` runs whose validation curves
+``benchmarks/transfer_plateau.py`` reads (where the budget levels off), and a cosine-annealed learning rate at the
+benchmark's budget. (``transfer_budget/constant_600/`` holds a probe of the earlier 3 mm scale.)"""
 
 METRIC = "val_pooled_dice"
 

@@ -17,12 +17,13 @@ Usage::
 
     python benchmarks/transfer.py --scale cpu --workers 2 --methods random_init --sizes 5,20 --steps 2000 \\
         --work_dir runs/transfer_plateau --data_dir runs/transfer/data --handoffs_dir runs/transfer/handoffs \\
-        --results benchmarks/results/transfer_budget/cpu_constant_2000
-    python benchmarks/transfer_plateau.py --results benchmarks/results/transfer_budget/cpu_constant_2000 \\
+        --results benchmarks/results/transfer_budget/constant_2000
+    python benchmarks/transfer_plateau.py --results benchmarks/results/transfer_budget/constant_2000 \\
         --logs runs/transfer_plateau/logs
 
 (A work folder of its own: the benchmark's own runs of the same method, N and seed would replace the long runs'
-folders and logs.)
+folders and logs.) ``python benchmarks/transfer_budget.py --scale cpu`` makes the same long runs as its recipe
+``constant_2000``, with their logs in ``runs/transfer_budget/constant_2000/logs``.
 """
 
 from __future__ import annotations
