@@ -220,9 +220,9 @@ SCALES: dict[str, TransferScale] = {
     "cpu": TransferScale(
         # 4 mm phantoms and 16³ target patches (the field of view of 24³ at 3 mm): six times the 3 mm scale's steps
         # fit 2 hours of 2 cores, near where random_init's validation Dice levels off; the source nets on 24³
-        # patches (the field of view of 32³ at 3 mm). The prior: 15 epochs instead of the demo's 50 (its validation ELBO changed by < 0.05
-        # nats per kernel over epochs 10-15 of the 3 mm fit). The DWP term by the finetune bundle's default
-        # estimator (a row records it; rows of another setting stay in the CSV untabled).
+        # patches (the field of view of 32³ at 3 mm). The prior: 15 epochs instead of the demo's 50 (its validation
+        # ELBO changed by < 0.05 nats per kernel over epochs 10-15 of the 3 mm fit). The DWP term by the finetune
+        # bundle's default estimator (a row records it; rows of another setting stay in the CSV untabled).
         handoffs=dataclasses.replace(PipelineSettings.default(), spacing=4.0, patch_size=24, num_target_pool=23,
                                      num_target_test=20, mc_samples=3, prior_epochs=15),
         sizes=(5, 10, 15, 20), seeds=(0, 1, 2), methods=PAPER_METHODS, steps=1200, validations=10, patch_size=16,
@@ -231,7 +231,8 @@ SCALES: dict[str, TransferScale] = {
         reduced="4 mm phantoms (the paper: 1 mm BraTS); source nets trained on 24³ patches for 80 epochs, the kernel "
                 "prior fitted for 15 epochs; target runs on 16³ patches (sliding windows of 16³ at evaluation), "
                 "batches of 2 × 2 patches, 3 Monte Carlo samples, 3 seeds; the budget is the most that fits 2 hours "
-                "of 2 cores: random_init's validation Dice levels off at about 1,600 steps at N = 5 and 1,400 at N = 20 "
+                "of 2 cores: random_init's validation Dice levels off at about 1,600 steps at N = 5 and 1,400 at "
+                "N = 20 "
                 "(`transfer_budget/constant_2000/transfer_plateau.md`). The earlier 3 mm / 24³ / 200-step setting, "
                 "further from that level, is kept as `transfer_3mm.md`",
         # the paper's kernel filter dropped none of the 67,616 kernels of the 3 mm source nets (the smallest L2 norm
@@ -412,11 +413,15 @@ def load_timings(results_dir: Path) -> list[dict[str, object]]:
     return json.loads(path.read_text())
 
 
+def budget_key(budget_row: dict[str, object]) -> dict[str, str]:
+    """The budget columns as a timing entry records them (and the CSV holds them): every value a string."""
+    return {k: str(v) for k, v in budget_row.items()}
+
+
 def invocation_time(results_dir: Path, budget_row: dict[str, object] | None = None) -> str:
     """What each invocation that wrote rows cost, from :data:`TIMING_FILE` (only those of ``budget_row``, the
     budget columns of the rows, when given: an entry records its own); empty when there is none."""
-    timings = [t for t in load_timings(results_dir)
-               if budget_row is None or t.get("budget") == {k: str(v) for k, v in budget_row.items()}]
+    timings = [t for t in load_timings(results_dir) if budget_row is None or t.get("budget") == budget_key(budget_row)]
     if not timings:
         return ""
     lines = ["Wall-clock time of each invocation of the benchmark that wrote rows, its hand-offs (phantoms, source "
@@ -723,7 +728,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
             append_row(csv_path, row)
             same.append({k: str(v) for k, v in row.items()})
             finished.append(method)
-            timing = {"started": started_key, "budget": {k: str(v) for k, v in budget_row.items()},
+            timing = {"started": started_key, "budget": budget_key(budget_row),
                       "runs": len(finished), "workers": workers, "handoffs_s": round(handoffs_s, 1),
                       "handoffs_made": handoffs_made, "elapsed_s": round(time.perf_counter() - started_clock, 1)}
             timings = [t for t in load_timings(out) if t["started"] != started_key] + [timing]

@@ -210,6 +210,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer_budget", results: st
     own = transfer.SCALES[scale]
     baseline = (own.lr_schedule, own.steps)
     data = Path(data_dir).resolve() if data_dir else work / "data"
+    handoffs = Path(handoffs_dir).resolve() if handoffs_dir else work / "handoffs"
     rows = [r for r in _read(out / "transfer.csv") if _key(r) == baseline and r.get("scale") == scale
             and str(r.get("split_seed")) == r["seed"]]
     for recipe in recipes:
@@ -229,8 +230,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer_budget", results: st
         transfer.main(scale=scale, work_dir=str(work / recipe.name), results=str(folder), device=device,
                       bundles_dir=bundles_dir, methods=",".join(recipe.methods), workers=workers, ablations=False,
                       sizes=",".join(map(str, recipe.sizes)), steps=recipe.steps, lr_schedule=recipe.schedule,
-                      data_dir=str(data), handoffs_dir=str(Path(handoffs_dir).resolve() if handoffs_dir
-                                                           else work / "handoffs"))
+                      data_dir=str(data), handoffs_dir=str(handoffs))
         seen = {(r["method"], r["num_train_cases"], r["seed"], _key(r)) for r in rows}
         rows += [r for r in _read(folder / "transfer.csv")
                  if (r["method"], r["num_train_cases"], r["seed"], _key(r)) not in seen]
