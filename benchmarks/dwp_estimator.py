@@ -36,6 +36,7 @@ import argparse
 import csv
 import math
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -169,6 +170,8 @@ def main() -> None:
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--voxels_per_case", type=float, default=147012.0,
                         help="V̄ of the ELBO's KL weight 1 / (N V̄); the 3 mm tumour phantoms' value")
+    parser.add_argument("--name", default="dwp_estimator",
+                        help="the results' file stem: <name>.md, <name>.csv and <name>_training.csv")
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
@@ -210,7 +213,7 @@ def main() -> None:
     load_after = os.getloadavg()[0]
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "dwp_estimator.csv", "w", newline="") as f:
+    with open(RESULTS / f"{args.name}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -220,7 +223,7 @@ def main() -> None:
         f"Prior: {args.prior_note or Path(args.prior_ckpt).name} ({len(base.vaes)} groups); Bayesian appendix-B DWPUNet, {num_kernels:,} kernels, "
         f"DWP-initialised, posterior scales {args.init_scale_ratio} × layer RMS. {args.draws} draws per estimator; "
         f"reference = mean of {args.ref_draws} all-kernel draws. Machine: {device_name('cpu')}, load average "
-        f"{load_before:.2f} before, {load_after:.2f} after (`python benchmarks/dwp_estimator.py`).",
+        f"{load_before:.2f} before, {load_after:.2f} after (`python benchmarks/dwp_estimator.py {shlex.join(sys.argv[1:])}`).",
         "",
         "## At a fixed posterior (the DWP-initialised network)",
         "",
@@ -247,12 +250,12 @@ def main() -> None:
         for r in training:
             lines.append(f"| {r['step']} | " + " | ".join(f"{r[f'cos_ref_loc[{s}]']:.3f}" for s in args.estimators)
                          + " |")
-        with open(RESULTS / "dwp_estimator_training.csv", "w", newline="") as f:
+        with open(RESULTS / f"{args.name}_training.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(training[0]))
             writer.writeheader()
             writer.writerows(training)
-    (RESULTS / "dwp_estimator.md").write_text("\n".join(lines) + "\n")
-    print("wrote", RESULTS / "dwp_estimator.md")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    print("wrote", RESULTS / f"{args.name}.md")
 
 
 if __name__ == "__main__":

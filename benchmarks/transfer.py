@@ -180,6 +180,8 @@ ABLATIONS: dict[str, tuple[str, dict[str, object]]] = {
     "dwp_prior_sample_init": ("dwp", {"dwp_init_noise": True}),
     "dwp_init_prior_sample": ("dwp_init", {"dwp_init_noise": True}),
     "dwp_train_encoder": ("dwp", {"train_encoder": True}),
+    "dwp_refresh_4": ("dwp", {"prior_refresh_interval": 4}),
+    "dwp_refresh_2": ("dwp", {"prior_refresh_interval": 2}),
     **{name: ("dwp", {}) for name in (*PRIOR_ABLATIONS, *SOURCE_ABLATIONS)},  # dwp under another prior
     "gaussian_prior_source_init": ("gaussian_prior", {"source_init": True}),
     "source_gaussian_scale_0.01": ("source_gaussian", {"prior_scale": 0.01}),
@@ -195,7 +197,10 @@ hundredfold (at β = 1 the per-voxel KL is 3–8× the data term over the budget
 ``dwp_no_dwp_init`` starts at PyTorch's initialisation instead of VAE samples; ``dwp_prior_sample_init`` and ``dwp_init_prior_sample`` start
 ``dwp`` and ``dwp_init`` at samples of the prior itself (decoder mean plus decoder noise, ``dwp_init_noise``) instead
 of decoder means. ``dwp_train_encoder`` fine-tunes the prior's encoders (the auxiliary :math:`r(z|w)` of the
-bound) with the posterior. The ``dwp_prior_*`` variants run ``dwp`` under another prior (:data:`PRIOR_ABLATIONS`),
+bound) with the posterior. ``dwp_refresh_4`` and ``dwp_refresh_2`` re-estimate a quarter and a half of the kernels'
+terms per step instead of the scale's sixteenth (``prior_refresh_interval``; the row's ``dwp_estimator`` column keeps
+the scale's estimator): a fresher, costlier prior gradient (``dwp_estimator_4mm.md`` measures how far the cached
+gradient drifts from the all-kernel one along training). The ``dwp_prior_*`` variants run ``dwp`` under another prior (:data:`PRIOR_ABLATIONS`),
 the ``dwp_source_epochs_*`` variants under a prior fitted to source nets trained for fewer epochs
 (:data:`SOURCE_ABLATIONS`).
 ``source_gaussian_scale_*`` tighten the L2-SP prior around the

@@ -228,6 +228,21 @@ class TestAblationTable(unittest.TestCase):
         self.assertIn("### N = 10", text)
         self.assertIn("| `dwp_prior_latent_16` | `dwp`, prior fitted with `latent_size=16` |", text)
 
+    def test_every_override_is_a_finetune_bundle_setting(self):
+        """An ablation's overrides reach ``monai.bundle run`` as ``--key value``: a key the finetune bundle does not
+        define would be a silent no-op there, so the variant would rerun its method under another name."""
+        import json
+
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from transfer import ABLATIONS
+
+        config = json.loads((REPO / "bundles" / "dwp_finetune" / "configs" / "train.json").read_text())
+        for name, (method, overrides) in ABLATIONS.items():
+            with self.subTest(ablation=name):
+                self.assertIn(method, config["priors"] | {"random_init": 0, "finetune": 0, "finetune_frozen": 0})
+                self.assertLessEqual(set(overrides), set(config), f"{name}: not a setting of train.json")
+        self.assertEqual(ABLATIONS["dwp_refresh_4"], ("dwp", {"prior_refresh_interval": 4}))
+
     def test_ablation_sizes_must_be_sizes_run(self):
         sys.path.insert(0, str(REPO / "benchmarks"))
         from transfer import main
