@@ -40,11 +40,17 @@ def find_row(rows: list[dict], **match: object) -> dict:
     return next(r for r in rows if all(r.get(k) == v for k, v in match.items()))
 
 
-def estimator_kwargs(setting: str) -> dict[str, int]:
-    """``DeepWeightPrior`` arguments of an estimator named ``all``, ``max_kernels=<m>`` or ``refresh=<R>``."""
-    key, _, value = setting.partition("=")
-    if setting == "all":
+def estimator_kwargs(setting: str) -> dict[str, int | bool]:
+    """``DeepWeightPrior`` arguments of an estimator named ``all``, ``max_kernels=<m>`` or ``refresh=<R>``, with
+    ``+cv`` for the Gaussian control variate (e.g. ``refresh=16+cv``)."""
+    base, plus, extra = setting.partition("+")
+    key, _, value = base.partition("=")
+    if plus and (extra != "cv" or base == "all"):
+        raise SystemExit(f"--estimators: {setting!r}: only 'max_kernels=<m>+cv' or 'refresh=<R>+cv' take a suffix.")
+    control = {"control_variate": True} if plus else {}
+    if base == "all":
         return {}
     if key in ("max_kernels", "refresh") and value.isdigit():
-        return {"max_kernels" if key == "max_kernels" else "refresh_interval": int(value)}
-    raise SystemExit(f"--estimators: {setting!r} is not 'all', 'max_kernels=<m>' or 'refresh=<R>', e.g. refresh=4.")
+        return {"max_kernels" if key == "max_kernels" else "refresh_interval": int(value), **control}
+    raise SystemExit(f"--estimators: {setting!r} is not 'all', 'max_kernels=<m>' or 'refresh=<R>' (optionally "
+                     "with '+cv'), e.g. refresh=4 or refresh=16+cv.")

@@ -145,6 +145,24 @@ class DeepWeightPrior(nn.Module):
     refreshed slice's gradient scaled by ``K / |slice|`` (about ``R``), unbiased over a whole rotation; encoder
     updates also age the cached terms.
 
+    **Gaussian control variate** (``control_variate=True``, with ``refresh_interval > 1`` or ``max_kernels``). The
+    cached expansion goes stale as the posterior moves (Adam moves every ``loc`` by about the learning rate per step,
+    a large fraction of a kernel's scale over ``R`` steps), and a subsample has the variance of the kernels it
+    leaves out. Both act then on the residual :math:`c_j - g_j` only, where :math:`g_j` is the closed-form
+    cross-entropy of kernel :math:`j` under a Gaussian :math:`\mathcal{N}(s_l m_g, s_l^2 \Sigma_g)` moment-matched
+    to the group's VAE (``control_samples`` draws of :math:`p(w)`, with a fixed seed),
+
+    .. math::
+        g_j = \tfrac{1}{2}\big[(\mu_j / s_l - m_g)^\top \Sigma_g^{-1} (\mu_j / s_l - m_g)
+        + \operatorname{tr}(\Sigma_g^{-1} \operatorname{diag}(\sigma_j^2) / s_l^2)
+        + \log\lvert 2\pi \Sigma_g \rvert\big] + d \log s_l,
+
+    which is evaluated exactly, for every kernel, at every call (a ``d × d`` quadratic form per kernel, negligible
+    next to a VAE pass). The estimate is :math:`\sum_j g_j` plus the refreshed (or subsampled) estimate of
+    :math:`\sum_j (c_j - g_j)`: the same expectation at a fixed posterior, and the closer the VAE's density is to
+    its Gaussian, the less of the gradient goes stale or is left out. Without a refresh or a subsample (every
+    kernel estimated at every call) it changes nothing and is not used.
+
     **Uncovered layers.** Bayesian layers not in ``layer_groups`` (other kernel sizes, 1×1×1 convolutions, a
     new layer) get ``fallback_prior`` (by default an explicit :class:`GaussianPrior` ``N(0, 1)``), never a
     silent zero; ``strict=True`` makes them an error instead.
@@ -169,6 +187,9 @@ class DeepWeightPrior(nn.Module):
             ``1 / refresh_interval`` of every group per call, and use the cached expansion in between (see
             *Refreshing a rotating slice*); ``1`` estimates every kernel at every call. Not combined with
             ``max_kernels``.
+        control_variate: estimate only the residual against a Gaussian fitted to each VAE by refresh or subsample,
+            the Gaussian part exactly at every call (see *Gaussian control variate*).
+        control_samples: the number of draws of each VAE's :math:`p(w)` the Gaussian is fitted to.
 
     Example::
 
@@ -188,6 +209,8 @@ class DeepWeightPrior(nn.Module):
         strict: bool = False,
         layer_scales: Mapping[str, float] | None = None,
         refresh_interval: int = 1,
+        control_variate: bool = False,
+        control_samples: int = 8192,
     ) -> None:
         super().__init__()
         vaes = list(vaes)
@@ -207,6 +230,9 @@ class DeepWeightPrior(nn.Module):
         if max_kernels is not None:
             check_int(max_kernels, "max_kernels", minimum=1, hint="or None for all kernels")
         check_int(refresh_interval, "refresh_interval", minimum=1, hint="1 re-estimates every kernel at every call")
+        if not isinstance(control_variate, bool):
+            raise TypeError(f"control_variate must be a bool, got {type(control_variate).__name__}: {control_variate!r}.")
+        check_int(control_samples, "control_samples", minimum=2, hint="e.g. 8192 draws of each VAE's p(w)")
         if max_kernels is not None and refresh_interval > 1:
             raise ValueError(
                 f"max_kernels={max_kernels} and refresh_interval={refresh_interval} are two ways to cut the cost of "
@@ -231,6 +257,9 @@ class DeepWeightPrior(nn.Module):
         self.max_kernels = max_kernels
         self.refresh_interval = int(refresh_interval)
         self._caches: dict[int, _KernelCache] = {}
+        self.control_variate = control_variate
+        self.control_samples = int(control_samples)
+        self._moments: dict[tuple[int, torch.device, torch.dtype], tuple[Tensor, Tensor, Tensor]] = {}
         self.train_encoder = bool(train_encoder)
         self.strict = bool(strict)
         self.fallback_prior = fallback_prior if fallback_prior is not None else GaussianPrior(0.0, 1.0)
@@ -244,6 +273,7 @@ class DeepWeightPrior(nn.Module):
         # the kernel cache refers weakly to a network's parameters: a pickled copy starts without it
         state = super().__getstate__()
         state["_caches"] = {}
+        state["_moments"] = {}
         return state
 
     def train(self, mode: bool = True) -> DeepWeightPrior:
@@ -337,6 +367,64 @@ class DeepWeightPrior(nn.Module):
         per_kernel = (kl_z + nll).view(n, k).mean(0) + d * scale.log().flatten()
         return per_kernel if reduction == "none" else per_kernel.sum()
 
+    @torch.no_grad()
+    def gaussian_moments(self, group: int) -> tuple[Tensor, Tensor, Tensor]:
+        r"""The Gaussian of group ``group``'s control variate: mean :math:`m_g` ``(d,)``, precision
+        :math:`\Sigma_g^{-1}` ``(d, d)`` and :math:`\log\lvert\Sigma_g\rvert` (0-d) of ``control_samples``
+        draws of the VAE's :math:`p(w)` on its normalised scale (decoder mean plus decoder noise, seed 0: the same
+        Gaussian at every call and in every process; the training's random stream is not touched). Computed once
+        per group, device and dtype."""
+        vae = self.vaes[group]
+        ref = next(vae.parameters())
+        key = (group, ref.device, ref.dtype)
+        if key not in self._moments:
+            generator = torch.Generator(ref.device).manual_seed(0)
+            draws = vae.sample(self.control_samples, generator=generator, decoder_noise=True).flatten(1).double()
+            mean = draws.mean(0)
+            centred = draws - mean
+            cov = centred.T @ centred / (draws.shape[0] - 1)
+            cov = cov + 1e-6 * cov.diagonal().mean() * torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+            chol = torch.linalg.cholesky(cov)
+            self._moments[key] = (mean.to(ref.dtype), torch.cholesky_inverse(chol).to(ref.dtype),
+                                  (2 * chol.diagonal().log().sum()).to(ref.dtype))
+        return self._moments[key]
+
+    def gaussian_cross_entropy(self, group: int, loc: Tensor, log_scale: Tensor, scale: Tensor | None = None,
+                               reduction: str = "sum") -> Tensor:
+        r"""Closed-form :math:`\mathbb{E}_{q(w)}[-\log \mathcal{N}(w; s\, m_g, s^2 \Sigma_g)]` per kernel, the
+        control variate of the cross-entropy term (:meth:`gaussian_moments`; see *Gaussian control variate*).
+
+        Args:
+            group: the VAE whose Gaussian to use.
+            loc, log_scale: posterior parameters of ``K`` kernels, ``(K, *kernel_size)`` on the raw scale.
+            scale: the normalising scale of each kernel, ``(K,)``; default the group's scale for all.
+            reduction: ``"sum"`` over kernels, or ``"none"`` for one value per kernel.
+
+        Returns:
+            A scalar, or ``(K,)`` with ``reduction="none"``; differentiable in ``loc`` and ``log_scale``.
+        """
+        if reduction not in ("sum", "none"):
+            raise ValueError(f"reduction must be 'sum' or 'none', got {reduction!r}.")
+        mean, precision, log_det = (t.to(loc.dtype) for t in self.gaussian_moments(group))
+        k, d = loc.shape[0], loc[0].numel()
+        if scale is None:
+            scale = self.scales[group].expand(k)
+        scale = scale.to(loc).reshape(k, 1)
+        diff = loc.reshape(k, d) / scale - mean  # (K, d) on the normalised scale
+        variance = (2 * log_scale.reshape(k, d)).exp() / scale**2
+        per_kernel = 0.5 * (((diff @ precision) * diff).sum(1) + variance @ precision.diagonal()
+                            + d * math.log(2 * math.pi) + log_det) + d * scale.log().flatten()
+        return per_kernel if reduction == "none" else per_kernel.sum()
+
+    def _estimated_term(self, group: int, loc: Tensor, log_scale: Tensor, scale: Tensor,
+                        reduction: str = "sum") -> Tensor:
+        """What a refresh or a subsample estimates: the cross-entropy term, or with ``control_variate`` its
+        residual against :meth:`gaussian_cross_entropy` (the caller adds the Gaussian part for every kernel)."""
+        term = self.cross_entropy_term(group, loc, log_scale, scale, reduction=reduction)
+        if self.control_variate:
+            term = term - self.gaussian_cross_entropy(group, loc, log_scale, scale, reduction=reduction)
+        return term
+
     def _cached_cross_entropy_term(
         self, group: int, layers: Mapping[str, BayesianConv], loc: Tensor, log_scale: Tensor, scale: Tensor
     ) -> Tensor:
@@ -356,7 +444,7 @@ class DeepWeightPrior(nn.Module):
             ref() is layer.loc for ref, layer in zip(cache.params, layers.values()))
         if not same_layers:
             if not grad_enabled:  # nothing cached for these layers: a plain estimate, nothing kept
-                return self.cross_entropy_term(group, loc, log_scale, scale)
+                return self._estimated_term(group, loc, log_scale, scale)
             zeros = loc.detach().new_zeros(loc.shape)
             cache = self._caches[group] = _KernelCache(
                 key, tuple(weakref.ref(layer.loc) for layer in layers.values()), zeros, zeros,
@@ -377,8 +465,8 @@ class DeepWeightPrior(nn.Module):
             # in the VAE's dtype whatever the autocast state: an overflow would stay in the cache for R steps
             dtype = next(self.vaes[group].parameters()).dtype
             with torch.autocast(loc.device.type, enabled=False):
-                values = self.cross_entropy_term(group, sub_loc.to(dtype), sub_log_scale.to(dtype),
-                                                 scale.detach()[index].to(dtype), reduction="none")
+                values = self._estimated_term(group, sub_loc.to(dtype), sub_log_scale.to(dtype),
+                                              scale.detach()[index].to(dtype), reduction="none")
                 grads = torch.autograd.grad(values.sum(), [sub_loc, sub_log_scale, *encoder])
             # out of place: a graph returned by an earlier call keeps the tensors it was built with
             cache.value = cache.value.index_copy(0, index, values.detach().to(cache.value.dtype))
@@ -447,15 +535,19 @@ class DeepWeightPrior(nn.Module):
             )
             neg_entropy = -gaussian_entropy(log_scale).sum()
             num_kernels = loc.shape[0]
+            subsampled = self.max_kernels is not None and num_kernels > self.max_kernels
             if self.refresh_interval > 1:
                 cross = self._cached_cross_entropy_term(group, {n: covered[n] for n in names}, loc, log_scale, scale)
-            elif self.max_kernels is not None and num_kernels > self.max_kernels:
+            elif subsampled:
                 index = torch.randperm(num_kernels, device=loc.device)[: self.max_kernels]
-                cross = self.cross_entropy_term(group, loc[index], log_scale[index], scale[index]) * (
+                cross = self._estimated_term(group, loc[index], log_scale[index], scale[index]) * (
                     num_kernels / self.max_kernels
                 )
             else:
                 cross = self.cross_entropy_term(group, loc, log_scale, scale)
+            if self.control_variate and (self.refresh_interval > 1 or subsampled):
+                with torch.autocast(loc.device.type, enabled=False):  # a quadratic form: kept in full precision
+                    cross = cross + self.gaussian_cross_entropy(group, loc.float(), log_scale.float(), scale.float())
             term = neg_entropy + cross
             total = term if total is None else total + term
         if uncovered:
@@ -594,7 +686,8 @@ class DeepWeightPrior(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"groups={len(self.vaes)}, layers={len(self.layer_groups)}, num_samples={self.num_samples}, "
-            f"max_kernels={self.max_kernels}, refresh_interval={self.refresh_interval}, train_encoder={self.train_encoder}, strict={self.strict}"
+            f"max_kernels={self.max_kernels}, refresh_interval={self.refresh_interval}, "
+            f"control_variate={self.control_variate}, train_encoder={self.train_encoder}, strict={self.strict}"
         )
 
 

@@ -188,6 +188,68 @@ class TestDeepWeightPriorBound(unittest.TestCase):
         self.assertLess(z.abs().mean().item(), 1.2)  # |N(0, 1)| has mean 0.80
         self.assertLess(z.abs().max().item(), 5.0)
 
+    def test_gaussian_cross_entropy_is_the_monte_carlo_value(self):
+        """The control variate's closed form against E_q[-log N(w; s m, s² Σ)] by sampling, with its Jacobian."""
+        torch.manual_seed(0)
+        prior = DeepWeightPrior([_vae(0)], [0.1], {"0": 0}, control_samples=4096)
+        mean, precision, log_det = prior.gaussian_moments(0)
+        self.assertEqual(tuple(mean.shape), (27,))
+        cov = torch.linalg.inv(precision.double())
+        torch.testing.assert_close(torch.logdet(cov), log_det.double(), rtol=1e-3, atol=1e-3)
+        loc, log_scale = 0.1 * torch.randn(5, 3, 3, 3), torch.full((5, 3, 3, 3), -3.0)
+        scale = torch.tensor([0.1, 0.2, 0.1, 0.3, 0.05])
+        exact = prior.gaussian_cross_entropy(0, loc, log_scale, scale, reduction="none")
+        gauss = torch.distributions.MultivariateNormal(mean.double(), covariance_matrix=cov)
+        w = (loc + log_scale.exp() * torch.randn(20000, *loc.shape)).flatten(2).double()  # (draws, K, 27)
+        s = scale.double()[:, None]
+        values = -(gauss.log_prob(w / s) - 27 * s.log().flatten())  # (draws, K)
+        stderr = values.std(0) / values.shape[0] ** 0.5
+        self.assertLess(((exact.double() - values.mean(0)).abs() / stderr).max().item(), 4.0)
+        # a fixed seed: the same Gaussian in another instance, and the training's random stream untouched
+        other = DeepWeightPrior([_vae(0)], [0.1], {"0": 0}, control_samples=4096)  # _vae seeds the generator
+        torch.manual_seed(1)
+        expected = torch.rand(())
+        torch.manual_seed(1)
+        again = other.gaussian_moments(0)
+        self.assertEqual(torch.rand(()), expected)
+        torch.testing.assert_close(again[1], precision)
+
+    @parameterized.expand([("refresh", {"refresh_interval": 4}), ("subsample", {"max_kernels": 8})])
+    def test_control_variate_keeps_the_expectation(self, _, kwargs):
+        """At a fixed posterior the Gaussian part is exact and the residual is estimated as before: the same
+        expectation as the all-kernel estimator, in value and in gradient."""
+        torch.manual_seed(0)
+        net = convert_to_bayesian(nn.Sequential(nn.Conv3d(4, 8, 3)), init_log_scale=-3.0)  # 32 kernels
+        full = DeepWeightPrior([_vae(0)], [0.1], {"0": 0})
+        controlled = DeepWeightPrior([_vae(0)], [0.1], {"0": 0}, control_variate=True, **kwargs)
+
+        def draws(prior: DeepWeightPrior, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+            values, grads = [], []
+            for _ in range(n):
+                net.zero_grad()
+                value = prior(net)
+                value.backward()
+                values.append(value.detach())
+                grads.append(net[0].loc.grad.flatten().clone())
+            return torch.stack(values), torch.stack(grads)
+
+        a, ga = draws(full, 400)
+        b, gb = draws(controlled, 401)
+        b, gb = b[1:], gb[1:]
+        # draws of a refresh share their cached terms over 4 calls: 100 independent estimates
+        independent = 100 if "refresh_interval" in kwargs else 400
+        stderr = (a.var() / 400 + b.var() / independent).sqrt()
+        self.assertLess((a.mean() - b.mean()).abs().item(), 4 * stderr.item())
+        z = (ga.mean(0) - gb.mean(0)) / (ga.var(0) / 400 + gb.var(0) / independent).sqrt()
+        self.assertLess(z.abs().mean().item(), 1.2)  # |N(0, 1)| has mean 0.80
+        self.assertLess(z.abs().max().item(), 5.0)
+        # without a refresh or a subsample the option changes nothing
+        unused = DeepWeightPrior([_vae(0)], [0.1], {"0": 0}, control_variate=True)  # _vae seeds the generator
+        torch.manual_seed(3)
+        plain = full(net)
+        torch.manual_seed(3)
+        torch.testing.assert_close(unused(net), plain)
+
     def test_refresh_rotates_and_expands_around_the_estimate(self):
         net = _net()
         prior = _prior(refresh_interval=3)
@@ -312,6 +374,8 @@ class TestDeepWeightPriorChecks(unittest.TestCase):
             ({"refresh_interval": 0}, ValueError, "refresh_interval must be ≥ 1, got 0; 1 re-estimates every kernel"),
             ({"refresh_interval": 4, "max_kernels": 16}, ValueError,
              "max_kernels=16 and refresh_interval=4 are two ways to cut the cost of the term; choose one"),
+            ({"control_variate": 1}, TypeError, "control_variate must be a bool, got int: 1"),
+            ({"control_samples": 1}, ValueError, "control_samples must be ≥ 2, got 1"),
         ]
     )
     def test_bad_arguments(self, override, error, pattern):
