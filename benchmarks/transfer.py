@@ -182,6 +182,7 @@ ABLATIONS: dict[str, tuple[str, dict[str, object]]] = {
     "dwp_train_encoder": ("dwp", {"train_encoder": True}),
     "dwp_refresh_4": ("dwp", {"prior_refresh_interval": 4}),
     "dwp_refresh_2": ("dwp", {"prior_refresh_interval": 2}),
+    "dwp_control_variate": ("dwp", {"prior_control_variate": True}),
     **{name: ("dwp", {}) for name in (*PRIOR_ABLATIONS, *SOURCE_ABLATIONS)},  # dwp under another prior
     "gaussian_prior_source_init": ("gaussian_prior", {"source_init": True}),
     "source_gaussian_scale_0.01": ("source_gaussian", {"prior_scale": 0.01}),
@@ -200,7 +201,9 @@ of decoder means. ``dwp_train_encoder`` fine-tunes the prior's encoders (the aux
 bound) with the posterior. ``dwp_refresh_4`` and ``dwp_refresh_2`` re-estimate a quarter and a half of the kernels'
 terms per step instead of the scale's sixteenth (``prior_refresh_interval``; the row's ``dwp_estimator`` column keeps
 the scale's estimator): a fresher, costlier prior gradient (``dwp_estimator_4mm.md`` measures how far the cached
-gradient drifts from the all-kernel one along training). The ``dwp_prior_*`` variants run ``dwp`` under another prior (:data:`PRIOR_ABLATIONS`),
+gradient drifts from the all-kernel one along training); ``dwp_control_variate`` keeps the sixteenth but refreshes only
+the residual against a Gaussian fitted to each VAE, the Gaussian part exact at every step (``prior_control_variate``).
+The ``dwp_prior_*`` variants run ``dwp`` under another prior (:data:`PRIOR_ABLATIONS`),
 the ``dwp_source_epochs_*`` variants under a prior fitted to source nets trained for fewer epochs
 (:data:`SOURCE_ABLATIONS`).
 ``source_gaussian_scale_*`` tighten the L2-SP prior around the

@@ -115,6 +115,7 @@ KEY_RULES: dict[str, Callable[[Any, str], Any]] = {
     "amp": as_bool,
     "resume": as_bool,
     "train_encoder": as_bool,
+    "prior_control_variate": as_bool,
     "dwp_init": as_bool,
     "dwp_init_noise": as_bool,
     "source_init": as_bool,
