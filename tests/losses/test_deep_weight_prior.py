@@ -57,6 +57,18 @@ def _importance_sampled_kl(prior: DeepWeightPrior, net: nn.Module, num_w: int, n
     return total
 
 
+def _draws(prior: DeepWeightPrior, net: nn.Module, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` estimates of the term and of its gradient in the first layer's ``loc``, ``(n,)`` and ``(n, numel)``."""
+    values, grads = [], []
+    for _ in range(n):
+        net.zero_grad()
+        value = prior(net)
+        value.backward()
+        values.append(value.detach())
+        grads.append(net[0].loc.grad.flatten().clone())
+    return torch.stack(values), torch.stack(grads)
+
+
 class TestDeepWeightPriorBound(unittest.TestCase):
     @torch.no_grad()
     def test_bound_above_importance_sampled_kl_and_tightens(self):
@@ -168,18 +180,8 @@ class TestDeepWeightPriorBound(unittest.TestCase):
         full = DeepWeightPrior([_vae(0)], [0.1], {"0": 0})
         cached = DeepWeightPrior([_vae(0)], [0.1], {"0": 0}, refresh_interval=4)
 
-        def draws(prior: DeepWeightPrior, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-            values, grads = [], []
-            for _ in range(n):
-                net.zero_grad()
-                value = prior(net)
-                value.backward()
-                values.append(value.detach())
-                grads.append(net[0].loc.grad.flatten().clone())
-            return torch.stack(values), torch.stack(grads)
-
-        a, ga = draws(full, 400)
-        b, gb = draws(cached, 401)
+        a, ga = _draws(full, net, 400)
+        b, gb = _draws(cached, net, 401)
         b, gb = b[1:], gb[1:]  # after the first (full) estimate, 100 refreshes of every kernel
         stderr = (a.var() / 400 + b.var() / 100).sqrt()
         self.assertLess((a.mean() - b.mean()).abs().item(), 4 * stderr.item())
@@ -223,18 +225,8 @@ class TestDeepWeightPriorBound(unittest.TestCase):
         full = DeepWeightPrior([_vae(0)], [0.1], {"0": 0})
         controlled = DeepWeightPrior([_vae(0)], [0.1], {"0": 0}, control_variate=True, **kwargs)
 
-        def draws(prior: DeepWeightPrior, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-            values, grads = [], []
-            for _ in range(n):
-                net.zero_grad()
-                value = prior(net)
-                value.backward()
-                values.append(value.detach())
-                grads.append(net[0].loc.grad.flatten().clone())
-            return torch.stack(values), torch.stack(grads)
-
-        a, ga = draws(full, 400)
-        b, gb = draws(controlled, 401)
+        a, ga = _draws(full, net, 400)
+        b, gb = _draws(controlled, net, 401)
         b, gb = b[1:], gb[1:]
         # draws of a refresh share their cached terms over 4 calls: 100 independent estimates
         independent = 100 if "refresh_interval" in kwargs else 400
