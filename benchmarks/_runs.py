@@ -36,6 +36,18 @@ def claim_run_dir(ckpt_dir: Path, settings: dict[str, object]) -> None:
     marker.write_text(want)
 
 
+def trained_seconds(log: Path) -> float | None:
+    """The wall time of the last training run a training log records (Ignite's ``SupervisedTrainer ... Engine run
+    finished. Time taken: HH:MM:SS.fff``), in seconds; ``None`` when it records none. What a resumed benchmark
+    reports for a run whose training an earlier invocation finished (its own stage was skipped)."""
+    found = re.findall(r"SupervisedTrainer - INFO - Engine run finished\. Time taken: (\d+):(\d+):([0-9.]+)",
+                       log.read_text(errors="replace")) if log.is_file() else []
+    if not found:
+        return None
+    hours, minutes, seconds = found[-1]
+    return 3600 * int(hours) + 60 * int(minutes) + float(seconds)
+
+
 def best_validation(log: Path) -> tuple[float, int]:
     """``(best validation Dice, its epoch)`` from the last ``Key metric`` line Ignite's checkpoint logging wrote to
     a training log (``(nan, -1)`` when there is none)."""

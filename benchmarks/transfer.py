@@ -51,7 +51,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _runs import best_validation, claim_run_dir, describe_machine  # noqa: E402
+from _runs import best_validation, claim_run_dir, describe_machine, trained_seconds  # noqa: E402
 from _tables import mean_sd, mean_table, paired_cell, save_figure, size_axis  # noqa: E402
 from monai_dwp.bundle_utils import run_name  # noqa: E402
 from monai_dwp.pipeline import (  # noqa: E402
@@ -396,15 +396,16 @@ def _ablation_table(rows: list[dict[str, str]], scale: TransferScale, n: int) ->
     return lines + [""]
 
 
-def machine_time(rows: list[dict[str, str]]) -> str:
+def machine_time(rows: list[dict[str, str]], label: str = "Cost") -> str:
     """One sentence on what the tabled runs cost: the sum of their wall times (training and evaluation) divided by
-    the runs side by side, i.e. about the wall-clock time of the benchmark without its hand-offs."""
+    the runs side by side, i.e. about the wall-clock time of the benchmark without its hand-offs; ``label`` opens
+    it (e.g. ``"Cost of the main table"``)."""
     seconds = [float(r["total_seconds"]) / max(1, int(float(r.get("workers") or 1))) for r in rows
                if r.get("total_seconds") not in (None, "", "nan")]
     if not seconds:
         return "No finished run yet."
     hours = sum(seconds) / 3600
-    return (f"Cost: {len(seconds)} runs, {hours:.2f} h of wall-clock time for training and evaluation (the sum of "
+    return (f"{label}: {len(seconds)} runs, {hours:.2f} h of wall-clock time for training and evaluation (the sum of "
             "each run's wall time divided by the runs side by side); the hand-offs (source nets, prior) are made once "
             "before and not counted.")
 
@@ -463,7 +464,10 @@ def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferS
              "`benchmarks/transfer.py` from `transfer.csv`" + (f"; {machine}" if machine else "") + ".", ""]
     if note:
         lines += [note, ""]
-    lines += [machine_time(rows), ""]
+    ablation_rows = [r for r in rows if r["method"] in ABLATIONS]
+    lines += [machine_time([r for r in rows if r["method"] not in ABLATIONS], "Cost of the main table"), ""]
+    if ablation_rows:
+        lines += [machine_time(ablation_rows, "Cost of the ablations (another invocation each)"), ""]
     if timing := invocation_time(path.parent, budget_row):
         lines += [timing, ""]
     mixed = sorted({r["method"] for r in rows
@@ -727,7 +731,10 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
     def record(index: int, seconds: list[float]) -> None:
         n, seed, method = jobs[index]
         metrics = collect_metrics(work / "runs" / run_name(method, n, seed) / "eval")
-        best_dice, best_epoch = best_validation(runner.log_dir / f"{run_name(method, n, seed)}_train.log")
+        train_log = runner.log_dir / f"{run_name(method, n, seed)}_train.log"
+        best_dice, best_epoch = best_validation(train_log)
+        if seconds[0] < 1.0:  # an earlier invocation trained it (this one skipped the stage): the time its log records
+            seconds = [trained_seconds(train_log) or seconds[0], *seconds[1:]]
         row = {"method": method, "num_train_cases": n, "seed": seed, "split_seed": seed, **budget_row, "epochs": budget(s, n)[0],
                "workers": workers, "train_seconds": round(seconds[0], 1), "total_seconds": round(sum(seconds), 1),
                "best_val_dice": best_dice, "best_epoch": best_epoch,

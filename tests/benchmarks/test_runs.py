@@ -11,7 +11,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from _runs import MARKER, best_validation, claim_run_dir, describe_machine  # noqa: E402
+from _runs import MARKER, best_validation, claim_run_dir, describe_machine, trained_seconds  # noqa: E402
 
 
 class TestClaimRunDir(unittest.TestCase):
@@ -52,6 +52,22 @@ class TestBestValidation(unittest.TestCase):
             self.assertEqual(epoch, -1)
             dice, epoch = best_validation(Path(tmp) / "missing.log")
             self.assertTrue(math.isnan(dice))
+
+
+class TestTrainedSeconds(unittest.TestCase):
+    """A resumed run's training time is the trainer's last ``Engine run finished`` line, not the evaluator's."""
+
+    def test_trainer_line(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            log = Path(tmp) / "train.log"
+            log.write_text(
+                "- ignite.engine.engine.SupervisedTrainer - INFO - Engine run finished. Time taken: 00:01:00.000\n"
+                "- ignite.engine.engine.SupervisedEvaluator - INFO - Engine run finished. Time taken: 00:00:00.786\n"
+                "- ignite.engine.engine.SupervisedTrainer - INFO - Engine run finished. Time taken: 01:22:43.575\n")
+            self.assertAlmostEqual(trained_seconds(log), 3600 + 22 * 60 + 43.575)
+            log.write_text("- SupervisedEvaluator - INFO - Engine run finished. Time taken: 00:00:00.786\n")
+            self.assertIsNone(trained_seconds(log))
+            self.assertIsNone(trained_seconds(Path(tmp) / "missing.log"))
 
 
 class TestDescribeMachine(unittest.TestCase):
