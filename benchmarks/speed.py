@@ -303,17 +303,29 @@ def _write(rows: list[dict], meta: dict, out: Path) -> None:
         "Why the misses are where they are:",
         "",
         "- `local` runs two convolutions per layer, `conv(x, W_loc)` and `conv(x², W_scale²)`, forward and backward, "
-        "and convolutions are most of a step, so ≈ 2× a deterministic step is its floor; the rest is the noise draw "
-        "and a few element-wise operations (its backward is one custom function that keeps `x` and `ξ / 2σ` only "
-        "and recomputes `x²`). `sampled` runs one convolution per layer with `W = loc + scale·ε` formed once per "
-        "step, which is why the bundles now train in `sampled` mode by default (`benchmarks/train_modes.py`: the "
+        "so ≈ 2× a deterministic step is its floor; on top come one Gaussian draw per output element and a few "
+        "element-wise passes over the activations (`x²`, the square root, the products; its backward is one custom "
+        "function that keeps `x` and `ξ / 2σ` only and recomputes `x²`). They cost about as much wherever the "
+        "convolutions are fast: with AVX-512 kernels a deterministic 64³, batch-2 step takes about a quarter of "
+        "its time with AVX2 kernels on the same kind of CPU (this script on such a machine: 2.62 s, `local` "
+        "2.21×; in the history of `speed.md`), so `local` moves away from 2× where the convolutions are fastest. `sampled` runs one convolution per layer with `W = loc + scale·ε` formed once per "
+        "step, which is why the bundles train in `sampled` mode by default (`benchmarks/train_modes.py`: the "
         "same validation Dice per second of training).",
         "- `local`'s peak memory: the second convolution's output and the noise of every layer are alive together "
         "during the forward pass, and one activation-sized tensor per layer (`ξ / 2σ`) stays for the backward.",
         "- The DWP term over all kernels costs a VAE pass over 33,808 kernels per step; the `max_kernels` subsample "
         "cuts it in proportion, with a gradient that points less than half as well as the all-kernel one "
         f"(`dwp_estimator.md`), the rotating refresh (`refresh=R`, the finetune bundle's default R = {_bundle_refresh()}) "
-        "to 1/R with the all-kernel gradient's agreement with the expected gradient.",
+        "to about 1/R. The refresh's gradient goes stale as training moves the kernels: at the transfer benchmark's "
+        "scale its cosine to the expected gradient after 240 steps is 0.40 at R = 16 against 0.54 for an "
+        "all-kernel draw, 0.50 at R = 4 (`dwp_estimator_4mm.md`). A second run (`dwp_estimator_4mm_cv_loaded.md`, "
+        "cosines only) trained with R = 16 and the Gaussian control variate (`+cv`) and read the others alongside: "
+        "R = 4 reaches the all-kernel draw (0.66 against 0.67, with or without `+cv`) and R = 64 with `+cv` reads "
+        "0.65, while the estimator that trained reads 0.55 (the optimiser follows its own stale expansion, so the "
+        "training estimator is read at a disadvantage). Whether a cheap refresh with the control variate points as "
+        "well when it is the one that trains needs a training run per estimator; until then the estimators within "
+        "10 % of a step (R ≥ 16 here) are not shown to point as well as the all-kernel one, and the one that does "
+        "(R = 4) costs about 20 %.",
         "",
     ]
     (out / "speed.md").write_text("\n".join(lines))
