@@ -46,6 +46,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -361,11 +362,26 @@ def _paired(rows: list[dict[str, str]], methods: list[str], sizes: list[int], me
     return lines + [""]
 
 
+def _against_main(rows: list[dict[str, str]], chosen: str, methods: Sequence[str], n: int) -> list[str]:
+    """The variant ``chosen`` on validation against every method of the main table at N = ``n``: its test pooled
+    Dice, per-case Dice and ECE minus the method's, paired by seed (mean [95 % t-interval])."""
+    metrics = ("val_pooled_dice", "val_mean_dice", "ece")
+    lines = ["", f"`{chosen}` − each method of the main table at N = {n}, on the test set (paired by seed; the "
+                 "choice above saw only the validation split):", "",
+             "| method | " + " | ".join(LABELS[m] for m in metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for method in methods:
+        if method == chosen or not _values(rows, method, n, "val_pooled_dice"):
+            continue
+        cells = [paired_cell(_values(rows, chosen, n, m), _values(rows, method, n, m)) for m in metrics]
+        lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _ablation_table(rows: list[dict[str, str]], scale: TransferScale, n: int) -> list[str]:
     """The ablations at N = ``n``: best validation Dice (the choice) and test metrics, each with its paired
     difference against the method it varies (its row of the main table) over the seeds both ran, and the variant
     of each method chosen on validation among those that ran every seed of the method (fewer seeds: shown, not
-    chosen)."""
+    chosen); a chosen variant other than the method itself is set against every method of the main table."""
     names = [a for a in (*ABLATION_FAMILIES, *scale.ablations)
              if _values(rows, a, n, "best_val_dice")]
     lines = [f"### N = {n}", "",
@@ -401,6 +417,8 @@ def _ablation_table(rows: list[dict[str, str]], scale: TransferScale, n: int) ->
         lines += ["", f"Chosen on the validation split among the `{family}` variants: **`{chosen}`** (mean best "
                       f"validation Dice {variants[chosen]:.3f}); its test pooled Dice: "
                       + (f"{statistics.mean(test.values()):.3f}." if test else "not evaluated.")]
+        if chosen != family and test:
+            lines += _against_main(rows, chosen, scale.all_methods, n)
     return lines + [""]
 
 

@@ -207,7 +207,8 @@ class TestAblationTable(unittest.TestCase):
         rows.append(row("dwp_source_init", 0, 0.90, 0.90))  # one seed of three: shown, not chosen
         lines = _ablation_table(rows, SCALES["cpu"], 5)
         text = "\n".join(lines)
-        by_name = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in lines
+        table = lines[:next(i for i, line in enumerate(lines) if line.startswith("Chosen"))]
+        by_name = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in table
                    if line.startswith("| `")}
         # test Dice against its own method: 0.70–0.72 − gaussian_prior's 0.50, not − dwp's 0.40
         self.assertTrue(by_name["`gaussian_prior_source_init`"][4].startswith("+0.210 ["))
@@ -217,6 +218,12 @@ class TestAblationTable(unittest.TestCase):
         self.assertIn("among the `dwp` variants: **`dwp_temperature_0.1`**", text)
         self.assertEqual(by_name["`dwp_source_init`"][1], "0.900 ± 0.000 (1)")
         self.assertIn("among the `gaussian_prior` variants: **`gaussian_prior_source_init`**", text)
+        # a chosen variant meets every method of the main table on the test set, paired by seed
+        against = text.split("`dwp_temperature_0.1` − each method of the main table at N = 5")[1].split("Chosen")[0]
+        self.assertIn("| `dwp` | -0.090 [-0.115, -0.065] |", against)
+        self.assertIn("| `gaussian_prior` | -0.190 [-0.215, -0.165] |", against)
+        self.assertNotIn("| `dwp_temperature_0.1` |", against)
+        self.assertIn("`gaussian_prior_source_init` − each method of the main table at N = 5", text)
 
     def test_a_prior_variant_names_its_fit(self):
         sys.path.insert(0, str(REPO / "benchmarks"))
