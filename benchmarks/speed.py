@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import resource
 import statistics
@@ -40,6 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import device_name, estimator_kwargs, find_row, run_child, sync  # noqa: E402
+from _stats import paired_interval  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KINDS = ("deterministic", "local", "sampled")
@@ -105,13 +107,22 @@ def _interleaved(fns: dict[str, object], device: torch.device, repeats: int, war
     return times
 
 
+def _ratio(times: list[float], reference: list[float]) -> dict[str, float]:
+    """The ratio ``times / reference`` of each round (both timed in it, side by side): its mean and 95 %
+    t-interval over the rounds, so that load that hits a round hits both sides of its ratio."""
+    mean, low, high = paired_interval([t / r for t, r in zip(times, reference)])
+    return {"ratio": mean, "ratio_low": low, "ratio_high": high}
+
+
 def measure_steps(size: int, batch: int, device: str, repeats: int) -> list[dict]:
-    """The three train steps at one ``(size, batch)``, interleaved in this process."""
+    """The three train steps at one ``(size, batch)``, interleaved in this process; each kind's ratio to the
+    deterministic step per round."""
     dev = torch.device(device)
     fns = {kind: _build(kind, size, batch, dev)[1] for kind in KINDS}
     times = _interleaved(fns, dev, repeats)
     return [{"what": "step", "kind": k, "size": size, "batch": batch, "device": device,
-             "seconds": statistics.median(t), "min": min(t), "max": max(t), "repeats": repeats}
+             "seconds": statistics.median(t), "min": min(t), "max": max(t), "repeats": repeats,
+             **_ratio(t, times["deterministic"])}
             for k, t in times.items()]
 
 
@@ -134,7 +145,7 @@ def measure_prior(estimators: list[str], device: str, repeats: int) -> list[dict
     times = _interleaved(fns, dev, repeats)
     return [{"what": "dwp" if k in estimators else "step", "kind": k, "size": 64, "batch": 2, "device": device,
              "seconds": statistics.median(t), "min": min(t), "max": max(t), "repeats": repeats,
-             "num_kernels": num_kernels} for k, t in times.items()]
+             "num_kernels": num_kernels, **_ratio(t, times["local step 64³ b2"])} for k, t in times.items()]
 
 
 def _proc_status_mib(field: str) -> float:
@@ -173,7 +184,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--batches", type=int, nargs="+", default=[2, 4])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--estimators", nargs="+",
                         default=["all", "max_kernels=2048", "refresh=4", "refresh=8", "refresh=16"])
     parser.add_argument("--memory_size", type=int, default=64)
@@ -237,17 +248,41 @@ def _typed(row: dict) -> dict:
     return out
 
 
-def _verdict(value: float, target: float, unit: str = "×") -> str:
-    shown = f"{value:.0%}" if unit == "%" else f"{value:.2f}×"
-    goal = f"{target:.0%}" if unit == "%" else f"{target:.2f}×"
-    return f"{shown} (target ≤ {goal}: {'met' if value <= target else 'not met'})"
+def _verdict(value: float, target: float, unit: str = "×", low: float | None = None,
+             high: float | None = None) -> str:
+    """``value`` against ``target``; with the 95 % interval ``[low, high]`` of a ratio: met when the whole interval
+    lies at or below the target, not met when it lies above, else not resolved."""
+    def fmt(x: float) -> str:
+        return f"{x:.0%}" if unit == "%" else f"{x:.2f}×"
+
+    if low is None or high is None or math.isnan(low):
+        return f"{fmt(value)} (target ≤ {fmt(target)}: {'met' if value <= target else 'not met'})"
+    verdict = "met" if high <= target else "not met" if low > target else "not resolved, the interval spans it"
+    return f"{fmt(value)} [{fmt(low)}–{fmt(high)}] (target ≤ {fmt(target)}: {verdict})"
+
+
+def _ratio_cell(row: dict, reference: dict, unit: str = "×") -> str:
+    """The mean per-round ratio with its 95 % interval (rows of an older run without them: the ratio of medians)."""
+    if row.get("ratio") is None:
+        value = row["seconds"] / reference["seconds"]
+        return f"**{value:.1%}**" if unit == "%" else f"**{value:.2f}×**"
+    if unit == "%":
+        return f"**{row['ratio']:.1%}** [{row['ratio_low']:.1%}–{row['ratio_high']:.1%}]"
+    return f"**{row['ratio']:.2f}×** [{row['ratio_low']:.2f}–{row['ratio_high']:.2f}]"
+
+
+def _ratio_of(row: dict, reference: dict) -> tuple[float, float | None, float | None]:
+    if row.get("ratio") is None:
+        return row["seconds"] / reference["seconds"], None, None
+    return row["ratio"], row["ratio_low"], row["ratio_high"]
 
 
 def _write(rows: list[dict], meta: dict, out: Path) -> None:
     lines = ["# Speed and memory: Bayesian DWPUNet and the Deep Weight Prior term", "",
-             "Written by `python benchmarks/speed.py`: medians of "
-             f"{meta['repeats']} repeats after one warm-up, every kind interleaved in one process (ratios of figures "
-             f"measured side by side). PyTorch {meta['torch']}. Load average (1, 5, 15 min) "
+             "Written by `python benchmarks/speed.py`: "
+             f"{meta['repeats']} rounds after one warm-up, every kind timed once per round in one process; seconds are "
+             "medians over the rounds, and each ratio is the mean of the per-round ratios (both sides timed in the "
+             "same round) with its 95 % t-interval. PyTorch {meta['torch']}. Load average (1, 5, 15 min) "
              f"{', '.join(f'{x:.2f}' for x in meta['load_before'])} before, "
              f"{', '.join(f'{x:.2f}' for x in meta['load_after'])} after. glibc's `malloc` tuned first in every "
              f"process, as the bundles do (`monai_dwp.utils.tune_allocator`): "
@@ -257,7 +292,7 @@ def _write(rows: list[dict], meta: dict, out: Path) -> None:
         shapes = sorted({(r["size"], r["batch"]) for r in steps})
         lines += [f"## {name}", "",
                   "Train step = forward + backward + Adam step of the appendix-B DWPUNet (1→2 channels), data loss "
-                  "only; in seconds, median [min–max].", "",
+                  "only; in seconds, median [min–max]; ratios to the deterministic step, mean [95 % interval].", "",
                   "| patch, batch | deterministic | Bayesian `local` | `local` / det. | Bayesian `sampled` | "
                   "`sampled` / det. |", "|---|---|---|---|---|---|"]
 
@@ -266,8 +301,8 @@ def _write(rows: list[dict], meta: dict, out: Path) -> None:
 
         for size, batch in shapes:
             d, lo, sa = (find_row(steps, kind=k, size=size, batch=batch) for k in KINDS)
-            lines.append(f"| {size}³, {batch} | {cell(d)} | {cell(lo)} | **{lo['seconds'] / d['seconds']:.2f}×** | "
-                         f"{cell(sa)} | **{sa['seconds'] / d['seconds']:.2f}×** |")
+            lines.append(f"| {size}³, {batch} | {cell(d)} | {cell(lo)} | {_ratio_cell(lo, d)} | "
+                         f"{cell(sa)} | {_ratio_cell(sa, d)} |")
         prior_rows = [r for r in rows if r["what"] == "dwp" and r["device"] == device]
         ref = next(r for r in rows if r["what"] == "step" and r["device"] == device and r["kind"] == "local step 64³ b2")
         lines += ["", f"DWP term = forward + backward of the bound over all {prior_rows[0]['num_kernels']:,} 3×3×3 "
@@ -275,7 +310,7 @@ def _write(rows: list[dict], meta: dict, out: Path) -> None:
                   f"`local` step at 64³, batch 2 timed alongside ({cell(ref)} s).", "",
                   "| estimator | seconds | / `local` step at 64³, batch 2 |", "|---|---|---|"]
         for r in prior_rows:
-            lines.append(f"| `{r['kind']}` | {cell(r)} | **{r['seconds'] / ref['seconds']:.1%}** |")
+            lines.append(f"| `{r['kind']}` | {cell(r)} | {_ratio_cell(r, ref, '%')} |")
         memory = {r["kind"]: r["step_mib"] for r in rows if r["what"] == "memory" and r["device"] == device}
         peaks = {r["kind"]: r["peak_mib"] for r in rows if r["what"] == "memory" and r["device"] == device}
         if memory:
@@ -288,11 +323,14 @@ def _write(rows: list[dict], meta: dict, out: Path) -> None:
         for size, batch in shapes:
             if size != 64:
                 continue
-            d, lo, sa = (find_row(steps, kind=k, size=size, batch=batch)["seconds"] for k in KINDS)
-            lines.append(f"- 64³, batch {batch}: `sampled` / deterministic {_verdict(sa / d, TARGETS['sampled'])}; "
-                         f"`local` / deterministic {_verdict(lo / d, TARGETS['local'])}.")
+            d, lo, sa = (find_row(steps, kind=k, size=size, batch=batch) for k in KINDS)
+            lines.append(f"- 64³, batch {batch}: `sampled` / deterministic "
+                         f"{_verdict(*_ratio_of(sa, d)[:1], TARGETS['sampled'], '×', *_ratio_of(sa, d)[1:])}; "
+                         f"`local` / deterministic "
+                         f"{_verdict(*_ratio_of(lo, d)[:1], TARGETS['local'], '×', *_ratio_of(lo, d)[1:])}.")
         for r in prior_rows:
-            lines.append(f"- DWP term, `{r['kind']}`: {_verdict(r['seconds'] / ref['seconds'], TARGETS['dwp'], '%')} "
+            lines.append(f"- DWP term, `{r['kind']}`: "
+                         f"{_verdict(*_ratio_of(r, ref)[:1], TARGETS['dwp'], '%', *_ratio_of(r, ref)[1:])} "
                          "of a `local` step at 64³, batch 2.")
         if memory:
             for kind in ("local", "sampled"):
