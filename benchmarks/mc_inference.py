@@ -172,9 +172,7 @@ def measure(kind: str, size: list[int], roi: int | None, device: str, num_sample
     row.update(
         batches=windows,
         repeats=len(ratios),
-        ratio_mean=paired_interval(ratios)[0],
-        ratio_low=paired_interval(ratios)[1],
-        ratio_high=paired_interval(ratios)[2],
+        **dict(zip(("ratio_mean", "ratio_low", "ratio_high"), paired_interval(ratios))),
         ratio_spread=interval_width(ratios),
         ratio_median=statistics.median(ratios),
         ratio_range=(max(ratios) - min(ratios)) / statistics.median(ratios),
@@ -278,7 +276,8 @@ def _write_markdown(rows, devices, windows, args, wall, load_before, load_after)
         f"{'applied' if all(r.get('allocator_tuned') for r in rows) else 'not applied everywhere'}). Each MC run "
         f"sits between two blocks of T mean-mode passes; runs "
         f"repeat ({args.repeats} at least, {args.max_repeats} at most) until the 95 % interval of the mean ratio is "
-        f"narrower than {args.spread:.0%} of it. Load average (1, 5, 15 min) {', '.join(f'{x:.2f}' for x in load_before)} before, "
+        f"narrower than {args.spread:.0%} of it. Load average (1, 5, 15 min) "
+        f"{', '.join(f'{x:.2f}' for x in load_before)} before, "
         f"{', '.join(f'{x:.2f}' for x in load_after)} after, on {os.cpu_count()} cores. Total wall time {wall:.0f} s.",
         "",
         "- *measured ratio*: MC time per sample ÷ the mean time of the 2T mean-mode passes around it (the same "
@@ -298,7 +297,8 @@ def _write_markdown(rows, devices, windows, args, wall, load_before, load_after)
             f"## {device_name(device)}",
             "",
             "| volume | window | network calls per pass | mean pass (s) | MC / sample (s) | **measured ratio** "
-            "[95 % interval] | spread, repeats, range | per volume, T samples (s) | estimate from components | det. pass (s) | "
+            "[95 % interval] | spread, repeats, range | per volume, T samples (s) | estimate from components | "
+            "det. pass (s) | "
             "peak MiB det. / MC | target ≤ 1.05×, spread < 3 % |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
@@ -312,8 +312,9 @@ def _write_markdown(rows, devices, windows, args, wall, load_before, load_after)
                 window = "whole volume" if roi is None else f"{roi}³, overlap {overlap}"
                 lines.append(
                     f"| {name.replace('x', '×')} | {window} | {m['batches']} | {m['mean_pass_s']:.2f} | "
-                    f"{m['mc_per_sample_s']:.2f} | **{m['ratio_mean']:.3f}×** [{m['ratio_low']:.3f}–{m['ratio_high']:.3f}] | "
-                    f"{m['ratio_spread']:.1%}, {m['repeats']}, {m['ratio_range']:.1%} | {m['mc_total_s']:.1f} | {m['ratio_from_components']:.3f}× | "
+                    f"{m['mc_per_sample_s']:.2f} | **{m['ratio_mean']:.3f}×** "
+                    f"[{m['ratio_low']:.3f}–{m['ratio_high']:.3f}] | {m['ratio_spread']:.1%}, {m['repeats']}, "
+                    f"{m['ratio_range']:.1%} | {m['mc_total_s']:.1f} | {m['ratio_from_components']:.3f}× | "
                     f"{d['det_pass_s']:.2f} | {d['peak_mib']:.0f} / {m['peak_mib']:.0f} | {_verdict(m, args.spread)} |"
                 )
         lines.append("")

@@ -248,33 +248,35 @@ def _typed(row: dict) -> dict:
     return out
 
 
-def _verdict(value: float, target: float, unit: str = "×", low: float | None = None,
-             high: float | None = None) -> str:
-    """``value`` against ``target``; with the 95 % interval ``[low, high]`` of a ratio: met when the whole interval
-    lies at or below the target, not met when it lies above, else not resolved."""
-    def fmt(x: float) -> str:
-        return f"{x:.0%}" if unit == "%" else f"{x:.2f}×"
-
-    if low is None or high is None or math.isnan(low):
-        return f"{fmt(value)} (target ≤ {fmt(target)}: {'met' if value <= target else 'not met'})"
-    verdict = "met" if high <= target else "not met" if low > target else "not resolved, the interval spans it"
-    return f"{fmt(value)} [{fmt(low)}–{fmt(high)}] (target ≤ {fmt(target)}: {verdict})"
-
-
-def _ratio_cell(row: dict, reference: dict, unit: str = "×") -> str:
-    """The mean per-round ratio with its 95 % interval (rows of an older run without them: the ratio of medians)."""
+def _ratio_of(row: dict, reference: dict) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean per-round ratio of ``row`` to ``reference`` and its 95 % interval; for rows of
+    an older run without them, the ratio of the medians and no interval (``nan`` bounds)."""
     if row.get("ratio") is None:
-        value = row["seconds"] / reference["seconds"]
-        return f"**{value:.1%}**" if unit == "%" else f"**{value:.2f}×**"
-    if unit == "%":
-        return f"**{row['ratio']:.1%}** [{row['ratio_low']:.1%}–{row['ratio_high']:.1%}]"
-    return f"**{row['ratio']:.2f}×** [{row['ratio_low']:.2f}–{row['ratio_high']:.2f}]"
-
-
-def _ratio_of(row: dict, reference: dict) -> tuple[float, float | None, float | None]:
-    if row.get("ratio") is None:
-        return row["seconds"] / reference["seconds"], None, None
+        return row["seconds"] / reference["seconds"], math.nan, math.nan
     return row["ratio"], row["ratio_low"], row["ratio_high"]
+
+
+def _fmt(x: float, unit: str, digits: int = 0) -> str:
+    return f"{x:.{digits}%}" if unit == "%" else f"{x:.2f}×"
+
+
+def _ratio_cell(ratio: tuple[float, float, float], unit: str = "×") -> str:
+    """A table cell: the mean ratio in bold, with its 95 % interval when there is one."""
+    mean, low, high = ratio
+    cell = f"**{_fmt(mean, unit, 1)}**"
+    bounds = [f"{x:.1%}" if unit == "%" else f"{x:.2f}" for x in (low, high)]
+    return cell if math.isnan(low) else f"{cell} [{bounds[0]}–{bounds[1]}]"
+
+
+def _verdict(ratio: tuple[float, float, float], target: float, unit: str = "×") -> str:
+    """A ratio ``(mean, low, high)`` against ``target``: met when its whole 95 % interval lies at or below the target,
+    not met when it lies above, else not resolved; without an interval, the mean decides."""
+    mean, low, high = ratio
+    goal = f"target ≤ {_fmt(target, unit)}"
+    if math.isnan(low):
+        return f"{_fmt(mean, unit)} ({goal}: {'met' if mean <= target else 'not met'})"
+    verdict = "met" if high <= target else "not met" if low > target else "not resolved, the interval spans it"
+    return f"{_fmt(mean, unit)} [{_fmt(low, unit)}–{_fmt(high, unit)}] ({goal}: {verdict})"
 
 
 def _write(rows: list[dict], meta: dict, out: Path) -> None:
@@ -282,7 +284,7 @@ def _write(rows: list[dict], meta: dict, out: Path) -> None:
              "Written by `python benchmarks/speed.py`: "
              f"{meta['repeats']} rounds after one warm-up, every kind timed once per round in one process; seconds are "
              "medians over the rounds, and each ratio is the mean of the per-round ratios (both sides timed in the "
-             "same round) with its 95 % t-interval. PyTorch {meta['torch']}. Load average (1, 5, 15 min) "
+             f"same round) with its 95 % t-interval. PyTorch {meta['torch']}. Load average (1, 5, 15 min) "
              f"{', '.join(f'{x:.2f}' for x in meta['load_before'])} before, "
              f"{', '.join(f'{x:.2f}' for x in meta['load_after'])} after. glibc's `malloc` tuned first in every "
              f"process, as the bundles do (`monai_dwp.utils.tune_allocator`): "
@@ -301,8 +303,8 @@ def _write(rows: list[dict], meta: dict, out: Path) -> None:
 
         for size, batch in shapes:
             d, lo, sa = (find_row(steps, kind=k, size=size, batch=batch) for k in KINDS)
-            lines.append(f"| {size}³, {batch} | {cell(d)} | {cell(lo)} | {_ratio_cell(lo, d)} | "
-                         f"{cell(sa)} | {_ratio_cell(sa, d)} |")
+            lines.append(f"| {size}³, {batch} | {cell(d)} | {cell(lo)} | {_ratio_cell(_ratio_of(lo, d))} | "
+                         f"{cell(sa)} | {_ratio_cell(_ratio_of(sa, d))} |")
         prior_rows = [r for r in rows if r["what"] == "dwp" and r["device"] == device]
         ref = next(r for r in rows if r["what"] == "step" and r["device"] == device and r["kind"] == "local step 64³ b2")
         lines += ["", f"DWP term = forward + backward of the bound over all {prior_rows[0]['num_kernels']:,} 3×3×3 "
@@ -310,7 +312,7 @@ def _write(rows: list[dict], meta: dict, out: Path) -> None:
                   f"`local` step at 64³, batch 2 timed alongside ({cell(ref)} s).", "",
                   "| estimator | seconds | / `local` step at 64³, batch 2 |", "|---|---|---|"]
         for r in prior_rows:
-            lines.append(f"| `{r['kind']}` | {cell(r)} | {_ratio_cell(r, ref, '%')} |")
+            lines.append(f"| `{r['kind']}` | {cell(r)} | {_ratio_cell(_ratio_of(r, ref), '%')} |")
         memory = {r["kind"]: r["step_mib"] for r in rows if r["what"] == "memory" and r["device"] == device}
         peaks = {r["kind"]: r["peak_mib"] for r in rows if r["what"] == "memory" and r["device"] == device}
         if memory:
@@ -325,17 +327,15 @@ def _write(rows: list[dict], meta: dict, out: Path) -> None:
                 continue
             d, lo, sa = (find_row(steps, kind=k, size=size, batch=batch) for k in KINDS)
             lines.append(f"- 64³, batch {batch}: `sampled` / deterministic "
-                         f"{_verdict(*_ratio_of(sa, d)[:1], TARGETS['sampled'], '×', *_ratio_of(sa, d)[1:])}; "
-                         f"`local` / deterministic "
-                         f"{_verdict(*_ratio_of(lo, d)[:1], TARGETS['local'], '×', *_ratio_of(lo, d)[1:])}.")
+                         f"{_verdict(_ratio_of(sa, d), TARGETS['sampled'])}; `local` / deterministic "
+                         f"{_verdict(_ratio_of(lo, d), TARGETS['local'])}.")
         for r in prior_rows:
-            lines.append(f"- DWP term, `{r['kind']}`: "
-                         f"{_verdict(*_ratio_of(r, ref)[:1], TARGETS['dwp'], '%', *_ratio_of(r, ref)[1:])} "
+            lines.append(f"- DWP term, `{r['kind']}`: {_verdict(_ratio_of(r, ref), TARGETS['dwp'], '%')} "
                          "of a `local` step at 64³, batch 2.")
         if memory:
             for kind in ("local", "sampled"):
-                lines.append(f"- Peak memory, `{kind}` / deterministic: "
-                             f"{_verdict(memory[kind] / memory['deterministic'], TARGETS['memory'])}.")
+                ratio = (memory[kind] / memory["deterministic"], math.nan, math.nan)  # one run: no interval
+                lines.append(f"- Peak memory, `{kind}` / deterministic: {_verdict(ratio, TARGETS['memory'])}.")
         lines.append("")
     lines += [
         "Why the misses are where they are:",
@@ -346,9 +346,10 @@ def _write(rows: list[dict], meta: dict, out: Path) -> None:
         "function that keeps `x` and `ξ / 2σ` only and recomputes `x²`). They cost about as much wherever the "
         "convolutions are fast: with AVX-512 kernels a deterministic 64³, batch-2 step takes about a quarter of "
         "its time with AVX2 kernels on the same kind of CPU (this script on such a machine: 2.62 s, `local` "
-        "2.21×; in the history of `speed.md`), so `local` moves away from 2× where the convolutions are fastest. `sampled` runs one convolution per layer with `W = loc + scale·ε` formed once per "
-        "step, which is why the bundles train in `sampled` mode by default (`benchmarks/train_modes.py`: the "
-        "same validation Dice per second of training).",
+        "2.21×; in the history of `speed.md`), so `local` moves away from 2× where the convolutions are fastest. "
+        "`sampled` runs one convolution per layer with `W = loc + scale·ε` formed once per step, which is why the "
+        "bundles train in `sampled` mode by default (`benchmarks/train_modes.py`: the same validation Dice per "
+        "second of training).",
         "- `local`'s peak memory: the second convolution's output and the noise of every layer are alive together "
         "during the forward pass, and one activation-sized tensor per layer (`ξ / 2σ`) stays for the backward.",
         "- The DWP term over all kernels costs a VAE pass over 33,808 kernels per step; the `max_kernels` subsample "

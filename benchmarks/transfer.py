@@ -188,6 +188,8 @@ ABLATIONS: dict[str, tuple[str, dict[str, object]]] = {
     **{name: ("dwp", {}) for name in (*PRIOR_ABLATIONS, *SOURCE_ABLATIONS)},  # dwp under another prior
     "gaussian_prior_source_init": ("gaussian_prior", {"source_init": True}),
     "gaussian_prior_log_scale_lr_1e-4": ("gaussian_prior", {"log_scale_lr": 1e-4}),
+    "dwp_source_init_temperature_0.1": ("dwp", {"source_init": True, "kl_temperature": 0.1}),
+    "gaussian_prior_source_init_temperature_0.1": ("gaussian_prior", {"source_init": True, "kl_temperature": 0.1}),
     "source_gaussian_scale_0.01": ("source_gaussian", {"prior_scale": 0.01}),
     "source_gaussian_scale_0.001": ("source_gaussian", {"prior_scale": 0.001}),
     "swag_prior_scale_1": ("swag_prior", {"swag_scale_factor": 1.0}),
@@ -211,7 +213,9 @@ the residual against a Gaussian fitted to each VAE, the Gaussian part exact at e
 in the direction the KL pushes, whatever the KL's weight (up to a factor e^1.2 ≈ 3.3 over 1,200 steps at 10⁻³), and
 at the end of the main runs the deep layers' signal-to-noise ratio RMS(loc) / RMS(scale) has fallen from 10 to about
 1 (``dwp``) or below (``gaussian_prior``); with the slower scales the posterior's noise stays near its start while the
-prior acts on the means.
+prior acts on the means. ``dwp_source_init_temperature_0.1`` changes two things against ``dwp``: the source-network
+start of ``dwp_source_init`` and a prior weakened tenfold (``kl_temperature`` 0.1), since at β = 1 the KL is several
+times the data term; ``gaussian_prior_source_init_temperature_0.1`` is its control.
 The ``dwp_prior_*`` variants run ``dwp`` under another prior (:data:`PRIOR_ABLATIONS`),
 the ``dwp_source_epochs_*`` variants under a prior fitted to source nets trained for fewer epochs
 (:data:`SOURCE_ABLATIONS`).

@@ -1,0 +1,67 @@
+"""``benchmarks/speed.py``: per-round ratios with their 95 % interval, and the verdict against a target."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from speed import _ratio, _ratio_cell, _ratio_of, _typed, _verdict, _write  # noqa: E402
+
+
+class TestRatios(unittest.TestCase):
+    def test_per_round_ratio_cancels_load_that_hits_both_sides(self):
+        # a loaded round (the third) slows both kinds alike: every per-round ratio is 2, so the interval has no width
+        slow = [1.0, 1.0, 3.0]
+        ratio = _ratio([2 * t for t in slow], slow)
+        self.assertAlmostEqual(ratio["ratio"], 2.0)
+        self.assertAlmostEqual(ratio["ratio_low"], 2.0)
+        self.assertAlmostEqual(ratio["ratio_high"], 2.0)
+
+    def test_older_rows_fall_back_to_the_ratio_of_medians(self):
+        mean, low, high = _ratio_of({"seconds": 3.0}, {"seconds": 2.0})
+        self.assertEqual(mean, 1.5)
+        self.assertTrue(math.isnan(low) and math.isnan(high))
+        self.assertEqual(_ratio_cell((mean, low, high)), "**1.50×**")
+        self.assertEqual(_ratio_cell((0.065, 0.062, 0.068), "%"), "**6.5%** [6.2%–6.8%]")
+        self.assertEqual(_ratio_cell((1.04, 0.97, 1.12)), "**1.04×** [0.97–1.12]")
+
+
+class TestVerdict(unittest.TestCase):
+    def test_the_whole_interval_decides(self):
+        self.assertTrue(_verdict((1.01, 0.99, 1.03), 1.05).endswith("(target ≤ 1.05×: met)"))
+        self.assertTrue(_verdict((1.10, 1.06, 1.14), 1.05).endswith("(target ≤ 1.05×: not met)"))
+        # a mean below the target with an interval that reaches above it is not a pass
+        self.assertIn("not resolved", _verdict((1.04, 0.97, 1.12), 1.05))
+        self.assertEqual(_verdict((0.065, 0.062, 0.068), 0.10, "%"), "6% [6%–7%] (target ≤ 10%: met)")
+
+    def test_without_an_interval_the_mean_decides(self):
+        self.assertEqual(_verdict((1.59, math.nan, math.nan), 1.3), "1.59× (target ≤ 1.30×: not met)")
+        self.assertEqual(_verdict((1.14, math.nan, math.nan), 1.3), "1.14× (target ≤ 1.30×: met)")
+
+
+class TestRender(unittest.TestCase):
+    def test_committed_results_render_with_every_field_filled(self):
+        """``speed.md`` re-rendered from the committed ``speed.csv`` / ``speed.json``: the header names the PyTorch
+        build, and no placeholder of the template is left unformatted."""
+        results = REPO / "benchmarks" / "results"
+        meta = json.loads((results / "speed.json").read_text())
+        with open(results / "speed.csv") as f:
+            rows = [_typed(r) for r in csv.DictReader(f)]
+        with tempfile.TemporaryDirectory() as tmp:
+            _write(rows, meta, Path(tmp))
+            text = (Path(tmp) / "speed.md").read_text()
+        self.assertIn(f"PyTorch {meta['torch']}.", text)
+        self.assertNotIn("{", text)
+        self.assertIn("Against the targets:", text)
+
+
+if __name__ == "__main__":
+    unittest.main()
