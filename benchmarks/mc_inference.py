@@ -94,7 +94,7 @@ def interval_width(ratios: list[float]) -> float:
 
 
 def measure(kind: str, size: list[int], roi: int | None, device: str, num_samples: int, repeats: int,
-            threads: int | None, overlap: float = 0.25, sw_batch_size: int = 4, max_repeats: int = 20,
+            threads: int | None, overlap: float = 0.25, sw_batch_size: int = 4, max_repeats: int = 60,
             spread: float = 0.03) -> dict:
     """One configuration, run in its own process so that its peak memory is its own."""
     from monai.inferers import SimpleInferer, SlidingWindowInferer
@@ -208,7 +208,7 @@ def main() -> None:
     parser.add_argument("--sw-batch-size", type=int, default=4)
     parser.add_argument("--num-samples", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3, help="least MC runs per configuration (each between passes)")
-    parser.add_argument("--max-repeats", type=int, default=20)
+    parser.add_argument("--max-repeats", type=int, default=60)
     parser.add_argument("--spread", type=float, default=0.03,
                         help="repeat until the 95%% interval of the mean ratio is narrower than this (relative)")
     parser.add_argument("--device", choices=["cpu", "cuda"], nargs="+", default=None)
