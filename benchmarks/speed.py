@@ -184,9 +184,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--batches", type=int, nargs="+", default=[2, 4])
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--estimators", nargs="+",
-                        default=["all", "max_kernels=2048", "refresh=4", "refresh=8", "refresh=16"])
+                        default=["all", "max_kernels=2048", "refresh=4", "refresh=4+cv", "refresh=8", "refresh=8+cv",
+                                 "refresh=16", "refresh=16+cv"])
     parser.add_argument("--memory_size", type=int, default=64)
     parser.add_argument("--device", choices=["cpu", "cuda"], nargs="+", default=None)
     parser.add_argument("--output-dir", type=Path, default=RESULTS)

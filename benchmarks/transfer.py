@@ -190,6 +190,7 @@ ABLATIONS: dict[str, tuple[str, dict[str, object]]] = {
     "gaussian_prior_log_scale_lr_1e-4": ("gaussian_prior", {"log_scale_lr": 1e-4}),
     "dwp_source_init_temperature_0.1": ("dwp", {"source_init": True, "kl_temperature": 0.1}),
     "gaussian_prior_source_init_temperature_0.1": ("gaussian_prior", {"source_init": True, "kl_temperature": 0.1}),
+    "dwp_source_init_train_encoder": ("dwp", {"source_init": True, "train_encoder": True}),
     "source_gaussian_scale_0.01": ("source_gaussian", {"prior_scale": 0.01}),
     "source_gaussian_scale_0.001": ("source_gaussian", {"prior_scale": 0.001}),
     "swag_prior_scale_1": ("swag_prior", {"swag_scale_factor": 1.0}),
@@ -215,7 +216,9 @@ at the end of the main runs the deep layers' signal-to-noise ratio RMS(loc) / RM
 1 (``dwp``) or below (``gaussian_prior``); with the slower scales the posterior's noise stays near its start while the
 prior acts on the means. ``dwp_source_init_temperature_0.1`` changes two things against ``dwp``: the source-network
 start of ``dwp_source_init`` and a prior weakened tenfold (``kl_temperature`` 0.1), since at β = 1 the KL is several
-times the data term; ``gaussian_prior_source_init_temperature_0.1`` is its control.
+times the data term; ``gaussian_prior_source_init_temperature_0.1`` is its control. ``dwp_source_init_train_encoder``
+starts at the source network and fine-tunes the prior's encoders with the posterior, as Atanov et al. (2019) optimise
+the auxiliary :math:`r(z|w)` jointly (a tighter bound; the Gaussian prior has no counterpart).
 The ``dwp_prior_*`` variants run ``dwp`` under another prior (:data:`PRIOR_ABLATIONS`),
 the ``dwp_source_epochs_*`` variants under a prior fitted to source nets trained for fewer epochs
 (:data:`SOURCE_ABLATIONS`).
