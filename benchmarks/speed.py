@@ -265,8 +265,10 @@ def _ratio_cell(ratio: tuple[float, float, float], unit: str = "×") -> str:
     """A table cell: the mean ratio in bold, with its 95 % interval when there is one."""
     mean, low, high = ratio
     cell = f"**{_fmt(mean, unit, 1)}**"
-    bounds = [f"{x:.1%}" if unit == "%" else f"{x:.2f}" for x in (low, high)]
-    return cell if math.isnan(low) else f"{cell} [{bounds[0]}–{bounds[1]}]"
+    if math.isnan(low):
+        return cell
+    low_text, high_text = (_fmt(x, unit, 1).rstrip("×") for x in (low, high))
+    return f"{cell} [{low_text}–{high_text}]"
 
 
 def _verdict(ratio: tuple[float, float, float], target: float, unit: str = "×") -> str:
