@@ -46,7 +46,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -255,9 +255,10 @@ SCALES: dict[str, TransferScale] = {
         reduced="4 mm phantoms (the paper: 1 mm BraTS); source nets trained on 24³ patches for 80 epochs, the kernel "
                 "prior fitted for 15 epochs; target runs on 16³ patches (sliding windows of 16³ at evaluation), "
                 "batches of 2 × 2 patches, 3 Monte Carlo samples, 3 seeds; the budget is the most that fits 2 hours "
-                "of 2 cores: random_init's validation Dice levels off at about 1,600 steps at N = 5 and 1,400 at "
-                "N = 20 "
-                "(`transfer_budget/constant_2000/transfer_plateau.md`). The earlier 3 mm / 24³ / 200-step setting, "
+                "of 2 cores, and longer runs reach no higher validation Dice: against runs of 1,200 steps, "
+                "random_init's best validation Dice is -0.010 [-0.053, +0.032] (N = 5) and -0.019 [-0.164, +0.127] "
+                "(N = 20) at 1,600 steps and -0.018 / +0.005 at 2,000, and a cosine-annealed rate is lower "
+                "(`transfer_budget.md`). The earlier 3 mm / 24³ / 200-step setting, "
                 "further from that level, is kept as `transfer_3mm.md`",
         # the paper's kernel filter dropped none of the 67,616 kernels of the 3 mm source nets (the smallest L2 norm
         # was 0.055, the threshold 0.01), so its ablation would fit the same prior again
@@ -355,6 +356,41 @@ def handoff_fingerprint(files: dict[str, object]) -> str:
     return digest.hexdigest()[:12]
 
 
+def budget_of(scale: str, s: TransferScale) -> dict[str, object]:
+    """The columns of ``transfer.csv`` that make two runs of ``--scale scale`` (settings ``s``) the same budget."""
+    h = s.handoffs
+    return {"scale": scale, "steps": s.steps, "lr_schedule": s.lr_schedule, "patch_size": s.target_patch,
+            "spacing": h.spacing, "mc_samples": h.mc_samples, "train_mode": s.train_mode,
+            "dwp_estimator": dwp_estimator(h)}
+
+
+def read_budget_rows(csv_path: Path, budget: Mapping[str, object]) -> list[dict[str, str]]:
+    """The rows of ``csv_path`` (none if it does not exist) of the budget ``budget`` (:func:`budget_of`) whose
+    seed drew its own cases (``split_seed`` = seed; rows made before ``split_seed`` existed all used split 0)."""
+    rows = [{**COLUMN_DEFAULTS, **r} for r in csv.DictReader(csv_path.open())] if csv_path.is_file() else []
+    return [r for r in rows if all(str(r.get(k)) == str(v) for k, v in budget.items())
+            and str(r.get("split_seed")) == str(r["seed"])]
+
+
+def choose_variant(rows: list[dict[str, str]], names: Sequence[str], family: str, n: int) -> tuple[str, float] | None:
+    """The variant of ``family`` (the method itself included) chosen on the validation split at N = ``n``: the
+    highest mean best-validation Dice among ``names`` that vary ``family`` and ran every seed the method ran.
+
+    Returns:
+        ``(name, mean best-validation Dice)``, or ``None`` when fewer than two variants compete.
+    """
+    ref = set(_values(rows, family, n, "best_val_dice"))
+    means = {}
+    for name in names:
+        mine = _values(rows, name, n, "best_val_dice")
+        if ABLATIONS.get(name, (name,))[0] == family and mine and set(mine) >= ref:
+            means[name] = statistics.mean(mine.values())
+    if len(means) < 2:
+        return None
+    chosen = max(means, key=means.get)
+    return chosen, means[chosen]
+
+
 def _values(rows: list[dict[str, str]], method: str, n: int, metric: str) -> dict[int, float]:
     return {int(r["seed"]): float(r[metric]) for r in rows
             if r["method"] == method and int(r["num_train_cases"]) == n and r.get(metric) not in (None, "", "nan")}
@@ -395,7 +431,6 @@ def _ablation_table(rows: list[dict[str, str]], scale: TransferScale, n: int) ->
              "| variant | what differs | best validation Dice | − its method | test pooled Dice | − its method "
              "| ECE |",
              "|---|---|---|---|---|---|---|"]
-    val_means = {}  # the variants that ran every seed of their method compete
     for name in names:
         method, overrides = ABLATIONS.get(name, (name, {}))
         changes = [f"`{k}={v}`" for k, v in overrides.items()]
@@ -408,21 +443,19 @@ def _ablation_table(rows: list[dict[str, str]], scale: TransferScale, n: int) ->
         cells = []
         for metric in ("best_val_dice", "val_pooled_dice"):
             mine, ref = _values(rows, name, n, metric), _values(rows, method, n, metric)
-            if metric == "best_val_dice" and mine and set(mine) >= set(ref):
-                val_means[name] = statistics.mean(mine.values())
             cells.append(mean_sd(list(mine.values())))
             cells.append(paired_cell(mine, ref) if name != method else "–")
         ece = list(_values(rows, name, n, "ece").values())
         cells.append(f"{statistics.mean(ece):.4f}" if ece else "–")
         lines.append(f"| `{name}` | {what} | " + " | ".join(cells) + " |")
     for family in ABLATION_FAMILIES:
-        variants = {k: v for k, v in val_means.items() if ABLATIONS.get(k, (k,))[0] == family}
-        if len(variants) < 2:
+        choice = choose_variant(rows, names, family, n)
+        if choice is None:
             continue
-        chosen = max(variants, key=variants.get)
+        chosen, val_mean = choice
         test = _values(rows, chosen, n, "val_pooled_dice")
         lines += ["", f"Chosen on the validation split among the `{family}` variants: **`{chosen}`** (mean best "
-                      f"validation Dice {variants[chosen]:.3f}); its test pooled Dice: "
+                      f"validation Dice {val_mean:.3f}); its test pooled Dice: "
                       + (f"{statistics.mean(test.values()):.3f}." if test else "not evaluated.")]
         if chosen != family and test:
             lines += _against_main(rows, chosen, scale.all_methods, n)
@@ -539,8 +572,9 @@ def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferS
         for n in ablation_sizes:
             lines += _ablation_table(rows, scale, n)
     lines += ["## Did training plateau?", "",
-              "Best validation epoch / epochs per run, mean over seeds (a best epoch at the end means more steps "
-              "would still have helped):", "",
+              "Best validation epoch / epochs per run, mean over seeds (a best epoch near the end hints that more "
+              "steps could help; whether they do is measured by longer runs, paired by seed, in "
+              "`transfer_budget.md`):", "",
               "| method | " + " | ".join(f"N = {n}" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
     for m in methods:
         cells = []
@@ -618,7 +652,8 @@ def _sizes(value: object, allowed: tuple[int, ...], flag: str, what: str) -> tup
 def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | None = None, device: str | None = None,
          bundles_dir: str | None = None, methods: str | None = None, workers: int = 1, ablations: bool | str = False,
          sizes: str | int | None = None, ablation_sizes: str | int | None = None, steps: int | None = None,
-         lr_schedule: str | None = None, data_dir: str | None = None, handoffs_dir: str | None = None) -> Path:
+         lr_schedule: str | None = None, data_dir: str | None = None, handoffs_dir: str | None = None,
+         seeds: str | int | None = None) -> Path:
     """Run (or resume) the benchmark and write ``transfer.csv``, ``transfer.md`` and ``transfer.png``.
 
     Args:
@@ -646,6 +681,9 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
             with their own ``work_dir`` share one set of phantoms.
         handoffs_dir: where a scale with ``own_handoffs`` (``cpu``, ``paper``) makes its source nets
             (``sources/seed<S>/``) and prior (``prior/``), reused when they exist (default ``<work_dir>/handoffs``).
+        seeds: comma-separated seeds instead of the scale's (e.g. ``3,4,5`` for a confirmation on fresh seeds; use
+            its own ``--results``). A seed sets the run's initialisation and its training and validation cases
+            (``split_seed``); the test set is the same for every seed.
 
     Returns:
         the path of ``transfer.md``.
@@ -670,6 +708,12 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         chosen_sizes = _sizes(sizes, s.sizes, "sizes", f"sizes of --scale {scale}")
         s = dataclasses.replace(s, sizes=chosen_sizes, ablation_sizes=tuple(n for n in s.ablation_sizes
                                                                             if n in chosen_sizes))
+    if seeds is not None:
+        listed = seeds if isinstance(seeds, (list, tuple)) else str(seeds).split(",")
+        if not listed or not all(str(x).strip().isdigit() for x in listed):
+            raise SystemExit(f"--seeds must be non-negative integers, comma-separated (e.g. --seeds 3,4,5), "
+                             f"got {seeds!r}.")
+        s = dataclasses.replace(s, seeds=tuple(dict.fromkeys(int(str(x).strip()) for x in listed)))
     if ablation_sizes:
         s = dataclasses.replace(s, ablation_sizes=_sizes(ablation_sizes, s.sizes, "ablation_sizes",
                                                          "among the sizes run (--sizes)"))
@@ -713,13 +757,8 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
               "prior_ckpt": handoffs["prior_ckpt"], "swag_ckpt": handoffs["swag_ckpt"], "max_kernels": h.max_kernels,
               "prior_refresh_interval": h.prior_refresh_interval, "train_mode": s.train_mode}
     # rows of another recipe (earlier rows: local reparameterization, a 2048-kernel subsample) stay in the CSV untabled
-    budget_row = {"scale": scale, "steps": s.steps, "lr_schedule": s.lr_schedule, "patch_size": s.target_patch,
-                  "spacing": h.spacing, "mc_samples": h.mc_samples, "train_mode": s.train_mode,
-                  "dwp_estimator": dwp_estimator(h)}
-    rows = [{**COLUMN_DEFAULTS, **r} for r in csv.DictReader(csv_path.open())] if csv_path.is_file() else []
-    # the same budget, and each seed's own cases (rows made before ``split_seed`` existed all used split 0)
-    same = [r for r in rows if all(str(r.get(k)) == str(v) for k, v in budget_row.items())
-            and str(r.get("split_seed")) == str(r["seed"])]
+    budget_row = budget_of(scale, s)
+    same = read_budget_rows(csv_path, budget_row)
     done = {(r["method"], int(r["num_train_cases"]), int(r["seed"])) for r in same}
     # N by N, seed by seed: an interrupted benchmark leaves complete (method) sets for the sizes it reached
     jobs = []

@@ -63,12 +63,14 @@ STUDIES: dict[str, tuple[Recipe, ...]] = {
     "cpu": (
         Recipe("constant", 2000, (5, 20), ("random_init",)),
         Recipe("cosine", 1200, (5, 20), ("random_init", "finetune")),
+        Recipe("constant", 1600, (5, 20), ("random_init", "finetune")),
     ),
 }
 """The recipes per ``--scale``, in the order they run; the scale's own recipe (``constant``, its ``steps``) reuses
 the transfer benchmark's rows. At ``cpu``: the long ``random_init`` runs whose validation curves
-``benchmarks/transfer_plateau.py`` reads (where the budget levels off), and a cosine-annealed learning rate at the
-benchmark's budget. (``transfer_budget/constant_600/`` holds a probe of the earlier 3 mm scale.)"""
+``benchmarks/transfer_plateau.py`` reads, a cosine-annealed learning rate at the benchmark's budget, and runs of
+1,600 steps (where the 2,000-step runs' best-so-far curve levels off), which say, paired by seed, whether the
+benchmark's budget is at the plateau. (``transfer_budget/constant_600/`` holds a probe of the earlier 3 mm scale.)"""
 
 METRIC = "val_pooled_dice"
 
@@ -125,6 +127,8 @@ def summarise(rows: list[dict[str, str]], recipes: tuple[Recipe, ...], baseline:
             if any(c != "–" for c in cells):
                 lines.append(f"| `{m}` | {label[k]} | " + " | ".join(cells) + " |")
     lines += ["", f"## Each recipe − {label[baseline]}, paired by seed (test Dice | best validation Dice)", "",
+              "A longer recipe whose best validation Dice is not higher than the benchmark's (the checkpoint choice "
+              "sees only validation) means the benchmark's budget is at the plateau of that method.", "",
               "| method | recipe | " + " | ".join(f"N = {n}" for n in sizes) + " |", "|---|---|" + "---|" * len(sizes)]
     for m in methods:
         for k in names[1:]:

@@ -351,3 +351,46 @@ class TestMachineTime(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestChooseVariant(unittest.TestCase):
+    """The validation split alone chooses, among the variants that ran every seed of their method."""
+
+    def test_highest_validation_among_complete_variants(self):
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from transfer import choose_variant
+
+        def row(method, seed, val, test=0.5):
+            return {"method": method, "num_train_cases": "5", "seed": str(seed), "best_val_dice": str(val),
+                    "val_pooled_dice": str(test)}
+
+        rows = [row("dwp", s, 0.3, 0.9) for s in range(3)] + [row("dwp_source_init", s, 0.5, 0.1) for s in range(3)]
+        rows += [row("dwp_refresh_4", 0, 0.99), row("gaussian_prior_source_init", 0, 0.95)]
+        names = ("dwp", "dwp_source_init", "dwp_refresh_4", "gaussian_prior_source_init")
+        self.assertEqual(choose_variant(rows, names, "dwp", 5), ("dwp_source_init", 0.5))
+        self.assertIsNone(choose_variant(rows, names, "dwp", 10))  # nothing ran at N = 10
+        self.assertIsNone(choose_variant(rows, ("dwp",), "dwp", 5))  # a method alone is no choice
+
+
+class TestReadBudgetRows(unittest.TestCase):
+    def test_only_the_budget_and_own_splits(self):
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from transfer import SCALES, append_row, budget_of, read_budget_rows
+
+        budget = budget_of("cpu", SCALES["cpu"])
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "transfer.csv"
+            self.assertEqual(read_budget_rows(path, budget), [])
+            base = {"method": "dwp", "num_train_cases": 5, **budget}
+            append_row(path, {**base, "seed": 1, "split_seed": 1})
+            append_row(path, {**base, "seed": 2, "split_seed": 0})  # an earlier run on seed 0's cases
+            append_row(path, {**base, "seed": 3, "split_seed": 3, "steps": 2000})  # another budget
+            self.assertEqual([r["seed"] for r in read_budget_rows(path, budget)], ["1"])
+
+    def test_seeds_must_be_integers(self):
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from transfer import main
+
+        with tempfile.TemporaryDirectory() as tmp:
+            with self.assertRaisesRegex(SystemExit, r"--seeds must be non-negative integers.*got '3,x'"):
+                main(scale="cpu", work_dir=tmp, seeds="3,x")
