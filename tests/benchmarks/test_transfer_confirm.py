@@ -39,10 +39,11 @@ class TestSummarise(unittest.TestCase):
                       _row("gaussian_prior_source_init", 5, s, 0.7, 0.60, ece=0.03)]
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "transfer_confirm.md"
-            summarise({5: "dwp_source_init"}, fresh, original, path, "a machine")
+            summarise({5: "dwp_source_init"}, fresh, original, path, "a machine", "Seeds came in one go.")
             text = path.read_text()
         self.assertIn("## N = 5: `dwp_source_init`", text)
         self.assertIn("seeds 3, 4, 5", text)
+        self.assertIn("Seeds came in one go. Written by", text)
         rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
                 for line in text.splitlines() if line.startswith("| `")}
         # fresh test: 0.63, 0.64, 0.65 − 0.62 -> +0.020; validation 0.63..0.65 − 0.6 -> +0.040
