@@ -571,6 +571,11 @@ def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferS
                   "only report.", ""]
         for n in ablation_sizes:
             lines += _ablation_table(rows, scale, n)
+        confirm = path.parent / "transfer_confirm" / "transfer_confirm.md"
+        if confirm.is_file():
+            lines += ["The chosen `dwp` variants retrained on fresh seeds, which took no part in the choice, against "
+                      "`finetune` and their Gaussian controls (`benchmarks/transfer_confirm.py`): "
+                      "[`transfer_confirm/transfer_confirm.md`](transfer_confirm/transfer_confirm.md).", ""]
     lines += ["## Did training plateau?", "",
               "Best validation epoch / epochs per run, mean over seeds (a best epoch near the end hints that more "
               "steps could help; whether they do is measured by longer runs, paired by seed, in "

@@ -394,3 +394,22 @@ class TestReadBudgetRows(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             with self.assertRaisesRegex(SystemExit, r"--seeds must be non-negative integers.*got '3,x'"):
                 main(scale="cpu", work_dir=tmp, seeds="3,x")
+
+
+class TestConfirmLink(unittest.TestCase):
+    def test_links_the_confirmation_when_it_exists(self):
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from transfer import SCALES, write_markdown
+
+        rows = [{"method": m, "num_train_cases": "2", "seed": str(seed), "split_seed": str(seed), "epochs": "2",
+                 "best_epoch": "1", "best_val_dice": "0.5", "val_pooled_dice": "0.5", "handoffs": "none"}
+                for m in ("dwp", "random_init", "dwp_no_dwp_init") for seed in (0, 1)]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "transfer.md"
+            write_markdown(rows, "tiny", SCALES["tiny"], path)
+            self.assertNotIn("transfer_confirm.md", path.read_text())
+            (Path(tmp) / "transfer_confirm").mkdir()
+            (Path(tmp) / "transfer_confirm" / "transfer_confirm.md").write_text("# confirmation\n")
+            write_markdown(rows, "tiny", SCALES["tiny"], path)
+            self.assertIn("[`transfer_confirm/transfer_confirm.md`](transfer_confirm/transfer_confirm.md)",
+                          path.read_text())
