@@ -27,17 +27,19 @@ def mean_sd(values: Sequence[float], digits: int = 3) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.pstdev(values):.{digits}f} ({len(values)})"
 
 
-def interval_text(diffs: Sequence[float]) -> str:
-    """``mean [low, high]``: paired differences with their 95 % t-interval (``(1 seed)`` for one pair)."""
+def interval_text(diffs: Sequence[float], digits: int = 3) -> str:
+    """``mean [low, high]``: paired differences with their 95 % t-interval (``(1 seed)`` for one pair), with
+    ``digits`` decimals."""
     if not diffs:
         return EMPTY
     mean, lo, hi = paired_interval(list(diffs))
-    return f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]" if len(diffs) > 1 else f"{mean:+.3f} (1 seed)"
+    f = f"+.{digits}f"
+    return f"{mean:{f}} [{lo:{f}}, {hi:{f}}]" if len(diffs) > 1 else f"{mean:{f}} (1 seed)"
 
 
-def paired_cell(a: Mapping[int, float], b: Mapping[int, float]) -> str:
+def paired_cell(a: Mapping[int, float], b: Mapping[int, float], digits: int = 3) -> str:
     """:func:`interval_text` of ``a − b`` over the seeds (the keys) both hold."""
-    return interval_text([a[s] - b[s] for s in sorted(set(a) & set(b))])
+    return interval_text([a[s] - b[s] for s in sorted(set(a) & set(b))], digits)
 
 
 def mean_table(

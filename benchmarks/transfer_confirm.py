@@ -88,14 +88,16 @@ def summarise(chosen: dict[int, str], fresh: list[dict[str, str]], original: lis
              "`benchmarks/transfer_confirm.py`" + (f"; {machine}" if machine else "") + ".", ""]
     for n, name in sorted(chosen.items()):
         lines += [f"## N = {n}: `{name}`", "",
-                  "| against | test, fresh seeds | validation, fresh seeds | test, all seeds | ECE (fresh seeds) |",
-                  "|---|---|---|---|---|"]
+                  "| against | test, fresh seeds | validation, fresh seeds | test, all seeds | ECE (fresh seeds) "
+                  "| ECE difference, fresh seeds |",
+                  "|---|---|---|---|---|---|"]
         for other in comparisons(name):
             cells = [paired_cell(transfer._values(rows, name, n, metric), transfer._values(rows, other, n, metric))
                      for rows, metric in ((fresh, "val_pooled_dice"), (fresh, "best_val_dice"),
                                           (both, "val_pooled_dice"))]
             ece = transfer._values(fresh, other, n, "ece")
             cells.append(f"{statistics.mean(ece.values()):.4f}" if ece else "–")
+            cells.append(paired_cell(transfer._values(fresh, name, n, "ece"), ece, digits=4))
             lines.append(f"| `{other}` | " + " | ".join(cells) + " |")
         mine = transfer._values(fresh, name, n, "val_pooled_dice")
         ece = transfer._values(fresh, name, n, "ece")

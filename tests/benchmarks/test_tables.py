@@ -24,6 +24,7 @@ class TestCells(unittest.TestCase):
         # three differences 0.1, 0.2, 0.3: mean 0.2, sd 0.1, half width t(2) · 0.1 / √3 = 4.303 · 0.0577 = 0.248
         self.assertEqual(interval_text([0.1, 0.2, 0.3]), "+0.200 [-0.048, +0.448]")
         self.assertEqual(interval_text([-0.1]), "-0.100 (1 seed)")
+        self.assertEqual(interval_text([0.001, 0.002, 0.003], digits=4), "+0.0020 [-0.0005, +0.0045]")
         self.assertEqual(interval_text([]), "–")
 
     def test_paired_over_common_seeds(self):

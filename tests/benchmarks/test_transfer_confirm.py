@@ -52,6 +52,7 @@ class TestSummarise(unittest.TestCase):
         # all six seeds: +0.10 three times and +0.01..+0.03 -> mean +0.060
         self.assertTrue(rows["`finetune`"][2].startswith("+0.060 ["))
         self.assertEqual(rows["`finetune`"][3], "0.0200")
+        self.assertEqual(rows["`finetune`"][4], "-0.0160 [-0.0160, -0.0160]")  # ECE, chosen − finetune
         self.assertTrue(rows["`gaussian_prior_source_init`"][0].startswith("+0.040 ["))
         self.assertIn("test pooled Dice 0.640 over 3 seeds, ECE 0.0040.", text)
 
