@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import transfer  # noqa: E402
 from _runs import describe_machine  # noqa: E402
-from _tables import paired_cell  # noqa: E402
+from _tables import paired_cell, save_figure  # noqa: E402
 from monai_dwp.utils.io import atomic_write  # noqa: E402
 
-__all__ = ["FRESH_SEEDS", "SEED_NOTES", "comparisons", "summarise", "main"]
+__all__ = ["FRESH_SEEDS", "SEED_NOTES", "comparisons", "summarise", "write_figure", "main"]
 
 FRESH_SEEDS: dict[str, tuple[int, ...]] = {"tiny": (1,), "cpu": (3, 4, 5, 6, 7, 8), "paper": (5, 6, 7, 8, 9, 10)}
 """Seeds none of the scale's own runs used (``transfer.SCALES[scale].seeds``). At ``cpu`` the first run had seeds
@@ -104,7 +104,33 @@ def summarise(chosen: dict[int, str], fresh: list[dict[str, str]], original: lis
         lines += ["", f"`{name}` on the fresh seeds: test pooled Dice "
                       + (f"{statistics.mean(mine.values()):.3f} over {len(mine)} seeds" if mine else "–")
                       + (f", ECE {statistics.mean(ece.values()):.4f}." if ece else "."), ""]
+    lines += ["![transfer_confirm](transfer_confirm.png)", ""]
     atomic_write(path, "w", lambda f: f.write("\n".join(lines)))
+
+
+def write_figure(chosen: dict[int, str], fresh: list[dict[str, str]], path: Path) -> None:
+    """Per N, the test pooled Dice (left) and ECE (right) of every fresh seed: the chosen variant and each comparison
+    side by side, one grey line per seed joining its runs (a pair that rises to the chosen variant favours it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted(chosen)
+    fig, axes = plt.subplots(len(sizes), 2, figsize=(9, 3.2 * len(sizes)), squeeze=False)
+    for row, n in zip(axes, sizes):
+        names = (*comparisons(chosen[n]), chosen[n])
+        for ax, metric, label in zip(row, ("val_pooled_dice", "ece"), ("test pooled Dice", "ECE")):
+            values = [transfer._values(fresh, m, n, metric) for m in names]
+            for seed in sorted(set.intersection(*(set(v) for v in values))):
+                ax.plot(range(len(names)), [v[seed] for v in values], color="0.6", marker="o", linewidth=1)
+            means = [statistics.mean(v.values()) if v else float("nan") for v in values]
+            ax.plot(range(len(names)), means, color="C3", marker="s", linewidth=2, label="mean over seeds")
+            ax.set_xticks(range(len(names)))
+            ax.set_xticklabels([m.replace("_temperature", "\n_temperature") for m in names], fontsize=7)
+            ax.set_title(f"N = {n}: {label}", fontsize=9)
+        row[0].legend(fontsize=7)
+    save_figure(fig, path)
 
 
 def main(scale: str = "cpu", work_dir: str = "runs/transfer_confirm", results: str | None = None,
@@ -155,6 +181,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer_confirm", results: s
     fresh = transfer.read_budget_rows(out / "transfer.csv", budget)
     path = out / "transfer_confirm.md"
     summarise(chosen, fresh, original, path, describe_machine(device, workers), SEED_NOTES.get(scale, ""))
+    write_figure(chosen, fresh, out / "transfer_confirm.png")
     return path
 
 

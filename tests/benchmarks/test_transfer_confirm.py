@@ -11,7 +11,7 @@ from .._quick_chain import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from transfer_confirm import comparisons, main, summarise  # noqa: E402
+from transfer_confirm import comparisons, main, summarise, write_figure  # noqa: E402
 
 
 def _row(method: str, n: int, seed: int, val: float, test: float, ece: float = 0.01) -> dict[str, str]:
@@ -41,6 +41,8 @@ class TestSummarise(unittest.TestCase):
             path = Path(tmp) / "transfer_confirm.md"
             summarise({5: "dwp_source_init"}, fresh, original, path, "a machine", "Seeds came in one go.")
             text = path.read_text()
+            write_figure({5: "dwp_source_init"}, fresh, Path(tmp) / "transfer_confirm.png")
+            self.assertEqual((Path(tmp) / "transfer_confirm.png").read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
         self.assertIn("## N = 5: `dwp_source_init`", text)
         self.assertIn("seeds 3, 4, 5", text)
         self.assertIn("Seeds came in one go. Written by", text)
@@ -55,6 +57,7 @@ class TestSummarise(unittest.TestCase):
         self.assertEqual(rows["`finetune`"][4], "-0.0160 [-0.0160, -0.0160]")  # ECE, chosen − finetune
         self.assertTrue(rows["`gaussian_prior_source_init`"][0].startswith("+0.040 ["))
         self.assertIn("test pooled Dice 0.640 over 3 seeds, ECE 0.0040.", text)
+        self.assertIn("![transfer_confirm](transfer_confirm.png)", text)
 
 
 class TestMain(unittest.TestCase):
