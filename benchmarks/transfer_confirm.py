@@ -163,9 +163,8 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer_confirm", results: s
     bench = Path(benchmark_results).resolve() if benchmark_results else ROOT / "benchmarks" / "results"
     budget = transfer.budget_of(scale, s)
     original = transfer.read_budget_rows(bench / "transfer.csv", budget)
-    listed = sizes if isinstance(sizes, (list, tuple)) else str(sizes).split(",")
     chosen = {}
-    for n in (int(str(x).strip()) for x in listed):
+    for n in transfer._sizes(sizes, s.sizes, "sizes", f"sizes of --scale {scale}"):
         choice = transfer.choose_variant(original, (FAMILY, *s.ablations), FAMILY, n)
         if choice is None:
             raise SystemExit(f"--sizes {n}: {bench / 'transfer.csv'} holds no choice among the `{FAMILY}` variants at "

@@ -65,6 +65,8 @@ class TestMain(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             with self.assertRaisesRegex(SystemExit, r"--sizes 5: .* holds no choice among the `dwp` variants"):
                 main(scale="cpu", work_dir=tmp, benchmark_results=tmp, sizes="5")
+            with self.assertRaisesRegex(SystemExit, r"--sizes \[7\] are not sizes of --scale cpu"):
+                main(scale="cpu", work_dir=tmp, benchmark_results=tmp, sizes="5,7")
 
 
 if __name__ == "__main__":
