@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import statistics
 import sys
 import time
@@ -140,14 +141,13 @@ def main(argv: list[str] | None = None) -> Path:
     for name in ("size", "batch", "rounds", "steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}.")
-    import os
-
     from monai_dwp.utils import tune_allocator
 
     tuned = tune_allocator()  # as every bundle process does first
     machine = describe_machine("cpu", 1)
     self_ms, plain = profile_steps(args.size, args.batch, args.rounds, args.steps)
-    machine += f", {os.getloadavg()[0]:.1f} at the end; glibc's `malloc` tuned as in the bundles: {'yes' if tuned else 'no'}"
+    machine += (f", {os.getloadavg()[0]:.1f} at the end; glibc's `malloc` tuned as in the bundles: "
+                f"{'yes' if tuned else 'no'}")
     text = render(self_ms, plain, args.size, args.batch, machine)
     atomic_write(args.out, "w", lambda f: f.write(text))
     print(text)

@@ -74,8 +74,8 @@ def summarise(chosen: dict[int, str], fresh: list[dict[str, str]], original: lis
         machine: where the fresh runs ran, for the header.
         note: a sentence on how the seeds came about (:data:`SEED_NOTES`).
     """
-    both = original + [r for r in fresh if (r["method"], r["num_train_cases"], r["seed"])
-                       not in {(o["method"], o["num_train_cases"], o["seed"]) for o in original}]
+    known = {(o["method"], o["num_train_cases"], o["seed"]) for o in original}
+    both = original + [r for r in fresh if (r["method"], r["num_train_cases"], r["seed"]) not in known]
     seeds = sorted({int(r["seed"]) for r in fresh})
     lines = ["# Transfer benchmark: the chosen Deep Weight Prior on fresh seeds", "",
              "Per N, the `dwp` variant chosen on the validation split of the benchmark's seeds "
