@@ -40,17 +40,23 @@ def find_row(rows: list[dict], **match: object) -> dict:
     return next(r for r in rows if all(r.get(k) == v for k, v in match.items()))
 
 
-def estimator_kwargs(setting: str) -> dict[str, int | bool]:
+def estimator_kwargs(setting: str) -> dict[str, int | bool | str]:
     """``DeepWeightPrior`` arguments of an estimator named ``all``, ``max_kernels=<m>`` or ``refresh=<R>``, with
-    ``+cv`` for the Gaussian control variate (e.g. ``refresh=16+cv``)."""
-    base, plus, extra = setting.partition("+")
+    ``+cv`` for the Gaussian control variate (not with ``all``) and ``+bf16`` for bfloat16 VAE passes
+    (``compute_dtype``), e.g. ``refresh=16+cv`` or ``refresh=4+cv+bf16``."""
+    base, *suffixes = setting.split("+")
     key, _, value = base.partition("=")
-    if plus and (extra != "cv" or base == "all"):
-        raise SystemExit(f"--estimators: {setting!r}: only 'max_kernels=<m>+cv' or 'refresh=<R>+cv' take a suffix.")
-    control = {"control_variate": True} if plus else {}
+    usage = (f"--estimators: {setting!r} is not 'all', 'max_kernels=<m>' or 'refresh=<R>', each optionally with "
+             "'+cv' (not 'all') and '+bf16', e.g. refresh=4 or refresh=16+cv+bf16.")
+    if len(set(suffixes)) != len(suffixes) or not set(suffixes) <= {"cv", "bf16"} or (base == "all" and "cv" in suffixes):
+        raise SystemExit(usage)
+    extra: dict[str, int | bool | str] = {}
+    if "cv" in suffixes:
+        extra["control_variate"] = True
+    if "bf16" in suffixes:
+        extra["compute_dtype"] = "bfloat16"
     if base == "all":
-        return {}
+        return extra
     if key in ("max_kernels", "refresh") and value.isdigit():
-        return {"max_kernels" if key == "max_kernels" else "refresh_interval": int(value), **control}
-    raise SystemExit(f"--estimators: {setting!r} is not 'all', 'max_kernels=<m>' or 'refresh=<R>' (optionally "
-                     "with '+cv'), e.g. refresh=4 or refresh=16+cv.")
+        return {"max_kernels" if key == "max_kernels" else "refresh_interval": int(value), **extra}
+    raise SystemExit(usage)

@@ -33,6 +33,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import math
 import os
@@ -110,8 +111,16 @@ def _patches(data_dir: str, num_cases: int, size: int, seed: int):
                    (torch.stack([torch.as_tensor(o["label"]) for o in out]) > 0).float())
 
 
-def along_training(args: argparse.Namespace, net: torch.nn.Module, settings: list[str]) -> list[dict]:
-    """Train with the first ``refresh`` estimator of ``settings`` and, every ``check_every`` steps, compare the
+def trained_with(args: argparse.Namespace) -> list[str]:
+    """The estimators whose gradients train the network, one run each: ``--train_with``, else the first ``refresh``
+    estimator of ``--estimators``, else the first estimator."""
+    if args.train_with:
+        return list(args.train_with)
+    return [next((s for s in args.estimators if s.startswith("refresh=")), args.estimators[0])]
+
+
+def along_training(args: argparse.Namespace, net: torch.nn.Module, settings: list[str], training: str) -> list[dict]:
+    """Train ``net`` with the estimator ``training`` and, every ``check_every`` steps, compare the
     ``loc`` gradient each estimator gives at that step with the mean of ``ref_draws`` all-kernel draws (the rows
     of the second table). Every ``refresh`` estimator is called at every step, so its cache is as stale as it
     would be in a run of its own."""
@@ -119,7 +128,6 @@ def along_training(args: argparse.Namespace, net: torch.nn.Module, settings: lis
 
     from monai_dwp.networks import stochastic_mode
 
-    trained_with = next(s for s in settings if s.startswith("refresh="))
     priors = {s: _estimator(args.prior_ckpt, s) for s in settings}
     reference = _estimator(args.prior_ckpt, "all")
     stochastic_mode(net, "local")
@@ -134,15 +142,15 @@ def along_training(args: argparse.Namespace, net: torch.nn.Module, settings: lis
         image, label = next(batches)
         optimizer.zero_grad(set_to_none=True)
         data = loss_fn(net(image), label)
-        kl = priors[trained_with](net)
-        grads = {trained_with: torch.cat([g.flatten() for g in torch.autograd.grad(kl, locs, retain_graph=True)])}
+        kl = priors[training](net)
+        grads = {training: torch.cat([g.flatten() for g in torch.autograd.grad(kl, locs, retain_graph=True)])}
         (data + kl_weight * kl).backward()
         for setting, prior in priors.items():
-            if setting != trained_with and (check or setting.startswith("refresh=")):
+            if setting != training and (check or setting.startswith("refresh=")):
                 grads[setting] = torch.cat([g.flatten() for g in torch.autograd.grad(prior(net), locs)])
         if check:
             ref_loc, _ = _reference(reference, net, args.ref_draws)
-            row = {"step": step, "data_loss": float(data.detach()), "kl": float(kl.detach())}
+            row = {"trained_with": training, "step": step, "data_loss": float(data.detach()), "kl": float(kl.detach())}
             row.update({f"cos_ref_loc[{s}]": _cos(g, ref_loc) for s, g in grads.items()})
             rows.append(row)
             print(row, flush=True)
@@ -156,6 +164,9 @@ def main() -> None:
     parser.add_argument("--estimators", nargs="+",
                         default=["all", "max_kernels=2048", "refresh=4", "refresh=8", "refresh=16"],
                         help="'all', 'max_kernels=<m>' (per group) or 'refresh=<R>'")
+    parser.add_argument("--train_with", nargs="+", default=None,
+                        help="the estimators of --estimators that train the network along training, one run each from "
+                             "the same start and batches (default: the first 'refresh=' one, else the first)")
     parser.add_argument("--draws", type=int, default=6)
     parser.add_argument("--ref_draws", type=int, default=12)
     parser.add_argument("--init_scale_ratio", type=float, default=0.1)
@@ -173,6 +184,11 @@ def main() -> None:
     parser.add_argument("--name", default="dwp_estimator",
                         help="the results' file stem: <name>.md, <name>.csv and <name>_training.csv")
     args = parser.parse_args()
+    for setting in args.estimators:
+        estimator_kwargs(setting)  # a bad name stops here, not after the fixed-posterior table
+    stray = [s for s in args.train_with or [] if s not in args.estimators]
+    if stray:
+        parser.error(f"--train_with {stray} must be among --estimators {args.estimators}.")
 
     torch.manual_seed(args.seed)
     load_before = os.getloadavg()[0]
@@ -209,7 +225,13 @@ def main() -> None:
             "seconds": statistics.median(d[3] for d in draws),
         })
         print(rows[-1], flush=True)
-    training = along_training(args, net, args.estimators) if args.data_dir else []
+    training: list[dict] = []
+    if args.data_dir:
+        start = copy.deepcopy(net.state_dict())
+        for estimator in trained_with(args):
+            net.load_state_dict(start)
+            torch.manual_seed(args.seed + 1)  # every run: the same draws of its batches' crops and first weights
+            training += along_training(args, net, args.estimators, estimator)
     load_after = os.getloadavg()[0]
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -237,19 +259,23 @@ def main() -> None:
             f"| {r['cos_ref_loc']:.3f} | {r['cos_ref_log_scale']:.3f} | {r['rel_sd_kl']:.4f} | {r['seconds']:.2f} |"
         )
     if training:
-        trained_with = next(s for s in args.estimators if s.startswith("refresh="))
         lines += ["", "## Along training", "",
                   f"The network above trained for {args.train_steps} steps on {args.num_cases} tumour phantoms "
-                  f"({args.data_note or Path(args.data_dir).name}: batches of two {args.patch_size}³ crops, Dice + cross-entropy, Adam at "
-                  f"{args.learning_rate}, `local` mode) plus the KL term at the ELBO's weight 1 / (N V̄), estimated by "
-                  f"`{trained_with}`. Every {args.check_every} steps: the cosine between the `loc` gradient each "
-                  f"estimator gives at that step (the caches of `refresh` estimators called at every step) and the "
-                  f"mean of {args.ref_draws} all-kernel draws at the same posterior.", "",
-                  "| step | " + " | ".join(f"`{s}`" for s in args.estimators) + " |",
-                  "|---|" + "---|" * len(args.estimators)]
-        for r in training:
-            lines.append(f"| {r['step']} | " + " | ".join(f"{r[f'cos_ref_loc[{s}]']:.3f}" for s in args.estimators)
-                         + " |")
+                  f"({args.data_note or Path(args.data_dir).name}: batches of two {args.patch_size}³ crops, Dice + "
+                  f"cross-entropy, Adam at {args.learning_rate}, `local` mode) plus the KL term at the ELBO's weight "
+                  "1 / (N V̄), estimated by the estimator marked *trains*; one run per table, from the same start on "
+                  f"the same batches. Every {args.check_every} steps: the data loss of that step's batch, the KL "
+                  "estimate, and the cosine between the `loc` gradient each estimator gives at that step (the caches "
+                  "of `refresh` estimators called at every step) and the mean of "
+                  f"{args.ref_draws} float32 all-kernel draws at the same posterior."]
+        for estimator in trained_with(args):
+            lines += ["", f"Trained with `{estimator}`:", "",
+                      "| step | data loss | KL | " + " | ".join(
+                          f"`{s}`" + (" *trains*" if s == estimator else "") for s in args.estimators) + " |",
+                      "|---|---|---|" + "---|" * len(args.estimators)]
+            for r in (r for r in training if r["trained_with"] == estimator):
+                lines.append(f"| {r['step']} | {r['data_loss']:.3f} | {r['kl']:,.0f} | "
+                             + " | ".join(f"{r[f'cos_ref_loc[{s}]']:.3f}" for s in args.estimators) + " |")
         with open(RESULTS / f"{args.name}_training.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(training[0]))
             writer.writeheader()

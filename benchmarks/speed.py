@@ -13,7 +13,8 @@ What is measured (the appendix-B ``DWPUNet``, 1 input and 2 output channels, Ada
 - ``DWP term``: forward + backward of the Deep Weight Prior bound over the 3×3×3 kernels of the Bayesian network
   (7 layer groups, VAEs of the paper's size, random weights: the cost does not depend on them) by each estimator
   of ``--estimators`` (``all`` kernels, ``max_kernels=m`` per group, ``refresh=R``: a rotating ``1/R`` of the
-  kernels per step, after the first call), as a fraction of the Bayesian ``"local"`` step at 64³, batch 2;
+  kernels per step, after the first call; ``+cv`` with the Gaussian control variate, ``+bf16`` with the VAE passes
+  in bfloat16), as a fraction of the Bayesian ``"local"`` step at 64³, batch 2;
 - peak memory of two steps at ``--memory_size``³, batch 2, in a fresh process per kind: on CPU the peak resident
   set size (``VmHWM``) above the process's size before the network was built, on CUDA
   ``torch.cuda.max_memory_allocated``.
@@ -90,7 +91,7 @@ def _build(kind: str, size: int, batch: int, dev: torch.device):
     x = torch.randn(batch, 1, size, size, size, device=dev)
     y = (torch.rand(batch, 1, size, size, size, device=dev) > 0.7).float()
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    return net, _train_step(net, kind, x, y, loss_fn, torch.optim.Adam(net.parameters(), lr=1e-4))
+    return net, _train_step(net, kind, x, y, loss_fn, torch.optim.Adam(net.parameters(), lr=1e-4, fused=True))
 
 
 def _interleaved(fns: dict[str, object], device: torch.device, repeats: int, warmup: int = 1) -> dict[str, list]:
@@ -186,8 +187,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--estimators", nargs="+",
-                        default=["all", "max_kernels=2048", "refresh=4", "refresh=4+cv", "refresh=8", "refresh=8+cv",
-                                 "refresh=16", "refresh=16+cv"])
+                        default=["all", "all+bf16", "max_kernels=2048", "refresh=4+cv", "refresh=4+cv+bf16",
+                                 "refresh=8+cv+bf16", "refresh=16", "refresh=16+bf16"])
     parser.add_argument("--memory_size", type=int, default=64)
     parser.add_argument("--device", choices=["cpu", "cuda"], nargs="+", default=None)
     parser.add_argument("--output-dir", type=Path, default=RESULTS)

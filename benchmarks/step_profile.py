@@ -53,7 +53,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "optimizer and gradient accumulation": (
         "Optimizer.step#Adam.step", "Optimizer.zero_grad#Adam.zero_grad", "aten::lerp_", "aten::addcdiv_",
         "aten::addcmul_", "aten::sqrt", "aten::mul_", "aten::add_", "aten::div", "aten::div_",
-        "torch::autograd::AccumulateGrad", "aten::_foreach_add_"),
+        "torch::autograd::AccumulateGrad", "aten::_foreach_add_", "aten::_fused_adam_"),
     "convolutions": ("aten::convolution_backward", "aten::mkldnn_convolution",
                      "autograd::engine::evaluate_function: ConvolutionBackward0"),
 }
@@ -103,7 +103,7 @@ def render(self_ms: dict, plain: dict, size: int, batch: int, machine: str, thre
     ratio = paired_interval([s / d for s, d in zip(plain["sampled"], plain["deterministic"])])
     det_ms = statistics.median(plain["deterministic"]) * 1000
     lines = ["# A `sampled` train step against a deterministic one, operator by operator", "",
-             f"Appendix-B `DWPUNet`, batch {batch} × {size}³, Adam, Dice + cross-entropy, one PyTorch process; "
+             f"Appendix-B `DWPUNet`, batch {batch} × {size}³, Adam (fused, as the bundles), Dice + cross-entropy, one PyTorch process; "
              f"{len(plain['sampled'])} interleaved rounds. Written by `benchmarks/step_profile.py`; {machine}.", "",
              f"Unprofiled: deterministic step {det_ms:.1f} ms (median), `sampled` / deterministic "
              f"{ratio[0]:.3f}× [{ratio[1]:.3f}–{ratio[2]:.3f}] (paired by round, 95 % interval).", "",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .allocator import tune_allocator
 from .io import atomic_directory, atomic_path, atomic_write
-from .machine import cpu_capability, cpu_label, cpu_name
+from .machine import cpu_capability, cpu_label, cpu_name, native_bfloat16
 from .validation import (
     BundleInputError,
     InputFileError,
@@ -29,5 +29,6 @@ __all__ = [
     "cpu_capability",
     "cpu_label",
     "cpu_name",
+    "native_bfloat16",
     "tune_allocator",
 ]

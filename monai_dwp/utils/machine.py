@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["cpu_capability", "cpu_label", "cpu_name"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["cpu_capability", "cpu_label", "cpu_name", "native_bfloat16"]
 
 
 def cpu_name(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
@@ -41,3 +45,32 @@ def cpu_label() -> str:
     processor of a results file's machine line."""
     isa = cpu_capability()
     return f"{cpu_name()}, {isa} kernels" if isa else cpu_name()
+
+
+def native_bfloat16(device: str | torch.device, cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices in hardware, so that a bfloat16 matrix product is faster
+    than a float32 one there: a CUDA device with bfloat16 support (:func:`torch.cuda.is_bf16_supported`), or a CPU
+    whose PyTorch kernels use AVX-512 (:func:`cpu_capability`) and whose flags in ``cpuinfo`` include
+    ``avx512_bf16`` or ``amx_bf16`` (Linux; elsewhere ``False``). Where this is ``False`` bfloat16 is emulated and
+    may be slower than float32.
+
+    Args:
+        device: a ``torch.device`` or its name, e.g. ``"cpu"``, ``"cuda:0"``.
+        cpuinfo: the file the CPU's flags are read from.
+    """
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type != "cpu" or not cpu_capability().startswith("AVX512"):
+        return False
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return bool({"avx512_bf16", "amx_bf16"} & set(value.split()))
+    return False

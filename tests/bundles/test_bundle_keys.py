@@ -20,6 +20,8 @@ class TestBundleKeys(unittest.TestCase):
             ("dwp_finetune", "train", {"dwp_init": "no"}, r"--dwp_init must be true or false .*got 'no'"),
             ("dwp_finetune", "train", {"epochs": "five"}, r"--epochs must be an integer, got 'five' \(str\)"),
             ("dwp_finetune", "train", {"sw_overlap": 1.0}, r"--sw_overlap must lie in \[0.0, 1.0\), got 1.0"),
+            ("dwp_finetune", "train", {"prior_compute_dtype": "float16"},
+             r"--prior_compute_dtype must be 'auto', 'float32' or 'bfloat16', got 'float16'; 'auto' uses bfloat16"),
             ("dwp_finetune", "inference", {"mc_samples": 0}, r"--mc_samples must be ≥ 1, got 0"),
             ("dwp_pretrain", "inference", {"sw_batch_size": -2}, r"--sw_batch_size must be ≥ 1, got -2"),
             ("dwp_prior", "inference", {"num_kernels": 2.5}, r"--num_kernels must be an integer, got 2.5"),

@@ -5,6 +5,7 @@ import pickle
 import tempfile
 import unittest
 from pathlib import Path
+from unittest import mock
 
 import torch
 from monai.bundle import ConfigParser
@@ -242,6 +243,39 @@ class TestDeepWeightPriorBound(unittest.TestCase):
         torch.manual_seed(3)
         torch.testing.assert_close(unused(net), plain)
 
+    def test_bfloat16_passes_keep_the_estimate(self):
+        """compute_dtype='bfloat16': the same draws give the float32 estimate to bfloat16's rounding, value and
+        gradient, and its mean over draws is the float32 estimator's (no bias beyond the Monte Carlo noise)."""
+        torch.manual_seed(0)
+        net = convert_to_bayesian(nn.Sequential(nn.Conv3d(8, 16, 3)), init_log_scale=-3.0)  # 128 kernels
+        vae = KernelVAE(latent_size=6)  # the paper's widths: bfloat16 rounds its wide layers
+        exact = DeepWeightPrior([vae], [0.1], {"0": 0})
+        fast = DeepWeightPrior([vae], [0.1], {"0": 0}, compute_dtype="bfloat16")
+        self.assertIs(fast.autocast_dtype("cpu"), torch.bfloat16)
+        self.assertIsNone(exact.autocast_dtype("cpu"))
+        values, grads = {}, {}
+        for name, prior in (("exact", exact), ("fast", fast)):
+            torch.manual_seed(5)
+            values[name], grads[name] = _draws(prior, net, 1)
+        self.assertEqual(values["fast"].dtype, torch.float32)
+        self.assertLess(((values["fast"] - values["exact"]) / values["exact"]).abs().item(), 1e-3)
+        self.assertNotEqual(values["fast"].item(), values["exact"].item())  # the bfloat16 path really ran
+        self.assertGreater(nn.functional.cosine_similarity(grads["fast"], grads["exact"]).item(), 0.999)
+
+        a, _ = _draws(exact, net, 200)
+        b, _ = _draws(fast, net, 200)
+        stderr = (a.var() / 200 + b.var() / 200).sqrt()
+        self.assertLess((a.mean() - b.mean()).abs().item(), 4 * stderr.item())
+
+    def test_auto_precision_follows_the_hardware(self):
+        prior = _prior(compute_dtype="auto")
+        with mock.patch("monai_dwp.losses.deep_weight_prior.native_bfloat16", return_value=False):
+            self.assertIsNone(prior.autocast_dtype("cpu"))
+        with mock.patch("monai_dwp.losses.deep_weight_prior.native_bfloat16", return_value=True):
+            self.assertIs(prior.autocast_dtype("cpu"), torch.bfloat16)
+            prior(_net()).backward()  # the VAEs run under autocast, the bound stays float32
+        self.assertIn("compute_dtype=auto", repr(prior))
+
     def test_refresh_rotates_and_expands_around_the_estimate(self):
         net = _net()
         prior = _prior(refresh_interval=3)
@@ -368,6 +402,10 @@ class TestDeepWeightPriorChecks(unittest.TestCase):
              "max_kernels=16 and refresh_interval=4 are two ways to cut the cost of the term; choose one"),
             ({"control_variate": 1}, TypeError, "control_variate must be a bool, got int: 1"),
             ({"control_samples": 1}, ValueError, "control_samples must be ≥ 2, got 1"),
+            ({"compute_dtype": "float16"}, ValueError,
+             "compute_dtype must be None, 'float32', 'bfloat16' or 'auto', got 'float16'; float16's largest value"),
+            ({"compute_dtype": "half"}, ValueError, "got 'half'; use 'bfloat16' for fast VAE passes or None"),
+            ({"compute_dtype": 16}, TypeError, "compute_dtype must be a str, a torch.dtype or None, got int: 16"),
         ]
     )
     def test_bad_arguments(self, override, error, pattern):

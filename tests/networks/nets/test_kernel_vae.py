@@ -148,6 +148,24 @@ class TestKernelVAE(unittest.TestCase):
         torch.testing.assert_close(out.recon_loc, recon_loc)
         torch.testing.assert_close(out.recon_log_scale, recon_log_scale)
 
+    def test_heads_in_float32_under_bfloat16_autocast(self):
+        """Under autocast the wide layers run in bfloat16 and the heads in float32: float32 outputs, close to the
+        float32 model's (the decoder mean within bfloat16's rounding of its inputs, not rounded itself)."""
+        torch.manual_seed(0)
+        vae = KernelVAE()
+        w = torch.randn(64, 1, 3, 3, 3)
+        z = torch.randn(64, 6)
+        exact = (*vae.encode(w), *vae.decode(z))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = (*vae.encode(w), *vae.decode(z))
+            self.assertEqual(vae.decoder.mix1(torch.randn(2, 128)).dtype, torch.bfloat16)  # autocast is on
+        for e, f in zip(exact, fast):
+            self.assertEqual(f.dtype, torch.float32)
+            torch.testing.assert_close(f, e, rtol=0.05, atol=0.05)
+        # a float32 head on bfloat16 features: most decoder means are not bfloat16 numbers
+        recon = fast[2]
+        self.assertGreater((recon != recon.bfloat16().float()).float().mean().item(), 0.9)
+
     def test_seeded_determinism(self):
         w = torch.randn(4, 1, 3, 3, 3)
         outs = []
