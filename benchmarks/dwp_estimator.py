@@ -158,6 +158,32 @@ def along_training(args: argparse.Namespace, net: torch.nn.Module, settings: lis
     return rows
 
 
+def plot_training(rows: list[dict], path: Path) -> None:
+    """One panel per training run: the cosine to the many-draw all-kernel gradient of the estimator that trains and
+    of a fresh float32 all-kernel draw at the same posterior, against the step; their gap is what training with the
+    cheaper estimator gives up."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = list(dict.fromkeys(r["trained_with"] for r in rows))
+    fig, axes = plt.subplots(1, len(runs), figsize=(4 * len(runs), 3.2), sharey=True, squeeze=False)
+    for ax, run in zip(axes[0], runs):
+        mine = [r for r in rows if r["trained_with"] == run]
+        steps = [int(r["step"]) for r in mine]
+        ax.plot(steps, [float(r[f"cos_ref_loc[{run}]"]) for r in mine], "o-", label=f"{run} (trains)")
+        if run != "all":
+            ax.plot(steps, [float(r["cos_ref_loc[all]"]) for r in mine], "s--", label="all (a fresh draw)")
+        ax.set_title(f"trained with {run}", fontsize=9)
+        ax.set_xlabel("training step")
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("cosine to the expected gradient (loc)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prior_ckpt", default="bundles/dwp_prior/models/dwp_prior.pt")
@@ -183,7 +209,13 @@ def main() -> None:
                         help="V̄ of the ELBO's KL weight 1 / (N V̄); the 3 mm tumour phantoms' value")
     parser.add_argument("--name", default="dwp_estimator",
                         help="the results' file stem: <name>.md, <name>.csv and <name>_training.csv")
+    parser.add_argument("--plot_only", action="store_true",
+                        help="redraw <name>_training.png from <name>_training.csv, nothing computed")
     args = parser.parse_args()
+    if args.plot_only:
+        with open(RESULTS / f"{args.name}_training.csv", newline="") as f:
+            plot_training(list(csv.DictReader(f)), RESULTS / f"{args.name}_training.png")
+        return
     for setting in args.estimators:
         estimator_kwargs(setting)  # a bad name stops here, not after the fixed-posterior table
     stray = [s for s in args.train_with or [] if s not in args.estimators]
@@ -280,6 +312,8 @@ def main() -> None:
             writer = csv.DictWriter(f, fieldnames=list(training[0]))
             writer.writeheader()
             writer.writerows(training)
+        plot_training(training, RESULTS / f"{args.name}_training.png")
+        lines += ["", f"![cosine along training]({args.name}_training.png)"]
     (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("wrote", RESULTS / f"{args.name}.md")
 

@@ -356,24 +356,45 @@ def _write(rows: list[dict], meta: dict, out: Path) -> None:
         "second of training).",
         "- `local`'s peak memory: the second convolution's output and the noise of every layer are alive together "
         "during the forward pass, and one activation-sized tensor per layer (`ξ / 2σ`) stays for the backward.",
-        "- The DWP term over all kernels costs a VAE pass over 33,808 kernels per step; the `max_kernels` subsample "
-        "cuts it in proportion, with a gradient that points less than half as well as the all-kernel one "
-        f"(`dwp_estimator.md`), the rotating refresh (`refresh=R`, the finetune bundle's default R = {_bundle_refresh()}) "
-        "to about 1/R. The refresh's gradient goes stale as training moves the kernels: at the transfer benchmark's "
-        "scale its cosine to the expected gradient after 240 steps is 0.40 at R = 16 against 0.54 for an "
-        "all-kernel draw, 0.50 at R = 4 (`dwp_estimator_4mm.md`). A second run (`dwp_estimator_4mm_cv_loaded.md`, "
-        "cosines only) trained with R = 16 and the Gaussian control variate (`+cv`) and read the others alongside: "
-        "R = 4 reaches the all-kernel draw (0.66 against 0.67, with or without `+cv`) and R = 64 with `+cv` reads "
-        "0.65, while the estimator that trained reads 0.55 (the optimiser follows its own stale expansion, so the "
-        "training estimator is read at a disadvantage). Whether a cheap refresh with the control variate points as "
-        "well when it is the one that trains needs a training run per estimator; until then the estimators within "
-        "10 % of a step (R ≥ 16 here) are not shown to point as well as the all-kernel one, and the one that does "
-        "(R = 4) costs about 20 %.",
+        _dwp_note(rows),
         "",
     ]
     (out / "speed.md").write_text("\n".join(lines))
     _plot(rows, meta, out / "speed.png")
     print((out / "speed.md").read_text())
+
+
+def _dwp_note(rows: list[dict]) -> str:
+    """The bullet on the DWP term's estimators, its cost figures read from the CPU rows of this run."""
+    prior_rows = {r["kind"]: r for r in rows if r["what"] == "dwp" and r["device"] == "cpu"}
+    ref = next((r for r in rows if r["device"] == "cpu" and r["kind"] == "local step 64³ b2"), None)
+
+    def share(kind: str) -> str:
+        row = prior_rows.get(kind)
+        return "not measured here" if row is None or ref is None else f"{_ratio_of(row, ref)[0]:.1%} of a step"
+
+    speedup = ""
+    if "all" in prior_rows and "all+bf16" in prior_rows:
+        speedup = (f" (all kernels: {prior_rows['all']['seconds'] / prior_rows['all+bf16']['seconds']:.1f}× faster "
+                   "by the medians above)")
+    return (
+        "- The DWP term over all kernels costs a VAE pass over 33,808 kernels per step, already evaluated as dense "
+        "matrix products over all kernels of a group at once, so only less work cuts it: fewer kernels per step "
+        "(the `max_kernels` subsample; the rotating refresh `refresh=R`, 1/R of the kernels per step, the others kept "
+        "as first-order expansions) or cheaper arithmetic (`+bf16`: the VAE's wide layers in bfloat16, its heads and "
+        "every log-density in float32, `DeepWeightPrior(compute_dtype=...)`, the finetune bundle's "
+        f"`prior_compute_dtype: auto` on this AVX512-BF16 CPU{speedup}; with the same draws the gradient's cosine to "
+        "the float32 one is 1.0000). What a cheaper estimator gives up shows when it trains: in "
+        "`dwp_estimator_4mm_bf16.md` (the transfer benchmark's 4 mm prior, one 240-step run per training estimator "
+        "from the same start) the cosine of the training estimator's gradient to the mean of 12 all-kernel draws, "
+        "minus that of a fresh all-kernel draw at the same posterior, is at step 240 −0.002 for all kernels, −0.022 "
+        "for `refresh=4+cv+bf16` and −0.123 for `refresh=16+cv+bf16` (a cache's stale noise steers the steps it "
+        "drives; an estimator that only follows a run reads as well as a fresh draw). So the estimator within 10 % "
+        f"of a step whose gradient comes closest to the all-kernel one is `refresh=4+cv+bf16` ({share('refresh=4+cv+bf16')}"
+        "), at 96 % of the all-kernel cosine: near, not equal. The finetune bundle keeps R = "
+        f"{_bundle_refresh()} without the control variate ({share('refresh=16+bf16')} with `auto`): training `dwp` "
+        "with 1/4 instead of 1/16 gave no better validation or test Dice in the transfer benchmark (README)."
+    )
 
 
 def _bundle_refresh() -> int:
