@@ -172,7 +172,7 @@ class DeepWeightPrior(nn.Module):
     the same estimator, with each product rounded to 8 significant bits. Measured over the 33,808 kernels of the
     appendix-B network with the transfer benchmark's prior (same draws): the gradient's cosine to the float32 one
     is 1.0000 and the bound moves by about 0.0006 nats per kernel, against a Monte Carlo spread of one draw of
-    about 0.007; the pass is 2 to 2.5 times faster on a CPU with native bfloat16 (``benchmarks/results/speed.md``). ``"auto"`` uses bfloat16 on a device
+    about 0.007; the pass is about 2 times faster on a CPU with native bfloat16 (``benchmarks/results/speed.md``). ``"auto"`` uses bfloat16 on a device
     that multiplies it in hardware (:func:`~monai_dwp.utils.native_bfloat16`: CUDA with bfloat16, AVX512-BF16 or
     AMX CPUs) and float32 elsewhere, where bfloat16 would be emulated.
 

@@ -225,7 +225,7 @@ class KernelVAE(nn.Module):
     of activations per kernel), so subsample kernels when memory is short. Under :func:`torch.autocast` with
     ``torch.bfloat16`` the wide layers run in bfloat16 and the three output heads (``loc``, ``log_scale``, the
     decoder's ``head``) in the parameters' dtype, so every output is float32; on a CPU with native bfloat16
-    (AVX512-BF16) the Deep Weight Prior's forward + backward runs 2 to 2.5 times faster so
+    (AVX512-BF16) the Deep Weight Prior's forward + backward runs about 2 times faster so
     (:class:`~monai_dwp.losses.DeepWeightPrior` ``compute_dtype``).
 
     Example::
