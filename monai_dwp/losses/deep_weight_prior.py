@@ -172,9 +172,10 @@ class DeepWeightPrior(nn.Module):
     the same estimator, with each product rounded to 8 significant bits. Measured over the 33,808 kernels of the
     appendix-B network with the transfer benchmark's prior (same draws): the gradient's cosine to the float32 one
     is 1.0000 and the bound moves by about 0.0006 nats per kernel, against a Monte Carlo spread of one draw of
-    about 0.007; the pass is about 2 times faster on a CPU with native bfloat16 (``benchmarks/results/speed.md``). ``"auto"`` uses bfloat16 on a device
-    that multiplies it in hardware (:func:`~monai_dwp.utils.native_bfloat16`: CUDA with bfloat16, AVX512-BF16 or
-    AMX CPUs) and float32 elsewhere, where bfloat16 would be emulated.
+    about 0.007; the pass is about 2 times faster on a CPU with native bfloat16 (``benchmarks/results/speed.md``).
+    ``"auto"`` uses bfloat16 on a device that multiplies it in hardware (:func:`~monai_dwp.utils.native_bfloat16`:
+    CUDA with bfloat16, AVX512-BF16 or AMX CPUs; decided once per device type) and float32 elsewhere, where
+    bfloat16 would be emulated.
 
     **Uncovered layers.** Bayesian layers not in ``layer_groups`` (other kernel sizes, 1×1×1 convolutions, a
     new layer) get ``fallback_prior`` (by default an explicit :class:`GaussianPrior` ``N(0, 1)``), never a
@@ -287,6 +288,7 @@ class DeepWeightPrior(nn.Module):
         self.control_variate = control_variate
         self.control_samples = int(control_samples)
         self.compute_dtype: torch.dtype | str | None = _COMPUTE_DTYPES[compute_dtype]
+        self._auto_dtypes: dict[str, torch.dtype | None] = {}  # "auto" resolved per device type
         self._moments: dict[tuple[int, torch.device, torch.dtype], tuple[Tensor, Tensor, Tensor]] = {}
         self.train_encoder = bool(train_encoder)
         self.strict = bool(strict)
@@ -400,7 +402,10 @@ class DeepWeightPrior(nn.Module):
         """The dtype the VAE passes run in on ``device`` under ``compute_dtype`` (``"auto"`` resolved by
         :func:`~monai_dwp.utils.native_bfloat16`), or ``None`` for the VAE's own dtype."""
         if self.compute_dtype == "auto":
-            return torch.bfloat16 if native_bfloat16(device) else None
+            device_type = torch.device(device).type
+            if device_type not in self._auto_dtypes:
+                self._auto_dtypes[device_type] = torch.bfloat16 if native_bfloat16(device) else None
+            return self._auto_dtypes[device_type]
         return self.compute_dtype  # type: ignore[return-value]
 
     @contextmanager
