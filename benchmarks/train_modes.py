@@ -48,6 +48,10 @@ VARIANTS: dict[str, dict[str, object]] = {
     # the bundles' mode with a rotating sixteenth of the kernels per step
     "dwp/sampled/refresh_16": {"method": "dwp", "train_mode": "sampled", "max_kernels": "None",
                                "prior_refresh_interval": 16},
+    # the same with the VAE passes of the term in float32 (the bundle's default `auto` uses bfloat16 where the
+    # device multiplies it in hardware)
+    "dwp/sampled/refresh_16/float32": {"method": "dwp", "train_mode": "sampled", "max_kernels": "None",
+                                       "prior_refresh_interval": 16, "prior_compute_dtype": "float32"},
     "gaussian_prior/local": {"method": "gaussian_prior", "train_mode": "local"},
     "gaussian_prior/sampled": {"method": "gaussian_prior", "train_mode": "sampled"},
     # the term's estimators (local mode): every kernel at every step, and the earlier per-group subsample
@@ -61,7 +65,8 @@ VARIANTS: dict[str, dict[str, object]] = {
 MODE_PAIRS = (("dwp/local/refresh_4", "dwp/sampled/refresh_4"), ("gaussian_prior/local", "gaussian_prior/sampled"))
 ESTIMATOR_PAIRS = (("dwp/local/refresh_4", "dwp/local/all_kernels"),
                    ("dwp/local/refresh_4", "dwp/local/max_kernels_2048"),
-                   ("dwp/sampled/refresh_4", "dwp/sampled/refresh_16"))
+                   ("dwp/sampled/refresh_4", "dwp/sampled/refresh_16"),
+                   ("dwp/sampled/refresh_16", "dwp/sampled/refresh_16/float32"))
 FIELDS = ("variant", "seed", "num_train_cases", "steps", "epoch", "step", "train_seconds", "val_dice")
 
 
