@@ -16,9 +16,11 @@ bound with respect to all ``loc`` and all ``log_scale``:
   estimates every kernel), on this machine, with the load average.
 
 A fixed posterior flatters a cache, whose gradients go stale only as the posterior moves. With ``--data_dir`` the
-script also trains the network on target patches (data loss + the ELBO's KL weight × the ``refresh`` estimator,
-Adam at the bundle's learning rate) and, every ``check_every`` steps, compares the gradient each estimator gives at
-that step with the mean of ``ref_draws`` all-kernel draws at the same posterior: a second table.
+script also trains the network on target patches (data loss + the ELBO's KL weight × the training estimator,
+Adam at the bundle's learning rate; one run per estimator of ``--train_with``, each from the same start on the same
+batches, by default the first ``refresh`` estimator) and, every ``check_every`` steps, compares the gradient each
+estimator gives at that step with the mean of ``ref_draws`` all-kernel draws at the same posterior: a table and a
+panel of ``<name>_training.png`` per run.
 
 Nothing is asserted; the numbers choose the bundle's defaults.
 
@@ -262,7 +264,7 @@ def main() -> None:
         start = copy.deepcopy(net.state_dict())
         for estimator in trained_with(args):
             net.load_state_dict(start)
-            torch.manual_seed(args.seed + 1)  # every run: the same draws of its batches' crops and first weights
+            torch.manual_seed(args.seed + 1)  # every run starts the same random stream (the crops have their own)
             training += along_training(args, net, args.estimators, estimator)
     load_after = os.getloadavg()[0]
 
