@@ -63,6 +63,23 @@ class TestBayesianConvShapes(unittest.TestCase):
             outs.append(conv(x))
         torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
 
+    @parameterized.expand([
+        ("one small sample", (1, 16, 8, 8, 8), {}, True),
+        ("two samples: oneDNN anyway", (2, 16, 8, 8, 8), {}, False),
+        ("one large sample", (1, 16, 64, 64, 64), {}, False),
+        ("transposed", (1, 16, 8, 8, 8), {"is_transposed": True}, False),
+        ("forced off", (1, 16, 8, 8, 8), {"fuse_local": False}, False),
+        ("forced on", (2, 16, 8, 8, 8), {"fuse_local": True}, True),
+    ])
+    def test_default_fuses_only_where_pytorch_leaves_onednn(self, _, in_shape, kwargs, fused):
+        """``fuse_local=None`` takes the grouped convolution only for one small sample on CPU (PyTorch routes two or
+        more samples to oneDNN itself, and the unfused path has the lean backward)."""
+        conv = BayesianConv(3, in_shape[1], 4, kernel_size=3, padding=1, **kwargs)
+        with mock.patch.object(BayesianConv, "_conv_grouped", autospec=True,
+                               side_effect=BayesianConv._conv_grouped) as grouped:
+            conv(torch.randn(in_shape))
+        self.assertEqual(grouped.called, fused)
+
     @parameterized.expand(SHAPE_CASES)
     def test_lean_local_backward_equals_autograd_of_the_expression(self, spatial_dims, kwargs, in_shape, out_shape):
         """The unfused ``local`` path (a custom autograd function that keeps x and ξ / 2σ only) gives the values and
