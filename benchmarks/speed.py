@@ -161,7 +161,7 @@ def _proc_status_mib(field: str) -> float:
 def measure_memory(kind: str, size: int, batch: int, device: str) -> dict:
     """Two train steps in this (fresh) process: its peak memory, and the part above the runtime it started with
     (Python, PyTorch, MONAI imported; on CUDA the peak allocated)."""
-    from monai_dwp.utils import tune_allocator
+    from monai_dwp.utils import native_bfloat16, tune_allocator
 
     tune_allocator()  # as every bundle process does first
     dev = torch.device(device)
@@ -212,7 +212,8 @@ def main() -> None:
     rows: list[dict] = []
     meta = {"load_before": os.getloadavg(), "torch": torch.__version__, "repeats": args.repeats,
             "devices": {d: device_name(d) for d in devices}, "estimators": args.estimators,
-            "allocator_tuned": tune_allocator()}  # as every bundle process does first
+            "allocator_tuned": tune_allocator(),  # as every bundle process does first
+            "bf16_native": native_bfloat16("cpu")}
     plan: list[tuple] = [("memory", d, k) for d in devices for k in KINDS]
     plan += [("steps", d, s, b) for d in devices for s in args.sizes for b in args.batches]
     plan += [("prior", d, 64, 2) for d in devices]
@@ -347,16 +348,16 @@ def _write(rows: list[dict], meta: dict, out: Path) -> None:
         "- `local` runs two convolutions per layer, `conv(x, W_loc)` and `conv(x², W_scale²)`, forward and backward, "
         "so ≈ 2× a deterministic step is its floor; on top come one Gaussian draw per output element and a few "
         "element-wise passes over the activations (`x²`, the square root, the products; its backward is one custom "
-        "function that keeps `x` and `ξ / 2σ` only and recomputes `x²`). They cost about as much wherever the "
-        "convolutions are fast: with AVX-512 kernels a deterministic 64³, batch-2 step takes about a quarter of "
-        "its time with AVX2 kernels on the same kind of CPU (this script on such a machine: 2.62 s, `local` "
-        "2.21×; in the history of `speed.md`), so `local` moves away from 2× where the convolutions are fastest. "
+        "function that keeps `x` and `ξ / 2σ` only and recomputes `x²`; the two convolutions are one grouped "
+        "convolution only for a single small sample, where PyTorch would otherwise leave oneDNN). These extras "
+        "cost about as much wherever the convolutions are fast, so `local` moves further from 2× the faster the "
+        "CPU's convolution kernels are (AVX-512 against AVX2). "
         "`sampled` runs one convolution per layer with `W = loc + scale·ε` formed once per step, which is why the "
         "bundles train in `sampled` mode by default (`benchmarks/train_modes.py`: the same validation Dice per "
         "second of training).",
         "- `local`'s peak memory: the second convolution's output and the noise of every layer are alive together "
         "during the forward pass, and one activation-sized tensor per layer (`ξ / 2σ`) stays for the backward.",
-        _dwp_note(rows),
+        _dwp_note(rows, meta.get("bf16_native")),
         "",
     ]
     (out / "speed.md").write_text("\n".join(lines))
@@ -364,14 +365,19 @@ def _write(rows: list[dict], meta: dict, out: Path) -> None:
     print((out / "speed.md").read_text())
 
 
-def _dwp_note(rows: list[dict]) -> str:
-    """The bullet on the DWP term's estimators, its cost figures read from the CPU rows of this run."""
+def _dwp_note(rows: list[dict], bf16_native: bool | None = None) -> str:
+    """The bullet on the DWP term's estimators, its cost figures read from the CPU rows of this run;
+    ``bf16_native``: whether that CPU has native bfloat16 (``None``: not recorded, a run before it was)."""
     prior_rows = {r["kind"]: r for r in rows if r["what"] == "dwp" and r["device"] == "cpu"}
     ref = next((r for r in rows if r["device"] == "cpu" and r["kind"] == "local step 64³ b2"), None)
 
     def share(kind: str) -> str:
-        row = prior_rows.get(kind)
-        return "not measured here" if row is None or ref is None else f"{_ratio_of(row, ref)[0]:.1%} of a step"
+        """The cost of ``kind`` (else of its float32 form, named so) as a share of the ``local`` step."""
+        for name in dict.fromkeys((kind, kind.replace("+bf16", ""))):
+            row = prior_rows.get(name)
+            if row is not None and ref is not None:
+                return f"{_ratio_of(row, ref)[0]:.1%} of a step" + ("" if name == kind else " in float32")
+        return "not measured here"
 
     speedup = ""
     if "all" in prior_rows and "all+bf16" in prior_rows:
@@ -383,7 +389,8 @@ def _dwp_note(rows: list[dict]) -> str:
         "(the `max_kernels` subsample; the rotating refresh `refresh=R`, 1/R of the kernels per step, the others kept "
         "as first-order expansions) or cheaper arithmetic (`+bf16`: the VAE's wide layers in bfloat16, its heads and "
         "every log-density in float32, `DeepWeightPrior(compute_dtype=...)`, the finetune bundle's "
-        f"`prior_compute_dtype: auto` on this AVX512-BF16 CPU{speedup}; with the same draws the gradient's cosine to "
+        f"`prior_compute_dtype: auto` on a CPU with native bfloat16{_bf16_here(bf16_native)}{speedup}; with the "
+        "same draws the gradient's cosine to "
         "the float32 one is 1.0000). What a cheaper estimator gives up shows when it trains: in "
         "`dwp_estimator_4mm_bf16.md` (the transfer benchmark's 4 mm prior, one 240-step run per training estimator "
         "from the same start) the cosine of the training estimator's gradient to the mean of 12 all-kernel draws, "
@@ -393,9 +400,17 @@ def _dwp_note(rows: list[dict]) -> str:
         "reads as well as a fresh draw). So no estimator both costs ≤ 10 % of a step and points as well as all "
         f"kernels: `refresh=8+cv+bf16` ({share('refresh=8+cv+bf16')}) keeps 90 % of the all-kernel cosine, "
         f"`refresh=4+cv+bf16` ({share('refresh=4+cv+bf16')}) 96 %. The finetune bundle keeps R = "
-        f"{_bundle_refresh()} without the control variate ({share('refresh=16+bf16')} with `auto`): training `dwp` "
+        f"{_bundle_refresh()} without the control variate "
+        f"({share('refresh=16+bf16' if bf16_native is not False else 'refresh=16')} with `auto`): training `dwp` "
         "with 1/4 instead of 1/16 gave no better validation or test Dice in the transfer benchmark (README)."
     )
+
+
+def _bf16_here(bf16_native: bool | None) -> str:
+    """Whether the CPU of the run has native bfloat16, as a parenthetical for the DWP-term bullet."""
+    if bf16_native is None:
+        return ""
+    return " (this one has it)" if bf16_native else " (this one has not: `auto` computes in float32 here)"
 
 
 def _bundle_refresh() -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from speed import _ratio, _ratio_cell, _ratio_of, _typed, _verdict, _write  # noqa: E402
+from speed import _dwp_note, _ratio, _ratio_cell, _ratio_of, _typed, _verdict, _write  # noqa: E402
 
 
 class TestRatios(unittest.TestCase):
@@ -61,6 +61,27 @@ class TestRender(unittest.TestCase):
         self.assertIn(f"PyTorch {meta['torch']}.", text)
         self.assertNotIn("{", text)
         self.assertIn("Against the targets:", text)
+
+    def test_dwp_note_follows_the_cpu_of_the_run(self):
+        """On a CPU without native bfloat16 the note says so and gives the float32 estimators' costs (named as
+        float32) where the bfloat16 ones were not run; on one with it, the bfloat16 rows."""
+        ref = {"what": "step", "device": "cpu", "kind": "local step 64³ b2", "seconds": 2.0, "ratio": None}
+
+        def dwp(kind: str, seconds: float) -> dict:
+            return {"what": "dwp", "device": "cpu", "kind": kind, "seconds": seconds, "ratio": None}
+
+        float32_rows = [ref, dwp("refresh=8+cv", 0.2), dwp("refresh=4+cv", 0.3), dwp("refresh=16", 0.1)]
+        text = _dwp_note(float32_rows, bf16_native=False)
+        self.assertIn("this one has not: `auto` computes in float32 here", text)
+        self.assertIn("`refresh=8+cv+bf16` (10.0% of a step in float32)", text)
+        self.assertIn("`refresh=4+cv+bf16` (15.0% of a step in float32)", text)
+        self.assertIn("(5.0% of a step with `auto`)", text)
+        text = _dwp_note([*float32_rows, dwp("refresh=8+cv+bf16", 0.12), dwp("refresh=16+bf16", 0.06)],
+                         bf16_native=True)
+        self.assertIn("(this one has it)", text)
+        self.assertIn("`refresh=8+cv+bf16` (6.0% of a step)", text)
+        self.assertIn("(3.0% of a step with `auto`)", text)
+        self.assertIn("`refresh=4+cv+bf16` (15.0% of a step in float32)", text)
 
 
 if __name__ == "__main__":

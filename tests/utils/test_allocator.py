@@ -27,9 +27,25 @@ PROBE = textwrap.dedent(
     """
 )
 
+LARGE_PROBE = textwrap.dedent(
+    """
+    import resource, sys
+    import torch
+    from monai_dwp.utils.allocator import tune_allocator
 
-def _probe(mode: str) -> tuple[str, int]:
-    out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True).stdout
+    applied = tune_allocator() if sys.argv[1] == "tuned" else None
+    for _ in range(10):  # 64 MiB blocks, above glibc's largest mmap threshold (32 MiB); the heap grows until the
+        torch.empty(2**24).fill_(1.0)  # aligned requests fit freed chunks (about 7 blocks)
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):  # allocated, written and freed again, as an activation of a 64³ step
+        torch.empty(2**24).fill_(1.0)
+    print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
+    """
+)
+
+
+def _probe(mode: str, probe: str = PROBE) -> tuple[str, int]:
+    out = subprocess.run([sys.executable, "-c", probe, mode], capture_output=True, text=True, check=True).stdout
     applied, faults = out.split()
     return applied, int(faults)
 
@@ -46,6 +62,16 @@ class TestTuneAllocator(unittest.TestCase):
         # of faults); tuned: they come from the heap, whose pages the first step faulted in already
         self.assertGreater(default, 10_000)
         self.assertLess(tuned, default / 5)
+
+    def test_blocks_above_the_mmap_threshold_are_reused_too(self):
+        applied, tuned = _probe("tuned", LARGE_PROBE)
+        if applied == "False":
+            self.skipTest("the C library is not glibc")
+        _, default = _probe("default", LARGE_PROBE)
+        # default (and with the raised threshold alone): each 64 MiB block is a fresh mmap, 16,384 pages faulted in
+        # five times; tuned: the heap's pages, faulted in while it grew
+        self.assertGreater(default, 5 * 16_000)
+        self.assertLess(tuned, 1_000)
 
 
 if __name__ == "__main__":
