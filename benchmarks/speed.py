@@ -206,7 +206,7 @@ def main() -> None:
 
     from tqdm import tqdm
 
-    from monai_dwp.utils import tune_allocator
+    from monai_dwp.utils import native_bfloat16, tune_allocator
 
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     rows: list[dict] = []
