@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import subprocess
 import sys
 import tempfile
 import unittest
@@ -82,6 +83,25 @@ class TestRender(unittest.TestCase):
         self.assertIn("`refresh=8+cv+bf16` (6.0% of a step)", text)
         self.assertIn("(3.0% of a step with `auto`)", text)
         self.assertIn("`refresh=4+cv+bf16` (15.0% of a step in float32)", text)
+
+
+class TestRun(unittest.TestCase):
+    def test_a_small_run_writes_every_file(self):
+        """The whole script at the smallest settings (16³ steps, one round; the DWP term is timed against its fixed
+        64³ step): the table, the machine's bfloat16 fact and the verdicts are written."""
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run(
+                [sys.executable, str(REPO / "benchmarks" / "speed.py"), "--sizes", "16", "--batches", "2", "--repeats",
+                 "1", "--estimators", "refresh=16", "--memory_size", "16", "--device", "cpu", "--output-dir", tmp],
+                check=True, capture_output=True, text=True,
+            )
+            meta = json.loads((Path(tmp) / "speed.json").read_text())
+            text = (Path(tmp) / "speed.md").read_text()
+            self.assertTrue((Path(tmp) / "speed.png").is_file())
+        self.assertIn(meta["bf16_native"], (True, False))
+        self.assertIn("| 16³, 2 |", text)
+        self.assertIn("`refresh=16`", text)
+        self.assertIn("this one has it" if meta["bf16_native"] else "this one has not", text)
 
 
 if __name__ == "__main__":
