@@ -270,8 +270,10 @@ def _write_markdown(rows, devices, windows, args, wall, load_before, load_after)
         "",
         f"Written by `python benchmarks/mc_inference.py`; PyTorch {torch.__version__}, the appendix-B DWPUNet "
         f"(1→2 channels, {layers} Bayesian layers), batch 1, T = {t} samples with all three uncertainty maps. "
-        f"Sliding window: roi {args.roi}³ (the training patch), `sw_batch_size={args.sw_batch_size}`, constant "
-        f"blending, one weight draw per sample for all windows. Every process tunes glibc's `malloc` first, as the "
+        + (f"Sliding window: roi {args.roi}³ (the training patch), `sw_batch_size={args.sw_batch_size}`, constant "
+           "blending, one weight draw per sample for all windows. " if args.roi else
+           "The whole volume only (`--roi 0`: no sliding window). ")
+        + "Every process tunes glibc's `malloc` first, as the "
         f"bundles do (`monai_dwp.utils.tune_allocator`: "
         f"{'applied' if all(r.get('allocator_tuned') for r in rows) else 'not applied everywhere'}). Each MC run "
         f"sits between two blocks of T mean-mode passes; runs "
