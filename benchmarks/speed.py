@@ -161,7 +161,7 @@ def _proc_status_mib(field: str) -> float:
 def measure_memory(kind: str, size: int, batch: int, device: str) -> dict:
     """Two train steps in this (fresh) process: its peak memory, and the part above the runtime it started with
     (Python, PyTorch, MONAI imported; on CUDA the peak allocated)."""
-    from monai_dwp.utils import native_bfloat16, tune_allocator
+    from monai_dwp.utils import tune_allocator
 
     tune_allocator()  # as every bundle process does first
     dev = torch.device(device)
