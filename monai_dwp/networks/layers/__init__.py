@@ -3,5 +3,15 @@
 from __future__ import annotations
 
 from .bayesian_conv import STOCHASTIC_MODES, BayesianConv, StochasticMode, hold_weights
+from .memory_format import channels_last_format, randn_like, to_memory_format, use_channels_last
 
-__all__ = ["BayesianConv", "StochasticMode", "STOCHASTIC_MODES", "hold_weights"]
+__all__ = [
+    "BayesianConv",
+    "StochasticMode",
+    "STOCHASTIC_MODES",
+    "hold_weights",
+    "channels_last_format",
+    "randn_like",
+    "to_memory_format",
+    "use_channels_last",
+]

@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from monai_dwp.networks.layers.memory_format import randn_like
 from monai_dwp.utils.validation import check_float, check_int
+
 __all__ = ["BayesianConv", "StochasticMode", "STOCHASTIC_MODES", "hold_weights"]
 
 StochasticMode = Literal["mean", "local", "sampled"]
@@ -49,7 +51,7 @@ class _LocalReparameterization(torch.autograd.Function):
         out = torch.convolution(x, loc, bias, stride, padding, dilation, transposed, output_padding, groups)
         std = torch.convolution(x * x, var_weight, None, stride, padding, dilation, transposed, output_padding,
                                 groups).add_(eps).sqrt_()
-        xi = torch.randn_like(out)
+        xi = randn_like(out)  # in out's layout (channels-last included) at the speed of a contiguous fill
         out.addcmul_(std, xi)
         ctx.save_for_backward(x, loc, var_weight, xi.div_(std).mul_(0.5))
         ctx.conv_args = conv_args
@@ -368,7 +370,7 @@ class BayesianConv(nn.Module):
             conv_args = (self.stride, self.padding, self.dilation, self.is_transposed,
                          self.output_padding if self.is_transposed else (0,) * self.spatial_dims, self.groups)
             return _LocalReparameterization.apply(x, self.loc, var_weight, self.bias, conv_args, self.eps)
-        return mean + (var + self.eps).sqrt() * torch.randn_like(mean)
+        return mean + (var + self.eps).sqrt() * randn_like(mean)
 
     def _fuse(self, x: Tensor) -> bool:
         if self.fuse_local is not None:

@@ -10,6 +10,7 @@ from monai.networks.layers.factories import Conv, Dropout
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from torch import Tensor, nn
 
+from monai_dwp.networks.layers.memory_format import channels_last_format, to_memory_format, use_channels_last
 from monai_dwp.networks.utils import DEFAULT_SCALE_RATIO, convert_to_bayesian
 from monai_dwp.utils.validation import check_float, check_int
 
@@ -22,8 +23,12 @@ class _PreActConv(nn.Sequential):
     """Pre-activation unit ``norm -> act -> conv`` (He et al., 2016, "Identity mappings in deep residual networks").
 
     Children are named ``norm``, ``act`` and ``conv`` so that kernels have stable names such as
-    ``down1.conv1.conv.weight``.
+    ``down1.conv1.conv.weight``. The convolution runs channels-last when :attr:`channels_last` says so (``None``:
+    where :func:`~monai_dwp.networks.layers.use_channels_last` finds it faster); its input and output stay in
+    PyTorch's default layout for the normalisation and activation around it.
     """
+
+    channels_last: bool | None = None
 
     def __init__(
         self,
@@ -45,6 +50,14 @@ class _PreActConv(nn.Sequential):
                 in_channels, out_channels, kernel_size, stride=strides, padding=kernel_size // 2, bias=bias
             ),
         )
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.act(self.norm(x))
+        conv = self.conv
+        if self.channels_last or (self.channels_last is None and use_channels_last(x, conv.kernel_size)):
+            y = conv(to_memory_format(x, channels_last_format(x.ndim)))
+            return to_memory_format(y, torch.contiguous_format)
+        return conv(x)
 
 
 class _ResidualDownBlock(nn.Module):
@@ -225,6 +238,7 @@ class DWPUNet(nn.Module):
         init_log_scale: float | None = None,
         bayesian_mode: str = "local",
         init_scale_ratio: float = DEFAULT_SCALE_RATIO,
+        channels_last: bool | None = None,
     ) -> None:
         super().__init__()
         if spatial_dims not in _UPSAMPLE_MODE:
@@ -272,6 +286,7 @@ class DWPUNet(nn.Module):
         )
         self.out = Conv[Conv.CONV, spatial_dims](c0, out_channels, 1, bias=bias)
 
+        self.channels_last = channels_last
         if self.bayesian:
             convert_to_bayesian(
                 self,
@@ -281,6 +296,21 @@ class DWPUNet(nn.Module):
                 mode=bayesian_mode,
                 init_scale_ratio=init_scale_ratio,
             )
+
+    @property
+    def channels_last(self) -> bool | None:
+        """Layout of the pre-activated convolutions: ``None`` channels-last where it is faster (CPU, 3D, where
+        PyTorch uses oneDNN), ``True`` always, ``False`` never. Setting it sets every unit."""
+        return self._channels_last
+
+    @channels_last.setter
+    def channels_last(self, value: bool | None) -> None:
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(f"channels_last must be None (channels-last where it is faster), True or False, got {value!r}.")
+        self._channels_last = value
+        for m in self.modules():
+            if isinstance(m, _PreActConv):
+                m.channels_last = value
 
     def _check_input(self, x: Tensor) -> None:
         if not isinstance(x, torch.Tensor):

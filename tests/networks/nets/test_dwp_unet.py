@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import unittest
+from unittest import mock
 
 import torch
 from monai.bundle import ConfigParser
@@ -201,6 +202,67 @@ class TestBayesianDWPUNet(unittest.TestCase):
         )
         net = parser.get_parsed_content("net")
         self.assertIsInstance(net.init_conv, BayesianConv)
+
+
+class TestChannelsLast(unittest.TestCase):
+    """The layout of the pre-activated convolutions changes the speed, never the function or its gradient."""
+
+    def _run(self, net, layout, x, seed=0):
+        net.channels_last = layout
+        net.zero_grad()
+        torch.manual_seed(seed)
+        for m in net.modules():
+            if isinstance(m, BayesianConv) and m.mode == "sampled":
+                m.resample()
+        y = net(x)
+        y.square().mean().backward()
+        return y.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+    def _assert_same(self, net, x):
+        y0, g0 = self._run(net, False, x)
+        y1, g1 = self._run(net, True, x)
+        self.assertTrue(y1.is_contiguous())
+        torch.testing.assert_close(y1, y0, rtol=1e-4, atol=1e-5)
+        self.assertEqual(g0.keys(), g1.keys())
+        for name in g0:
+            torch.testing.assert_close(g1[name], g0[name], rtol=1e-3, atol=1e-6, msg=name)
+
+    @parameterized.expand([("deterministic",), ("mean",), ("sampled",)])
+    def test_same_function_and_gradients(self, mode):
+        torch.manual_seed(0)
+        net = DWPUNet(bayesian=mode != "deterministic", channels=(4, 8, 8, 8))
+        if mode != "deterministic":
+            stochastic_mode(net, mode)
+        self._assert_same(net, torch.randn(2, 1, 16, 16, 16))
+
+    def test_local_mode_with_the_same_noise(self):
+        """``local`` draws its noise in the output's layout; with noise that depends on the element only, not on
+        the memory order, both layouts give the same values and gradients."""
+
+        def noise(t):
+            g = torch.Generator().manual_seed(t.numel() + t.shape[1])
+            return torch.randn(t.shape, generator=g).contiguous(memory_format=torch.channels_last_3d
+                                                                if not t.is_contiguous() else torch.contiguous_format)
+
+        torch.manual_seed(0)
+        net = DWPUNet(bayesian=True, channels=(4, 8, 8, 8))
+        with mock.patch("monai_dwp.networks.layers.bayesian_conv.randn_like", side_effect=noise) as spy:
+            self._assert_same(net, torch.randn(2, 1, 16, 16, 16))
+        self.assertTrue(any(not c.args[0].is_contiguous() for c in spy.call_args_list))  # channels-last ran
+
+    def test_default_follows_the_rule(self):
+        net = DWPUNet(channels=(4, 8, 8, 8))
+        self.assertIsNone(net.channels_last)
+        seen = []
+        net.down1.conv1.conv.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous()))
+        net(torch.randn(2, 1, 16, 16, 16)).sum().backward()  # training pass, batch 2: channels-last
+        with torch.no_grad():
+            net(torch.randn(2, 1, 16, 16, 16))  # inference: contiguous
+        self.assertEqual(seen, [False, True])
+
+    def test_bad_value(self):
+        with self.assertRaisesRegex(TypeError, r"channels_last must be None .* got 'yes'"):
+            DWPUNet(channels_last="yes")
 
 
 class TestBadInputMessages(unittest.TestCase):
