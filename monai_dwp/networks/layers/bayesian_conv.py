@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from monai_dwp.networks.layers.memory_format import randn_like
+from monai_dwp.networks.layers.memory_format import ONEDNN_MIN_SINGLE_SAMPLE_SIZE, randn_like
 from monai_dwp.utils.validation import check_float, check_int
 
 __all__ = ["BayesianConv", "StochasticMode", "STOCHASTIC_MODES", "hold_weights"]
@@ -380,7 +380,7 @@ class BayesianConv(nn.Module):
             and self.spatial_dims == 3
             and not self.is_transposed
             and x.shape[0] == 1
-            and x.shape[1] * x.shape[2] * x.shape[3] <= 20480
+            and x.shape[1] * x.shape[2] * x.shape[3] <= ONEDNN_MIN_SINGLE_SAMPLE_SIZE
         )
 
     def _conv_grouped(self, x: Tensor, weight: Tensor) -> Tensor:

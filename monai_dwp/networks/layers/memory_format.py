@@ -1,13 +1,23 @@
-"""Memory-format conversions that keep both passes of autograd in one layout, and the layout rule for CPU convolutions."""
+"""Memory-format conversions that keep both passes of autograd in one layout; the layout rule of CPU convolutions."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-__all__ = ["to_memory_format", "channels_last_format", "use_channels_last", "randn_like"]
+__all__ = [
+    "ONEDNN_MIN_SINGLE_SAMPLE_SIZE",
+    "channels_last_format",
+    "randn_like",
+    "to_memory_format",
+    "use_channels_last",
+]
 
 _CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+ONEDNN_MIN_SINGLE_SAMPLE_SIZE = 20480
+"""PyTorch (``use_mkldnn`` in ATen's ``Convolution.cpp``) runs a 3×3×3 CPU convolution of one sample in oneDNN only
+when ``C·D·H`` of its input exceeds this; smaller single samples take its native path."""
 
 
 class _ToMemoryFormat(torch.autograd.Function):
@@ -89,7 +99,7 @@ def use_channels_last(x: Tensor, kernel_size: tuple[int, ...] | int) -> bool:
         and x.ndim == 5
         and x.shape[1] > 1
         and max(sizes) > 1
-        and (x.shape[0] > 1 or x.shape[1] * x.shape[2] * x.shape[3] > 20480)
+        and (x.shape[0] > 1 or x.shape[1] * x.shape[2] * x.shape[3] > ONEDNN_MIN_SINGLE_SAMPLE_SIZE)
     )
 
 

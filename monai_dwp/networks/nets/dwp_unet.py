@@ -212,12 +212,17 @@ class DWPUNet(nn.Module):
             later with :func:`~monai_dwp.networks.stochastic_mode`.
         init_scale_ratio: with ``init_log_scale=None``, each Bayesian layer's posterior scale starts at this
             fraction of the RMS of its weights (signal-to-noise ratio ``1 / init_scale_ratio``).
+        channels_last: layout of the pre-activated convolutions: ``None`` (default) channels-last where
+            :func:`~monai_dwp.networks.layers.use_channels_last` finds it faster (CPU training passes in 3D),
+            ``True`` always, ``False`` never. The function computed is the same either way; settable later through
+            the :attr:`channels_last` property.
 
     Raises:
         ValueError: on an unsupported ``spatial_dims``, non-positive channel counts, a ``channels`` that is
             not four positive ints, a ``projection_kernel_size`` other than 1 or 3, or a ``dropout`` outside
             ``[0, 1)``.
-        TypeError: on a non-int ``in_channels`` / ``out_channels`` or a non-numeric ``dropout``.
+        TypeError: on a non-int ``in_channels`` / ``out_channels``, a non-numeric ``dropout`` or a
+            ``channels_last`` other than ``None``, ``True`` or ``False``.
     """
 
     downsample_factor: ClassVar[int] = 8
@@ -306,7 +311,9 @@ class DWPUNet(nn.Module):
     @channels_last.setter
     def channels_last(self, value: bool | None) -> None:
         if value is not None and not isinstance(value, bool):
-            raise TypeError(f"channels_last must be None (channels-last where it is faster), True or False, got {value!r}.")
+            raise TypeError(
+                f"channels_last must be None (channels-last where it is faster), True or False, got {value!r}."
+            )
         self._channels_last = value
         for m in self.modules():
             if isinstance(m, _PreActConv):
