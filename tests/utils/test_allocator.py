@@ -43,6 +43,26 @@ LARGE_PROBE = textwrap.dedent(
     """
 )
 
+PEAK_PROBE = textwrap.dedent(
+    """
+    import resource, sys
+    import torch
+    from monai_dwp.utils.allocator import tune_allocator
+
+    applied = tune_allocator() if sys.argv[1] == "tuned" else None
+    def step():  # a step that needs 1.5 GiB at its peak (24 blocks of 64 MiB alive together), then frees it all,
+        blocks = [torch.empty(2**24).fill_(1.0) for _ in range(24)]  # as a 64³ batch-4 `local` step does
+        del blocks
+
+    step()
+    step()
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(3):
+        step()
+    print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
+    """
+)
+
 
 def _probe(mode: str, probe: str = PROBE) -> tuple[str, int]:
     out = subprocess.run([sys.executable, "-c", probe, mode], capture_output=True, text=True, check=True).stdout
@@ -71,6 +91,14 @@ class TestTuneAllocator(unittest.TestCase):
         # default (and with the raised threshold alone): each 64 MiB block is a fresh mmap, 16,384 pages faulted in
         # five times; tuned: the heap's pages, faulted in while it grew
         self.assertGreater(default, 5 * 16_000)
+        self.assertLess(tuned, 1_000)
+
+    def test_the_heap_is_not_trimmed_after_a_large_peak(self):
+        applied, tuned = _probe("tuned", PEAK_PROBE)
+        if applied == "False":
+            self.skipTest("the C library is not glibc")
+        # a trim threshold (1 GiB, say) would hand the freed top of the heap back after every step and fault it in
+        # again at the next (about 200,000 pages of 4 KiB a step here); untrimmed, the pages stay
         self.assertLess(tuned, 1_000)
 
 
