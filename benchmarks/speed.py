@@ -15,9 +15,12 @@ What is measured (the appendix-B ``DWPUNet``, 1 input and 2 output channels, Ada
   of ``--estimators`` (``all`` kernels, ``max_kernels=m`` per group, ``refresh=R``: a rotating ``1/R`` of the
   kernels per step, after the first call; ``+cv`` with the Gaussian control variate, ``+bf16`` with the VAE passes
   in bfloat16), as a fraction of the Bayesian ``"local"`` step at 64³, batch 2;
-- peak memory of two steps at ``--memory_size``³, batch 2, in a fresh process per kind: on CPU the peak resident
-  set size (``VmHWM``) above the process's size before the network was built, on CUDA
-  ``torch.cuda.max_memory_allocated``.
+- peak memory of two steps at ``--memory_size``³, batch 2, in a fresh process per kind: on CUDA
+  ``torch.cuda.max_memory_allocated``; on CPU the peak resident set size (``VmHWM``) above the process's size before
+  the network was built, twice: with every block of 64 KiB or more in a mapping of its own, returned on ``free``
+  (``exact``: the resident peak is the peak of the live tensors, the same to the MiB in every run; the target's
+  measure), and with ``malloc`` tuned as the bundles tune it (``tuned``: the heap keeps freed blocks for reuse, so
+  the peak also holds their fragmentation and varies by ~100 MiB from run to run).
 
 Usage::
 
@@ -158,12 +161,30 @@ def _proc_status_mib(field: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: KiB on Linux, bytes on macOS
 
 
-def measure_memory(kind: str, size: int, batch: int, device: str) -> dict:
+def _map_every_block(threshold: int = 64 * 2**10) -> bool:
+    """Make glibc's ``malloc`` serve every block of ``threshold`` bytes or more with a mapping of its own and unmap it
+    on ``free`` (a fixed ``M_MMAP_THRESHOLD``, which also stops glibc from raising it), so that the resident set is the
+    live tensors plus small blocks. ``False`` where the C library is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.gnu_get_libc_version  # only glibc has it  # noqa: B018
+    except (OSError, AttributeError):
+        return False
+    return libc.mallopt(-3, threshold) == 1  # M_MMAP_THRESHOLD
+
+
+def measure_memory(kind: str, size: int, batch: int, device: str, allocator: str = "tuned") -> dict:
     """Two train steps in this (fresh) process: its peak memory, and the part above the runtime it started with
-    (Python, PyTorch, MONAI imported; on CUDA the peak allocated)."""
+    (Python, PyTorch, MONAI imported; on CUDA the peak allocated). ``allocator``: ``"tuned"`` as every bundle
+    process tunes ``malloc`` first, ``"exact"`` every large block mapped on its own (:func:`_map_every_block`)."""
     from monai_dwp.utils import tune_allocator
 
-    tune_allocator()  # as every bundle process does first
+    applied = tune_allocator() if allocator == "tuned" else _map_every_block()
     dev = torch.device(device)
     from monai.losses import DiceCELoss  # noqa: F401  (imports first: the baseline holds the runtime)
 
@@ -178,7 +199,8 @@ def measure_memory(kind: str, size: int, batch: int, device: str) -> dict:
     sync(dev)
     peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else _proc_status_mib("VmHWM")
     return {"what": "memory", "kind": kind, "size": size, "batch": batch, "device": device, "peak_mib": peak,
-            "step_mib": peak - baseline}
+            "step_mib": peak - baseline, "allocator": "cuda" if dev.type == "cuda" else allocator,
+            "allocator_applied": applied}
 
 
 def main() -> None:
@@ -214,7 +236,8 @@ def main() -> None:
             "devices": {d: device_name(d) for d in devices}, "estimators": args.estimators,
             "allocator_tuned": tune_allocator(),  # as every bundle process does first
             "bf16_native": native_bfloat16("cpu")}
-    plan: list[tuple] = [("memory", d, k) for d in devices for k in KINDS]
+    plan: list[tuple] = [("memory", d, k, a) for d in devices for a in (("cuda",) if d == "cuda" else ("exact", "tuned"))
+                         for k in KINDS]
     plan += [("steps", d, s, b) for d in devices for s in args.sizes for b in args.batches]
     plan += [("prior", d, 64, 2) for d in devices]
     for job in tqdm(plan, desc="speed", unit="measurement"):
@@ -223,7 +246,8 @@ def main() -> None:
         elif job[0] == "prior":
             rows += measure_prior(args.estimators, job[1], args.repeats)
         else:
-            rows.append(run_child(__file__, kind=job[2], size=args.memory_size, batch=2, device=job[1]))
+            rows.append(run_child(__file__, kind=job[2], size=args.memory_size, batch=2, device=job[1],
+                                  **({} if job[3] == "cuda" else {"allocator": job[3]})))
     meta["load_after"] = os.getloadavg()
     args.output_dir.mkdir(parents=True, exist_ok=True)
     with open(args.output_dir / "speed.csv", "w", newline="") as f:
@@ -318,14 +342,22 @@ def _write(rows: list[dict], meta: dict, out: Path) -> None:
                   "| estimator | seconds | / `local` step at 64³, batch 2 |", "|---|---|---|"]
         for r in prior_rows:
             lines.append(f"| `{r['kind']}` | {cell(r)} | {_ratio_cell(_ratio_of(r, ref), '%')} |")
-        memory = {r["kind"]: r["step_mib"] for r in rows if r["what"] == "memory" and r["device"] == device}
-        peaks = {r["kind"]: r["peak_mib"] for r in rows if r["what"] == "memory" and r["device"] == device}
-        if memory:
-            size = next(r["size"] for r in rows if r["what"] == "memory")
-            lines += ["", f"Peak memory of two train steps at {size}³, batch 2, in a fresh process per kind (MiB; "
-                      "CPU: peak RSS above the RSS of the runtime before the network was built, and in brackets the "
-                      "whole peak RSS; CUDA: peak allocated): "
-                      + ", ".join(f"{k} {v:.0f} ({peaks[k]:.0f})" for k, v in memory.items()) + "."]
+        memory_rows = [r for r in rows if r["what"] == "memory" and r["device"] == device]
+        measures = list(dict.fromkeys(_allocator(r) for r in memory_rows))
+        # the target's measure: the exact peak where it was measured (CPU runs before it had the tuned one only)
+        target_measure = next((m for m in ("cuda", "exact", "tuned") if m in measures), None)
+        memory = {r["kind"]: r["step_mib"] for r in memory_rows if _allocator(r) == target_measure}
+        if memory_rows:
+            size = memory_rows[0]["size"]
+            lines += ["", f"Peak memory of two train steps at {size}³, batch 2, in a fresh process per kind (MiB"
+                      + ("; CUDA: peak allocated" if "cuda" in measures else "; CPU: peak RSS above the RSS of the "
+                         "runtime before the network was built, and in brackets the whole peak RSS") + "):", ""]
+            for measure in measures:
+                rows_m = [r for r in memory_rows if _allocator(r) == measure]
+                lines.append(f"- {_MEASURE_LABEL[measure]}: "
+                             + ", ".join(f"{r['kind']} {r['step_mib']:.0f}"
+                                         + ("" if measure == "cuda" else f" ({r['peak_mib']:.0f})") for r in rows_m)
+                             + ".")
         lines += ["", "Against the targets:", ""]
         for size, batch in shapes:
             if size != 64:
@@ -340,7 +372,8 @@ def _write(rows: list[dict], meta: dict, out: Path) -> None:
         if memory:
             for kind in ("local", "sampled"):
                 ratio = (memory[kind] / memory["deterministic"], math.nan, math.nan)  # one run: no interval
-                lines.append(f"- Peak memory, `{kind}` / deterministic: {_verdict(ratio, TARGETS['memory'])}.")
+                lines.append(f"- Peak memory ({target_measure}), `{kind}` / deterministic: "
+                             f"{_verdict(ratio, TARGETS['memory'])}.")
         lines.append("")
     lines += [
         "Why the misses are where they are:",
@@ -355,14 +388,30 @@ def _write(rows: list[dict], meta: dict, out: Path) -> None:
         "`sampled` runs one convolution per layer with `W = loc + scale·ε` formed once per step, which is why the "
         "bundles train in `sampled` mode by default (`benchmarks/train_modes.py`: the same validation Dice per "
         "second of training).",
-        "- `local`'s peak memory: the second convolution's output and the noise of every layer are alive together "
-        "during the forward pass, and one activation-sized tensor per layer (`ξ / 2σ`) stays for the backward.",
+        "- `local`'s peak memory: one activation-sized tensor per layer (`ξ / 2σ`) stays from the forward for the "
+        "backward, and the backward of the variance convolution needs two activation-sized temporaries at a time "
+        "(`g ⊙ ξ / 2σ` with `x²` for the weight gradient, then with the input gradient) where the deterministic "
+        "layer needs none; the peak is at the start of the backward, where every saved activation is still alive.",
         _dwp_note(rows, meta.get("bf16_native")),
         "",
     ]
     (out / "speed.md").write_text("\n".join(lines))
     _plot(rows, meta, out / "speed.png")
     print((out / "speed.md").read_text())
+
+
+_MEASURE_LABEL = {
+    "exact": "`exact` (every block of 64 KiB or more mapped on its own and returned on `free`: the peak of the live "
+             "tensors, the same to the MiB from run to run; the target's measure)",
+    "tuned": "`tuned` (`malloc` tuned as the bundles tune it: the heap also holds freed blocks and their "
+             "fragmentation, ~100 MiB from run to run)",
+    "cuda": "peak allocated",
+}
+
+
+def _allocator(row: dict) -> str:
+    """How a memory row was measured; rows of runs before the ``allocator`` column were ``tuned`` on CPU."""
+    return row.get("allocator") or ("cuda" if row["device"] == "cuda" else "tuned")
 
 
 def _dwp_note(rows: list[dict], bf16_native: bool | None = None) -> str:

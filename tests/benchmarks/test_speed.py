@@ -85,6 +85,38 @@ class TestRender(unittest.TestCase):
         self.assertIn("`refresh=4+cv+bf16` (15.0% of a step in float32)", text)
 
 
+class TestMemory(unittest.TestCase):
+    @staticmethod
+    def _text(memory_rows: list[dict]) -> str:
+        step = {"what": "step", "device": "cpu", "size": 64, "batch": 2, "seconds": 1.0, "min": 1.0, "max": 1.0,
+                "ratio": None}
+        rows = [{**step, "kind": k} for k in ("deterministic", "local", "sampled")]
+        rows += [{**step, "kind": "local step 64³ b2"},
+                 {"what": "dwp", "device": "cpu", "kind": "refresh=16", "seconds": 0.1, "min": 0.1, "max": 0.1,
+                  "ratio": None, "num_kernels": 33808}]
+        meta = {"repeats": 1, "torch": "x", "load_before": [0, 0, 0], "load_after": [0, 0, 0], "devices": {"cpu": "CPU"}}
+        with tempfile.TemporaryDirectory() as tmp:
+            _write(rows + memory_rows, meta, Path(tmp))
+            return (Path(tmp) / "speed.md").read_text()
+
+    def test_the_exact_measure_decides_and_both_are_listed(self):
+        def row(kind: str, mib: float, allocator: str | None) -> dict:
+            out = {"what": "memory", "device": "cpu", "kind": kind, "size": 64, "batch": 2, "step_mib": mib,
+                   "peak_mib": mib + 450}
+            return out if allocator is None else {**out, "allocator": allocator}
+
+        exact = [row("deterministic", 750, "exact"), row("local", 960, "exact"), row("sampled", 770, "exact")]
+        tuned = [row("deterministic", 1100, "tuned"), row("local", 1480, "tuned"), row("sampled", 1150, "tuned")]
+        text = self._text(exact + tuned)
+        self.assertIn("deterministic 750 (1200), local 960 (1410), sampled 770 (1220).", text)
+        self.assertIn("deterministic 1100 (1550), local 1480 (1930), sampled 1150 (1600).", text)
+        self.assertIn("- Peak memory (exact), `local` / deterministic: 1.28× (target ≤ 1.30×: met).", text)
+        # rows of runs before the exact measure (no allocator column) were measured tuned, and decide then
+        text = self._text([row("deterministic", 1100, None), row("local", 1480, None), row("sampled", 1150, None)])
+        self.assertIn("- Peak memory (tuned), `local` / deterministic: 1.35× (target ≤ 1.30×: not met).", text)
+        self.assertNotIn("`exact`", text)
+
+
 class TestRun(unittest.TestCase):
     def test_a_small_run_writes_every_file(self):
         """The whole script at the smallest settings (16³ steps, one round; the DWP term is timed against its fixed
@@ -102,6 +134,10 @@ class TestRun(unittest.TestCase):
         self.assertIn("| 16³, 2 |", text)
         self.assertIn("`refresh=16`", text)
         self.assertIn("this one has it" if meta["bf16_native"] else "this one has not", text)
+        if sys.platform.startswith("linux"):  # both CPU memory measures, the exact one deciding the verdict
+            self.assertIn("- `exact` (", text)
+            self.assertIn("- `tuned` (", text)
+            self.assertIn("- Peak memory (exact), `local` / deterministic:", text)
 
 
 if __name__ == "__main__":

@@ -64,15 +64,24 @@ class _LocalReparameterization(torch.autograd.Function):
         x, loc, var_weight, r = ctx.saved_tensors
         stride, padding, dilation, transposed, output_padding, groups = ctx.conv_args
         need_x, need_loc, need_var, need_bias = ctx.needs_input_grad[:4]
+        # The variance branch first, its weight and input gradients by two calls, so that at most two
+        # activation-sized temporaries exist at a time (g ⊙ r with x², then with its input gradient) and none of
+        # them outlives the branch: one backward call with both gradients, after the mean branch, held four.
+        # (The input gradient of a convolution does not depend on the input's values, only on its shape.)
+        var_args = (var_weight, None, stride, padding, dilation, transposed, output_padding, groups)
+        grad_r = grad_out * r
+        grad_var = torch.ops.aten.convolution_backward(grad_r, x * x, *var_args, [False, True, False])[1] \
+            if need_var else None
+        grad_x2 = torch.ops.aten.convolution_backward(grad_r, x, *var_args, [True, False, False])[0] \
+            if need_x else None
+        del grad_r
+        if grad_x2 is not None:
+            grad_x2 = grad_x2.mul_(x).mul_(2.0)
         grad_x1, grad_loc, grad_bias = torch.ops.aten.convolution_backward(
             grad_out, x, loc, ctx.bias_sizes, stride, padding, dilation, transposed, output_padding, groups,
             [need_x, need_loc, need_bias and ctx.bias_sizes is not None],
         )
-        grad_x2, grad_var, _ = torch.ops.aten.convolution_backward(
-            grad_out * r, x * x, var_weight, None, stride, padding, dilation, transposed, output_padding, groups,
-            [need_x, need_var, False],
-        )
-        grad_x = grad_x1.addcmul_(x, grad_x2, value=2.0) if need_x else None
+        grad_x = grad_x1.add_(grad_x2) if need_x else None
         return grad_x, grad_loc, grad_var, grad_bias, None, None
 
 
