@@ -41,8 +41,11 @@ BACKWARD_PEAK_PROBE = textwrap.dedent(
         return (resident("VmHWM") - before) / (x.numel() * 4)
 
     torch.manual_seed(0)
-    print(backward_peak(BayesianConv(3, 16, 16, 3, padding=1, mode="local")),
-          backward_peak(torch.nn.Conv3d(16, 16, 3, padding=1, bias=False)))
+    local = BayesianConv(3, 16, 16, 3, padding=1, mode="local")
+    deterministic = torch.nn.Conv3d(16, 16, 3, padding=1, bias=False)
+    # the first backward of a kind also builds oneDNN's kernels for it (~2-3 activations, varying): measured after
+    backward_peak(local), backward_peak(deterministic)
+    print(backward_peak(local), backward_peak(deterministic))
     """
 )
 
@@ -148,10 +151,10 @@ class TestBayesianConvShapes(unittest.TestCase):
 
     @unittest.skipUnless(sys.platform.startswith("linux"), "reads the peak resident set of /proc/self")
     def test_lean_local_backward_holds_two_temporaries_at_a_time(self):
-        """The backward of a ``local`` layer holds at most two activation-sized temporaries beyond what a
-        deterministic layer's holds (measured with every large block mapped on its own, so that the resident peak
-        is the live tensors'); computing both gradients of the variance convolution in one call, after the mean
-        branch, held two more."""
+        """The backward of a ``local`` layer peaks about one activation above a deterministic layer's (measured
+        with every large block mapped on its own, so that the resident peak is the live tensors', after a first
+        backward of each kind has built its kernels); computing both gradients of the variance convolution in one
+        call, after the mean branch, peaked two activations higher."""
         out = subprocess.run([sys.executable, "-c", BACKWARD_PEAK_PROBE], capture_output=True, text=True,
                              env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
         if out.returncode == 3:
@@ -159,7 +162,7 @@ class TestBayesianConvShapes(unittest.TestCase):
         self.assertEqual(out.returncode, 0, out.stderr)
         local, deterministic = (float(v) for v in out.stdout.split())
         self.assertGreater(deterministic, 0.9)  # the input gradient at least: the probe measures
-        self.assertLess(local - deterministic, 3.4)  # ~2.4 measured; 4.4 with the earlier order
+        self.assertLess(local - deterministic, 2.0)  # ~1.0 measured; ~3.0 with the earlier order
 
     def test_gradients_reach_loc_and_log_scale(self):
         for mode in ("local", "sampled"):
