@@ -375,29 +375,32 @@ def _write(rows: list[dict], meta: dict, out: Path) -> None:
                 lines.append(f"- Peak memory ({target_measure}), `{kind}` / deterministic: "
                              f"{_verdict(ratio, TARGETS['memory'])}.")
         lines.append("")
-    lines += [
-        "Why the misses are where they are:",
-        "",
-        "- `local` runs two convolutions per layer, `conv(x, W_loc)` and `conv(x², W_scale²)`, forward and backward, "
-        "so ≈ 2× a deterministic step is its floor; on top come one Gaussian draw per output element and a few "
-        "element-wise passes over the activations (`x²`, the square root, the products; its backward is one custom "
-        "function that keeps `x` and `ξ / 2σ` only and recomputes `x²`; the two convolutions are one grouped "
-        "convolution only for a single small sample, where PyTorch would otherwise leave oneDNN). These extras "
-        "cost about as much wherever the convolutions are fast, so `local` moves further from 2× the faster the "
-        "CPU's convolution kernels are (AVX-512 against AVX2). "
-        "`sampled` runs one convolution per layer with `W = loc + scale·ε` formed once per step, which is why the "
-        "bundles train in `sampled` mode by default (`benchmarks/train_modes.py`: the same validation Dice per "
-        "second of training).",
-        "- `local`'s peak memory: one activation-sized tensor per layer (`ξ / 2σ`) stays from the forward for the "
-        "backward, and the backward of the variance convolution needs two activation-sized temporaries at a time "
-        "(`g ⊙ ξ / 2σ` with `x²` for the weight gradient, then with the input gradient) where the deterministic "
-        "layer needs none; the peak is at the start of the backward, where every saved activation is still alive.",
-        _dwp_note(rows, meta.get("bf16_native")),
-        "",
-    ]
+    if "cpu" in meta["devices"]:  # the reasons below were measured on CPUs; a GPU's steps are launch-bound instead
+        lines += _CPU_REASONS + [_dwp_note(rows, meta.get("bf16_native")), ""]
     (out / "speed.md").write_text("\n".join(lines))
     _plot(rows, meta, out / "speed.png")
     print((out / "speed.md").read_text())
+
+
+# the explanations of the misses, from CPU measurements (profiles and interleaved timings of the steps)
+_CPU_REASONS = [
+    "Why the misses are where they are:",
+    "",
+    "- `local` runs two convolutions per layer, `conv(x, W_loc)` and `conv(x², W_scale²)`, forward and backward, "
+    "so ≈ 2× a deterministic step is its floor; on top come one Gaussian draw per output element and a few "
+    "element-wise passes over the activations (`x²`, the square root, the products; its backward is one custom "
+    "function that keeps `x` and `ξ / 2σ` only and recomputes `x²`; the two convolutions are one grouped "
+    "convolution only for a single small sample, where PyTorch would otherwise leave oneDNN). These extras "
+    "cost about as much wherever the convolutions are fast, so `local` moves further from 2× the faster the "
+    "CPU's convolution kernels are (AVX-512 against AVX2). "
+    "`sampled` runs one convolution per layer with `W = loc + scale·ε` formed once per step, which is why the "
+    "bundles train in `sampled` mode by default (`benchmarks/train_modes.py`: the same validation Dice per "
+    "second of training).",
+    "- `local`'s peak memory: one activation-sized tensor per layer (`ξ / 2σ`) stays from the forward for the "
+    "backward, and the backward of the variance convolution needs two activation-sized temporaries at a time "
+    "(`g ⊙ ξ / 2σ` with `x²` for the weight gradient, then with the input gradient) where the deterministic "
+    "layer needs none; the peak is at the start of the backward, where every saved activation is still alive.",
+]
 
 
 _MEASURE_LABEL = {

@@ -87,14 +87,15 @@ class TestRender(unittest.TestCase):
 
 class TestMemory(unittest.TestCase):
     @staticmethod
-    def _text(memory_rows: list[dict]) -> str:
-        step = {"what": "step", "device": "cpu", "size": 64, "batch": 2, "seconds": 1.0, "min": 1.0, "max": 1.0,
+    def _text(memory_rows: list[dict], device: str = "cpu") -> str:
+        step = {"what": "step", "device": device, "size": 64, "batch": 2, "seconds": 1.0, "min": 1.0, "max": 1.0,
                 "ratio": None}
         rows = [{**step, "kind": k} for k in ("deterministic", "local", "sampled")]
         rows += [{**step, "kind": "local step 64³ b2"},
-                 {"what": "dwp", "device": "cpu", "kind": "refresh=16", "seconds": 0.1, "min": 0.1, "max": 0.1,
+                 {"what": "dwp", "device": device, "kind": "refresh=16", "seconds": 0.1, "min": 0.1, "max": 0.1,
                   "ratio": None, "num_kernels": 33808}]
-        meta = {"repeats": 1, "torch": "x", "load_before": [0, 0, 0], "load_after": [0, 0, 0], "devices": {"cpu": "CPU"}}
+        meta = {"repeats": 1, "torch": "x", "load_before": [0, 0, 0], "load_after": [0, 0, 0],
+                "devices": {device: device.upper()}}
         with tempfile.TemporaryDirectory() as tmp:
             _write(rows + memory_rows, meta, Path(tmp))
             return (Path(tmp) / "speed.md").read_text()
@@ -115,6 +116,11 @@ class TestMemory(unittest.TestCase):
         text = self._text([row("deterministic", 1100, None), row("local", 1480, None), row("sampled", 1150, None)])
         self.assertIn("- Peak memory (tuned), `local` / deterministic: 1.35× (target ≤ 1.30×: not met).", text)
         self.assertNotIn("`exact`", text)
+
+    def test_the_cpu_reasons_only_where_a_cpu_was_measured(self):
+        """The explanations of the misses come from CPU measurements: a run on CUDA alone does not carry them."""
+        self.assertIn("Why the misses are where they are:", self._text([]))
+        self.assertNotIn("Why the misses are where they are:", self._text([], device="cuda"))
 
 
 class TestRun(unittest.TestCase):

@@ -43,8 +43,8 @@ BACKWARD_PEAK_PROBE = textwrap.dedent(
     torch.manual_seed(0)
     local = BayesianConv(3, 16, 16, 3, padding=1, mode="local")
     deterministic = torch.nn.Conv3d(16, 16, 3, padding=1, bias=False)
-    # the first backward of a kind also builds oneDNN's kernels for it (~2-3 activations, varying): measured after
-    backward_peak(local), backward_peak(deterministic)
+    for conv in (local, deterministic):  # the first backward of a kind also builds oneDNN's kernels (~2-3 varying
+        backward_peak(conv)              # activations): measured after it
     print(backward_peak(local), backward_peak(deterministic))
     """
 )
