@@ -6,6 +6,7 @@ import glob
 import os
 import re
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable
@@ -213,18 +214,52 @@ def is_secondary_rank() -> bool:
 
 
 def end_distributed() -> None:
-    """The ``finalize`` of a ``multi_gpu_train.json``: wait for every rank, then destroy the default process group.
+    """The ``finalize`` of a ``multi_gpu_train.json``: wait for every rank, destroy the default process group, then
+    wait for this process's gloo workers to let go of their last work (:func:`_wait_for_gloo_workers`).
 
     Without the barrier a rank that finishes first (rank 0 still writes its checkpoints and logs) tears its
-    connections down while the others may still be talking to it, and a gloo rank can then abort at exit
-    ("terminate called without an active exception"). Nothing happens where ``torch.distributed`` is not
-    initialised, so a single-process run may call it too.
+    connections down while the others may still be talking to it; without the last wait a gloo worker can release
+    the barrier's work while the interpreter is finalising. Either way a gloo rank can abort at exit ("terminate
+    called without an active exception") after all its work is done. Nothing happens where ``torch.distributed``
+    is not initialised, so a single-process run may call it too.
     """
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+        _wait_for_gloo_workers()
+
+
+def _wait_for_gloo_workers(timeout: float = 10.0, interval: float = 0.002) -> bool:
+    """Wait until no gloo worker thread of this process is runnable; whether they went quiet before ``timeout``.
+
+    ``dist.barrier()`` returns as soon as gloo marks its work complete, but the worker thread that ran it still
+    holds the work, and the work holds a copy of the caller's ``at::ThreadLocalState`` with Python objects in it.
+    If the worker is descheduled until the interpreter is finalising (a loaded machine, ranks on shared cores),
+    its late release takes the GIL, Python ends the thread, and the process aborts ("terminate called without an
+    active exception"; PyTorch 2.13, in ``ProcessGroupGloo::AsyncWork::~AsyncWork``). A worker is done with its
+    work once it sleeps on its queue again. Linux only (``/proc``); elsewhere nothing is waited for.
+    """
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return True
+    deadline, quiet = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline:
+        runnable = False
+        for task in tasks.iterdir():
+            try:
+                if (task / "comm").read_text().strip() != "pt_gloo_runloop":
+                    continue
+                state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):  # the thread ended meanwhile
+                continue
+            runnable = runnable or state == "R"
+        quiet = 0 if runnable else quiet + 1
+        if quiet >= 2:  # two looks in a row, so a worker between two states is not taken for a sleeping one
+            return True
+        time.sleep(interval)
+    return False
 
 
 def per_rank_batch_size(batch_size: Any) -> int:
