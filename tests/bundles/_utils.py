@@ -34,6 +34,8 @@ def run_bundle(bundle: str, *configs: str, torchrun: int = 0, timeout: int = 600
     """Run ``configs`` of ``bundle`` in a fresh process from the repository root; returns the completed process."""
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     if torchrun:
+        # gloo ranks on the CPU, also on a GPU machine (multi_gpu_train.json would put rank r on cuda:r)
+        env["CUDA_VISIBLE_DEVICES"] = ""
         # --standalone: a rendezvous on a free local port (two test workers never share one)
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(torchrun),
                "-m", "monai.bundle", "run"]
