@@ -231,8 +231,8 @@ def end_distributed() -> None:
         _wait_for_gloo_workers()
 
 
-def _wait_for_gloo_workers(timeout: float = 10.0, interval: float = 0.002) -> bool:
-    """Wait until no gloo worker thread of this process is runnable; whether they went quiet before ``timeout``.
+def _wait_for_gloo_workers(timeout: float = 10.0, interval: float = 0.002) -> None:
+    """Wait (at most ``timeout`` seconds) until no gloo worker thread of this process is runnable.
 
     ``dist.barrier()`` returns as soon as gloo marks its work complete, but the worker thread that ran it still
     holds the work, and the work holds a copy of the caller's ``at::ThreadLocalState`` with Python objects in it.
@@ -241,25 +241,27 @@ def _wait_for_gloo_workers(timeout: float = 10.0, interval: float = 0.002) -> bo
     active exception"; PyTorch 2.13, in ``ProcessGroupGloo::AsyncWork::~AsyncWork``). A worker is done with its
     work once it sleeps on its queue again. Linux only (``/proc``); elsewhere nothing is waited for.
     """
-    tasks = Path("/proc/self/task")
-    if not tasks.is_dir():
-        return True
+    if not Path("/proc/self/task").is_dir():
+        return
     deadline, quiet = time.monotonic() + timeout, 0
     while time.monotonic() < deadline:
-        runnable = False
-        for task in tasks.iterdir():
-            try:
-                if (task / "comm").read_text().strip() != "pt_gloo_runloop":
-                    continue
-                state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            except (OSError, IndexError):  # the thread ended meanwhile
-                continue
-            runnable = runnable or state == "R"
-        quiet = 0 if runnable else quiet + 1
+        quiet = 0 if "R" in _gloo_workers().values() else quiet + 1
         if quiet >= 2:  # two looks in a row, so a worker between two states is not taken for a sleeping one
-            return True
+            return
         time.sleep(interval)
-    return False
+
+
+def _gloo_workers() -> dict[int, str]:
+    """``{thread id: scheduler state}`` (``"R"`` runnable, ``"S"`` sleeping, ...) of every gloo worker thread of this
+    process, read from ``/proc/self/task`` (Linux)."""
+    workers = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            if (task / "comm").read_text().strip() == "pt_gloo_runloop":
+                workers[int(task.name)] = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:  # the thread ended meanwhile
+            continue
+    return workers
 
 
 def per_rank_batch_size(batch_size: Any) -> int:
