@@ -20,10 +20,12 @@ PROBE = textwrap.dedent(
     net, x = DWPUNet(), torch.randn(2, 1, 32, 32, 32)
     for _ in range(3):  # the heap grows to a step's needs
         net(x).sum().backward()
-    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    faults = []
     for _ in range(5):  # training steps: the same activations allocated and freed again
+        start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         net(x).sum().backward()
-    print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
+    print(applied, sorted(faults)[2])  # the median step
     """
 )
 
@@ -78,10 +80,13 @@ class TestTuneAllocator(unittest.TestCase):
             self.skipTest("the C library is not glibc")
         self.assertEqual(applied, "True")
         _, default = _probe("default")
-        # default: the large activations are fresh mmaps, faulted in page by page at every step (tens of thousands
-        # of faults); tuned: they come from the heap, whose pages the first step faulted in already
-        self.assertGreater(default, 10_000)
-        self.assertLess(tuned, default / 5)
+        # page faults of the median step. default: the large activations are fresh mmaps, faulted in page by page at
+        # every step (2,000-12,000 faults a step in 36 runs); tuned: they come from the heap, whose pages the warm-up
+        # steps faulted in already (0-4 faults). The heap may still grow late into pages never touched, 1,024-4,096
+        # faults in one or two of the five steps (a CI run failed on the five steps' total: 4,102 against 20,325
+        # default), hence the median.
+        self.assertGreater(default, 1_000)
+        self.assertLess(tuned, 64)
 
     def test_blocks_above_the_mmap_threshold_are_reused_too(self):
         applied, tuned = _probe("tuned", LARGE_PROBE)
