@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
+
+from monai_dwp.utils.machine import cpu_capability
 
 __all__ = [
     "ONEDNN_MIN_SINGLE_SAMPLE_SIZE",
@@ -75,10 +79,11 @@ def to_memory_format(x: Tensor, memory_format: torch.memory_format) -> Tensor:
     return _ToMemoryFormat.apply(x, memory_format)
 
 
-def use_channels_last(x: Tensor, kernel_size: tuple[int, ...] | int) -> bool:
+def use_channels_last(x: Tensor, kernel_size: tuple[int, ...] | int, two_convolutions: bool = False) -> bool:
     """Whether a convolution of ``x`` is faster channels-last: in a training pass (gradients enabled) on CPU, for 5-D
     inputs of more than one channel and a kernel wider than 1, where PyTorch hands the convolution to oneDNN (from
-    two samples on, or one sample with ``C·D·H > 20480``; below that it takes its native path).
+    two samples on, or one sample with ``C·D·H > 20480``; below that it takes its native path), and, where PyTorch's
+    CPU kernels use AVX-512, only for a layer that runs two convolutions of its input (``local`` mode).
 
     In PyTorch's default (contiguous) layout, oneDNN computes the weight gradient of a 3-D convolution as a GEMM
     over the plain ``NCDHW`` tensors, several times slower than over channels-last ones, and reorders activations
@@ -86,11 +91,15 @@ def use_channels_last(x: Tensor, kernel_size: tuple[int, ...] | int) -> bool:
     2.13), forward and backward of a 3×3×3 convolution, batch 2: 16 → 16 channels at 64³ 353 → 202 ms, 16 → 32 at
     64³ stride 2 124 → 77 ms, 32 → 32 at 32³ 131 → 89 ms. A forward pass alone gains little from the layout and
     loses the two conversions around it (a whole-volume inference pass was ~20 % slower channels-last), hence the
-    rule that gradients be enabled.
+    rule that gradients be enabled. With AVX-512 kernels (a 2-core AMD EPYC, ``torch`` 2.13) the layout made whole
+    deterministic and ``sampled`` train steps of the appendix-B U-Net slower, interleaved in one process: 1.07× and
+    1.06× the time at 32³, batch 4 (2 threads; 1.05× with one), 1.03× at 64³, batch 2; ``local`` steps, whose layers
+    convolve ``x`` and ``x²``, were faster channels-last there too (0.95× at 32³, batch 4 and at 64³, batch 2).
 
     Args:
         x: the convolution's input, ``(N, C, *spatial)``.
         kernel_size: the convolution's kernel size.
+        two_convolutions: whether the layer convolves its input twice (a :class:`BayesianConv` in ``local`` mode).
     """
     sizes = (kernel_size,) if isinstance(kernel_size, int) else tuple(kernel_size)
     return (
@@ -100,7 +109,14 @@ def use_channels_last(x: Tensor, kernel_size: tuple[int, ...] | int) -> bool:
         and x.shape[1] > 1
         and max(sizes) > 1
         and (x.shape[0] > 1 or x.shape[1] * x.shape[2] * x.shape[3] > ONEDNN_MIN_SINGLE_SAMPLE_SIZE)
+        and (two_convolutions or not _avx512_kernels())
     )
+
+
+@functools.cache
+def _avx512_kernels() -> bool:
+    """Whether PyTorch's CPU kernels use AVX-512 here (asked once per process)."""
+    return cpu_capability().startswith("AVX512")
 
 
 def randn_like(x: Tensor) -> Tensor:

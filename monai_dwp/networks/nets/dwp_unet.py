@@ -54,7 +54,10 @@ class _PreActConv(nn.Sequential):
     def forward(self, x: Tensor) -> Tensor:
         x = self.act(self.norm(x))
         conv = self.conv
-        if self.channels_last or (self.channels_last is None and use_channels_last(x, conv.kernel_size)):
+        if self.channels_last or (
+            self.channels_last is None
+            and use_channels_last(x, conv.kernel_size, two_convolutions=getattr(conv, "mode", None) == "local")
+        ):
             y = conv(to_memory_format(x, channels_last_format(x.ndim)))
             return to_memory_format(y, torch.contiguous_format)
         return conv(x)
@@ -213,8 +216,8 @@ class DWPUNet(nn.Module):
         init_scale_ratio: with ``init_log_scale=None``, each Bayesian layer's posterior scale starts at this
             fraction of the RMS of its weights (signal-to-noise ratio ``1 / init_scale_ratio``).
         channels_last: layout of the pre-activated convolutions: ``None`` (default) channels-last where
-            :func:`~monai_dwp.networks.layers.use_channels_last` finds it faster (CPU training passes in 3D),
-            ``True`` always, ``False`` never. The function computed is the same either way; settable later through
+            :func:`~monai_dwp.networks.layers.use_channels_last` finds it faster (CPU training passes in 3D; with
+            AVX-512 kernels only for ``local``-mode layers), ``True`` always, ``False`` never. The function computed is the same either way; settable later through
             the :attr:`channels_last` property.
 
     Raises:

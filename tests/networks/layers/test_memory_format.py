@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import unittest
+from unittest import mock
 
 import torch
 
@@ -68,7 +69,8 @@ class TestRandnLike(unittest.TestCase):
 
 
 class TestUseChannelsLast(unittest.TestCase):
-    def test_rule(self):
+    @mock.patch("monai_dwp.networks.layers.memory_format._avx512_kernels", return_value=False)
+    def test_rule(self, _):
         big = torch.empty(2, 16, 8, 8, 8)
         self.assertTrue(use_channels_last(big, (3, 3, 3)))
         self.assertTrue(use_channels_last(big, 3))
@@ -79,6 +81,22 @@ class TestUseChannelsLast(unittest.TestCase):
         self.assertTrue(use_channels_last(torch.empty(1, 16, 64, 64, 64), 3))  # 16·64·64 > 20480: oneDNN
         with torch.no_grad():
             self.assertFalse(use_channels_last(big, 3))  # inference: nothing to gain
+            self.assertFalse(use_channels_last(big, 3, two_convolutions=True))
+
+    @mock.patch("monai_dwp.networks.layers.memory_format._avx512_kernels", return_value=True)
+    def test_avx512_kernels_only_for_two_convolutions(self, _):
+        big = torch.empty(2, 16, 8, 8, 8)
+        self.assertFalse(use_channels_last(big, 3))  # one convolution (deterministic, sampled): slower there
+        self.assertTrue(use_channels_last(big, 3, two_convolutions=True))  # local: faster there
+        self.assertFalse(use_channels_last(torch.empty(1, 16, 8, 8, 8), 3, two_convolutions=True))  # native path
+        with torch.no_grad():
+            self.assertFalse(use_channels_last(big, 3, two_convolutions=True))
+
+    def test_asks_pytorch_for_the_kernels(self):
+        from monai_dwp.networks.layers import memory_format
+        from monai_dwp.utils import cpu_capability
+
+        self.assertEqual(memory_format._avx512_kernels(), cpu_capability().startswith("AVX512"))
 
 
 if __name__ == "__main__":

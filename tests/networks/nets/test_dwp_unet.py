@@ -250,15 +250,29 @@ class TestChannelsLast(unittest.TestCase):
             self._assert_same(net, torch.randn(2, 1, 16, 16, 16))
         self.assertTrue(any(not c.args[0].is_contiguous() for c in spy.call_args_list))  # channels-last ran
 
-    def test_default_follows_the_rule(self):
-        net = DWPUNet(channels=(4, 8, 8, 8))
-        self.assertIsNone(net.channels_last)
+    @staticmethod
+    def _layouts(net):
+        """Whether ``down1.conv1.conv`` saw a contiguous input in a training pass, then in an inference pass."""
         seen = []
         net.down1.conv1.conv.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous()))
-        net(torch.randn(2, 1, 16, 16, 16)).sum().backward()  # training pass, batch 2: channels-last
+        net(torch.randn(2, 1, 16, 16, 16)).sum().backward()  # training pass, batch 2
         with torch.no_grad():
-            net(torch.randn(2, 1, 16, 16, 16))  # inference: contiguous
-        self.assertEqual(seen, [False, True])
+            net(torch.randn(2, 1, 16, 16, 16))
+        return seen
+
+    @mock.patch("monai_dwp.networks.layers.memory_format._avx512_kernels", return_value=False)
+    def test_default_follows_the_rule(self, _):
+        net = DWPUNet(channels=(4, 8, 8, 8))
+        self.assertIsNone(net.channels_last)
+        self.assertEqual(self._layouts(net), [False, True])  # training: channels-last; inference: contiguous
+
+    @mock.patch("monai_dwp.networks.layers.memory_format._avx512_kernels", return_value=True)
+    def test_avx512_kernels_channels_last_for_local_only(self, _):
+        self.assertEqual(self._layouts(DWPUNet(channels=(4, 8, 8, 8))), [True, True])
+        for mode, layouts in (("sampled", [True, True]), ("local", [False, True])):
+            net = DWPUNet(bayesian=True, channels=(4, 8, 8, 8))
+            stochastic_mode(net, mode)
+            self.assertEqual(self._layouts(net), layouts, mode)
 
     def test_bad_value(self):
         with self.assertRaisesRegex(TypeError, r"channels_last must be None .* got 'yes'"):
