@@ -92,9 +92,10 @@ def use_channels_last(x: Tensor, kernel_size: tuple[int, ...] | int, two_convolu
     64³ stride 2 124 → 77 ms, 32 → 32 at 32³ 131 → 89 ms. A forward pass alone gains little from the layout and
     loses the two conversions around it (a whole-volume inference pass was ~20 % slower channels-last), hence the
     rule that gradients be enabled. With AVX-512 kernels (a 2-core AMD EPYC, ``torch`` 2.13) the layout made whole
-    deterministic and ``sampled`` train steps of the appendix-B U-Net slower, interleaved in one process: 1.07× and
-    1.06× the time at 32³, batch 4 (2 threads; 1.05× with one), 1.03× at 64³, batch 2; ``local`` steps, whose layers
-    convolve ``x`` and ``x²``, were faster channels-last there too (0.95× at 32³, batch 4 and at 64³, batch 2).
+    deterministic and ``sampled`` train steps of the appendix-B U-Net slower, interleaved in one process: 1.07×
+    and 1.06× the time at 32³, batch 4 (2 threads; 1.05× with one), 1.03× at 64³, batch 2; ``local`` steps, whose
+    layers convolve ``x`` and ``x²``, were faster channels-last there too (0.95× at 32³, batch 4 and at 64³,
+    batch 2).
 
     Args:
         x: the convolution's input, ``(N, C, *spatial)``.

@@ -217,8 +217,8 @@ class DWPUNet(nn.Module):
             fraction of the RMS of its weights (signal-to-noise ratio ``1 / init_scale_ratio``).
         channels_last: layout of the pre-activated convolutions: ``None`` (default) channels-last where
             :func:`~monai_dwp.networks.layers.use_channels_last` finds it faster (CPU training passes in 3D; with
-            AVX-512 kernels only for ``local``-mode layers), ``True`` always, ``False`` never. The function computed is the same either way; settable later through
-            the :attr:`channels_last` property.
+            AVX-512 kernels only for ``local``-mode layers), ``True`` always, ``False`` never. The function computed
+            is the same either way; settable later through the :attr:`channels_last` property.
 
     Raises:
         ValueError: on an unsupported ``spatial_dims``, non-positive channel counts, a ``channels`` that is
