@@ -70,12 +70,12 @@ def _make_prior(net: torch.nn.Module, setting: str, num_groups: int = 7):
 
 
 def _train_step(net: torch.nn.Module, kind: str, x: torch.Tensor, y: torch.Tensor, loss_fn, optimizer):
+    from monai_dwp.networks import resample_weights
+
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         if kind == "sampled":
-            for m in net.modules():
-                if hasattr(m, "resample"):
-                    m.resample()
+            resample_weights(net)  # what the bundles' ResampleWeightsHandler calls before every step
         loss_fn(net(x), y).backward()
         optimizer.step()
 

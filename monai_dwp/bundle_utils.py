@@ -111,7 +111,7 @@ def _lr_schedule(value: Any, name: str) -> str:
     return str(value)
 
 
-def _prior_compute_dtype(value: Any, name: str) -> str:
+def _compute_dtype(value: Any, name: str) -> str:
     if value not in ("auto", "float32", "bfloat16"):
         raise ValueError(f"{name} must be 'auto', 'float32' or 'bfloat16', got {value!r}; 'auto' uses bfloat16 where "
                          "the device multiplies it in hardware.")
@@ -162,7 +162,8 @@ KEY_RULES: dict[str, Callable[[Any, str], Any]] = {
     "min_norm": _nonnegative_float,
     # names
     "lr_schedule": _lr_schedule,
-    "prior_compute_dtype": _prior_compute_dtype,
+    "prior_compute_dtype": _compute_dtype,
+    "compute_dtype": _compute_dtype,
     "val_fraction": lambda v, n: check_float(v, n, minimum=0.0, maximum=1.0, include_minimum=False,
                                              include_maximum=False),
 }

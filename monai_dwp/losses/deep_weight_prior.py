@@ -22,6 +22,7 @@ from monai_dwp.networks.nets.kernel_vae import KernelVAE
 from monai_dwp.networks.utils import bayesian_modules
 from monai_dwp.utils.io import atomic_write, load_checkpoint
 from monai_dwp.utils.machine import native_bfloat16
+from monai_dwp.utils.precision import check_compute_dtype
 from monai_dwp.utils.validation import check_int
 
 __all__ = ["DeepWeightPrior", "dwp_initialize", "DWP_CHECKPOINT_FORMAT"]
@@ -29,8 +30,6 @@ __all__ = ["DeepWeightPrior", "dwp_initialize", "DWP_CHECKPOINT_FORMAT"]
 logger = logging.getLogger(__name__)
 
 DWP_CHECKPOINT_FORMAT = "monai_dwp.DeepWeightPrior/1"
-_COMPUTE_DTYPES = {None: None, "float32": None, torch.float32: None, "bfloat16": torch.bfloat16,
-                   torch.bfloat16: torch.bfloat16, "auto": "auto"}
 _VAE_CONFIG_KEYS = ("spatial_dims", "kernel_size", "latent_size", "hidden_channels", "log_scale_bounds")
 
 
@@ -251,16 +250,11 @@ class DeepWeightPrior(nn.Module):
         if not isinstance(control_variate, bool):
             raise TypeError(f"control_variate must be a bool, got {type(control_variate).__name__}: {control_variate!r}.")
         check_int(control_samples, "control_samples", minimum=2, hint="e.g. 8192 draws of each VAE's p(w)")
-        if not isinstance(compute_dtype, (str, torch.dtype, type(None))):
-            raise TypeError(f"compute_dtype must be a str, a torch.dtype or None, got {type(compute_dtype).__name__}: "
-                            f"{compute_dtype!r}.")
-        if compute_dtype not in _COMPUTE_DTYPES:
-            hint = (" float16's largest value, 65504, cannot hold the log-densities' exp(-2 log_scale);"
-                    if compute_dtype in ("float16", torch.float16) else "")
-            raise ValueError(
-                f"compute_dtype must be None, 'float32', 'bfloat16' or 'auto', got {compute_dtype!r};{hint} use "
-                "'bfloat16' for fast VAE passes or None for float32."
-            )
+        compute_dtype = check_compute_dtype(
+            compute_dtype,
+            float16_hint="float16's largest value, 65504, cannot hold the log-densities' exp(-2 log_scale);",
+            advice="use 'bfloat16' for fast VAE passes or None for float32.",
+        )
         if max_kernels is not None and refresh_interval > 1:
             raise ValueError(
                 f"max_kernels={max_kernels} and refresh_interval={refresh_interval} are two ways to cut the cost of "
@@ -287,7 +281,7 @@ class DeepWeightPrior(nn.Module):
         self._caches: dict[int, _KernelCache] = {}
         self.control_variate = control_variate
         self.control_samples = int(control_samples)
-        self.compute_dtype: torch.dtype | str | None = _COMPUTE_DTYPES[compute_dtype]
+        self.compute_dtype: torch.dtype | str | None = compute_dtype
         self._auto_dtypes: dict[str, torch.dtype | None] = {}  # "auto" resolved per device type
         self._moments: dict[tuple[int, torch.device, torch.dtype], tuple[Tensor, Tensor, Tensor]] = {}
         self.train_encoder = bool(train_encoder)

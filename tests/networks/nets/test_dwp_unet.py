@@ -274,9 +274,92 @@ class TestChannelsLast(unittest.TestCase):
             stochastic_mode(net, mode)
             self.assertEqual(self._layouts(net), layouts, mode)
 
+    @parameterized.expand([("deterministic",), ("local",)])
+    def test_channels_last_keeps_one_copy_of_the_activation(self, mode):
+        """The layout changes before the activation: what the activation and the convolution save for the
+        backward is one tensor, not a contiguous one and a channels-last copy of it."""
+        from monai_dwp.networks.nets.dwp_unet import _PreActConv
+
+        torch.manual_seed(0)
+        net = DWPUNet(bayesian=mode == "local", channels=(4, 8, 8, 8))
+        unit = next(m for m in net.modules() if isinstance(m, _PreActConv))
+        x = torch.randn(2, 4, 16, 16, 16, requires_grad=True)
+        for layout, expected in ((False, 2), (True, 2)):
+            unit.channels_last = layout
+            saved = []
+            with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+                unit(x)
+            # the input-sized tensors kept for the backward: the normalisation's input and the activation's output
+            big = {t.untyped_storage().data_ptr() for t in saved if t.numel() == x.numel()}
+            self.assertEqual(len(big), expected, (mode, layout))
+
     def test_bad_value(self):
         with self.assertRaisesRegex(TypeError, r"channels_last must be None .* got 'yes'"):
             DWPUNet(channels_last="yes")
+
+
+class TestComputeDtype(unittest.TestCase):
+    """``compute_dtype`` runs the convolutions in bfloat16 and hands back float32 logits close to float32's."""
+
+    def _pass(self, net, x):
+        seen = []
+        hook = net.down3.conv1.conv.register_forward_hook(lambda m, a, y: seen.append(y.dtype))
+        net.zero_grad()
+        y = net(x)
+        y.square().mean().backward()
+        hook.remove()
+        grad = torch.cat([p.grad.flatten() for p in net.parameters()])
+        return y.detach(), grad, seen[0]
+
+    def test_bfloat16_logits_and_gradients_match_float32(self):
+        torch.manual_seed(0)
+        net = DWPUNet(channels=(4, 8, 8, 8))
+        x = torch.randn(2, 1, 16, 16, 16)
+        y32, g32, conv32 = self._pass(net, x)
+        net.compute_dtype = "bfloat16"
+        y16, g16, conv16 = self._pass(net, x)
+        self.assertEqual((conv32, conv16), (torch.float32, torch.bfloat16))  # the convolutions really ran in bf16
+        self.assertEqual(y16.dtype, torch.float32)
+        self.assertTrue(all(p.dtype == torch.float32 for p in net.parameters()))
+        self.assertFalse(torch.equal(y16, y32))
+        self.assertLess(((y16 - y32).norm() / y32.norm()).item(), 0.05)
+        self.assertGreater(nn.functional.cosine_similarity(g16, g32, dim=0).item(), 0.99)
+        self.assertEqual(DWPUNet(compute_dtype=torch.bfloat16).compute_dtype, torch.bfloat16)
+        self.assertIsNone(DWPUNet(compute_dtype="float32").compute_dtype)
+
+    def test_auto_follows_the_hardware(self):
+        net = DWPUNet(channels=(4, 8, 8, 8), compute_dtype="auto")
+        with mock.patch("monai_dwp.networks.nets.dwp_unet.native_bfloat16", return_value=True) as native:
+            self.assertIs(net.autocast_dtype("cpu"), torch.bfloat16)
+            self.assertIs(net.autocast_dtype(torch.device("cpu")), torch.bfloat16)
+            self.assertEqual(native.call_count, 1)  # decided once per device type
+            self.assertEqual(self._pass(net, torch.randn(1, 1, 16, 16, 16))[2], torch.bfloat16)
+        net.compute_dtype = "auto"  # setting it again forgets the decision
+        with mock.patch("monai_dwp.networks.nets.dwp_unet.native_bfloat16", return_value=False):
+            self.assertIsNone(net.autocast_dtype("cpu"))
+            self.assertEqual(self._pass(net, torch.randn(1, 1, 16, 16, 16))[2], torch.float32)
+
+    def test_checkpoints_do_not_depend_on_it(self):
+        torch.manual_seed(0)
+        a = DWPUNet(channels=(4, 8, 8, 8), compute_dtype="bfloat16")
+        b = DWPUNet(channels=(4, 8, 8, 8))
+        b.load_state_dict(a.state_dict())
+        self.assertEqual(list(a.state_dict()), list(b.state_dict()))
+
+    def test_config_parser(self):
+        parser = ConfigParser({"imports": ["$import monai_dwp"],
+                               "net": {"_target_": "DWPUNet", "compute_dtype": "auto"}})
+        self.assertEqual(parser.get_parsed_content("net").compute_dtype, "auto")
+
+    @parameterized.expand([
+        ("float16", ValueError, r"compute_dtype must be None, 'float32', 'bfloat16' or 'auto', got 'float16'; "
+                                r"float16 training needs a gradient scaler"),
+        ("half", ValueError, r"got 'half'; use 'bfloat16' for fast matrix products, 'auto'"),
+        (16, TypeError, r"compute_dtype must be a str, a torch.dtype or None, got int: 16"),
+    ])
+    def test_bad_value(self, value, error, pattern):
+        with self.assertRaisesRegex(error, pattern):
+            DWPUNet(compute_dtype=value)
 
 
 class TestBadInputMessages(unittest.TestCase):

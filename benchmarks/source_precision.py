@@ -1,0 +1,185 @@
+"""Source U-Nets trained with bfloat16 forward passes against float32 ones: how much faster, and as good?
+
+The source nets (the ``dwp_pretrain`` bundle, two seeds side by side) are the longest stage of ``make demo``. On a
+device that multiplies bfloat16 in hardware, ``DWPUNet(compute_dtype="bfloat16")`` runs a training step of the
+appendix-B U-Net much faster (:class:`~monai_dwp.networks.nets.DWPUNet`, *Precision*). This study trains the source
+nets as the pipeline does (same command, data, epochs and seeds, one thread each, ``workers`` side by side) with the
+bundle's ``compute_dtype`` set to ``float32`` and to ``bfloat16``, and compares, seed by seed:
+
+- the best validation Dice and its epoch (the checkpoint the bundle keeps), from the training log;
+- the Dice on the held-out test cases of that checkpoint, evaluated in float32 (``evaluate.json``), so that only
+  the training's precision differs;
+- the training's wall time (Ignite's, validation included).
+
+Writes ``<results>/source_precision.{csv,md}``. Finished runs are reused (an interrupted study resumes), and
+``--reuse seed<S>=<folder> --reuse_logs <logs>`` takes a float32 source net that the pipeline already trained with
+the same command (``<folder>`` holds its ``model.pt`` and ``checkpoint_epoch=<epochs>.pt``, ``<logs>`` its
+``pretrain_seed<S>.log``).
+
+Usage::
+
+    python -m monai_dwp make-data --disease ms --num-cases 30 --num-test 4 --spacing 3 --output-dir data/ms
+    python benchmarks/source_precision.py --data_dir data/ms --work_dir runs/source_precision --seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from _runs import best_validation, trained_seconds  # noqa: E402
+from _tables import interval_text, mean_sd  # noqa: E402
+from monai_dwp.pipeline import StageRunner, default_bundles_dir, stop_stages_on_sigterm  # noqa: E402
+from monai_dwp.utils.io import atomic_write  # noqa: E402
+from monai_dwp.utils.machine import cpu_label  # noqa: E402
+from monai_dwp.utils.validation import check_int  # noqa: E402
+
+DTYPES = ("float32", "bfloat16")
+FIELDS = ["compute_dtype", "seed", "best_val_dice", "best_epoch", "test_dice", "train_seconds", "seconds_per_epoch"]
+
+
+def _test_dice(eval_dir: Path) -> float:
+    """The mean test Dice that the evaluate config's ``AtomicMetricsSaver`` wrote to ``metrics.csv``."""
+    for line in (eval_dir / "metrics.csv").read_text().splitlines():
+        key, _, value = line.partition(",")
+        if key == "val_mean_dice":
+            return float(value)
+    raise ValueError(f"no val_mean_dice in {eval_dir / 'metrics.csv'}")
+
+
+def _reuse(runner: StageRunner, spec: str, logs: Path, epochs: int) -> None:
+    """Copy a float32 source net the pipeline trained (``seed<S>=<folder>``, its log ``<logs>/pretrain_seed<S>.log``)
+    into the study's layout, where its stages are then skipped."""
+    seed_text, _, folder = spec.partition("=")
+    match = re.fullmatch(r"seed(\d+)", seed_text)
+    if not match or not (Path(folder) / f"checkpoint_epoch={epochs}.pt").is_file():
+        raise SystemExit(f"--reuse {spec!r}: give seed<S>=<folder> with a finished {epochs}-epoch run in <folder>.")
+    log = logs / f"pretrain_seed{match.group(1)}.log"
+    if not log.is_file():
+        raise SystemExit(f"--reuse {spec!r}: no training log {log}; pass --reuse_logs with the pipeline's logs/.")
+    dst = runner.output_dir / "runs" / f"float32_seed{match.group(1)}"
+    if not dst.exists():
+        shutil.copytree(folder, dst, ignore=shutil.ignore_patterns("eval*", "predictions"))
+        shutil.copy(log, runner.log_dir / f"train_float32_seed{match.group(1)}.log")
+
+
+def main(data_dir: str, work_dir: str = "runs/source_precision", results: str | None = None,
+         seeds: str | int | tuple = "0,1,2",
+         epochs: int = 80, val_interval: int = 4, num_val_cases: int = 4, workers: int = 2, spacing: float = 3.0,
+         patch_size: int = 32, reuse: str | tuple = (), reuse_logs: str | None = None, note: str = "") -> Path:
+    """Run (or resume) the study and write ``source_precision.{csv,md}``.
+
+    Args:
+        data_dir: the source (MS) dataset in the Decathlon layout, as ``make demo`` makes it.
+        work_dir: where the runs and their logs go.
+        results: the folder of the result files (default ``benchmarks/results``).
+        seeds: comma-separated seeds.
+        epochs, val_interval, num_val_cases: the pipeline's source training (80, 4, 4).
+        workers: runs side by side, each with ``cpu_count // workers`` threads (the pipeline: 2).
+        spacing, patch_size: the phantoms' spacing in mm and the training patch edge.
+        reuse: ``seed<S>=<folder>`` (or several, comma-separated): float32 runs the pipeline made.
+        reuse_logs: the pipeline's ``logs/`` folder, with their ``pretrain_seed<S>.log``.
+        note: a sentence for the report on how the runs were made (e.g. which ran side by side).
+    """
+    if not Path(data_dir).is_dir():
+        raise SystemExit(f"--data_dir {data_dir!r} is not a directory; make it with `python -m monai_dwp make-data "
+                         f"--disease ms --num-cases 30 --num-test 4 --spacing 3 --output-dir {data_dir}`.")
+    parts = seeds if isinstance(seeds, (tuple, list)) else str(seeds).split(",")  # fire reads 0,1,2 as a tuple
+    seed_list = [check_int(int(s), "seeds", minimum=0) for s in parts]
+    work = Path(work_dir).resolve()
+    out = Path(results).resolve() if results else ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    runner = StageRunner(work, "cpu", False, default_bundles_dir(), preload=True)
+    for spec in ([reuse] if isinstance(reuse, str) else list(reuse)):
+        for part in filter(None, str(spec).split(",")):
+            _reuse(runner, part, Path(reuse_logs or "outputs/pipeline/logs"), epochs)
+    load_before = os.getloadavg()
+    common = dict(dataset_dir=Path(data_dir).resolve(), num_val_cases=num_val_cases, spacing=[spacing] * 3,
+                  patch_size=[patch_size] * 3)
+    chains = []
+    for s in seed_list:
+        for dtype in DTYPES:
+            name = f"{dtype}_seed{s}"
+            ckpt = work / "runs" / name
+            train = runner.bundle("dwp_pretrain", ["train"], seed=s, epochs=epochs, val_interval=val_interval,
+                                  ckpt_dir=ckpt, batch_size=2, num_samples=2, compute_dtype=dtype, **common)
+            evaluate = runner.bundle("dwp_pretrain", ["train", "evaluate"], seed=s, ckpt_dir=ckpt,
+                                     eval_dir=ckpt / "eval_float32", compute_dtype="float32", **common)
+            chains.append([(f"train_{name}", train, [ckpt / f"checkpoint_epoch={epochs}.pt", ckpt / "model.pt"]),
+                           (f"evaluate_{name}", evaluate, [ckpt / "eval_float32" / "metrics.csv"])])
+    from tqdm import tqdm
+
+    with tqdm(total=sum(len(c) for c in chains), desc="source_precision stages", unit="stage") as bar:
+        runner.run_chains(chains, bar, workers=workers)
+    rows = []
+    for s in seed_list:
+        for dtype in DTYPES:
+            name = f"{dtype}_seed{s}"
+            log = runner.log_dir / f"train_{name}.log"
+            dice, epoch = best_validation(log)
+            seconds = trained_seconds(log)
+            rows.append({"compute_dtype": dtype, "seed": s, "best_val_dice": round(dice, 4), "best_epoch": epoch,
+                         "test_dice": round(_test_dice(work / "runs" / name / "eval_float32"), 4),
+                         "train_seconds": None if seconds is None else round(seconds, 1),
+                         "seconds_per_epoch": None if seconds is None else round(seconds / epochs, 2)})
+    atomic_write(out / "source_precision.csv", "w", lambda f: _write_csv(f, rows))
+    import torch
+
+    machine = (f"{os.cpu_count()}-core CPU ({cpu_label()}), PyTorch {torch.__version__}, {workers} run(s) side by side "
+               f"with {max(1, (os.cpu_count() or 1) // workers)} thread(s) each; load average "
+               f"{load_before[0]:.2f} when this call started, {os.getloadavg()[0]:.2f} when it ended")
+    text = _markdown(rows, machine, epochs, seed_list, note)
+    atomic_write(out / "source_precision.md", "w", lambda f: f.write(text))
+    return out / "source_precision.md"
+
+
+def _write_csv(f, rows: list[dict[str, object]]) -> None:
+    writer = csv.DictWriter(f, fieldnames=FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def _markdown(rows: list[dict], machine: str, epochs: int, seeds: list[int], note: str = "") -> str:
+    by = {(r["compute_dtype"], r["seed"]): r for r in rows}
+    lines = [
+        "# Source U-Nets in bfloat16 against float32",
+        "",
+        f"Written by `python benchmarks/source_precision.py`. The `dwp_pretrain` bundle as `make demo` runs it ({epochs} "
+        f"epochs, validation every 4, the built-in MS phantoms at 3 mm, 32³ patches, batch 2 × 2), seeds "
+        f"{', '.join(map(str, seeds))}, with `compute_dtype` `float32` and `bfloat16` (`DWPUNet`'s forward passes under "
+        "`torch.autocast`); the test Dice of each best-validation checkpoint is evaluated in float32 on the 4 "
+        f"held-out test cases. Machine: {machine}." + (f" {note}" if note else ""),
+        "",
+        "| seed | best validation Dice (epoch): float32 / bfloat16 | test Dice: float32 / bfloat16 | training s: "
+        "float32 / bfloat16 |",
+        "|---|---|---|---|",
+    ]
+    for s in seeds:
+        a, b = by[("float32", s)], by[("bfloat16", s)]
+        lines.append(f"| {s} | {a['best_val_dice']:.3f} ({a['best_epoch']}) / {b['best_val_dice']:.3f} "
+                     f"({b['best_epoch']}) | {a['test_dice']:.3f} / {b['test_dice']:.3f} | {a['train_seconds']} / "
+                     f"{b['train_seconds']} |")
+    lines += ["", "Over the seeds: mean ± sd (seeds), and the paired difference bfloat16 − float32 with its 95 % "
+              "t-interval:", "", "| measure | float32 | bfloat16 | bfloat16 − float32 |", "|---|---|---|---|"]
+    for key, label in (("best_val_dice", "best validation Dice"), ("test_dice", "test Dice"),
+                       ("seconds_per_epoch", "training seconds per epoch")):
+        a = [by[("float32", s)][key] for s in seeds]
+        b = [by[("bfloat16", s)][key] for s in seeds]
+        digits = 2 if key == "seconds_per_epoch" else 3
+        lines.append(f"| {label} | {mean_sd(a, digits)} | {mean_sd(b, digits)} | "
+                     f"{interval_text([y - x for x, y in zip(a, b)], digits)} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import fire
+
+    stop_stages_on_sigterm()  # `kill` stops the running stages with the benchmark
+    fire.Fire(main)
