@@ -399,7 +399,9 @@ _CPU_REASONS = [
     "- `local`'s peak memory: one activation-sized tensor per layer (`ξ / 2σ`) stays from the forward for the "
     "backward, and the backward of the variance convolution needs two activation-sized temporaries at a time "
     "(`g ⊙ ξ / 2σ` with `x²` for the weight gradient, then with the input gradient) where the deterministic "
-    "layer needs none; the peak is at the start of the backward, where every saved activation is still alive.",
+    "layer needs none; the peak is at the start of the backward, where every saved activation is still alive. "
+    "(Where a unit runs channels-last, `local`'s units on an AVX-512 CPU, the layout changes before the activation, "
+    "so that the activation and the convolution save one tensor, not a contiguous one and a channels-last copy.)",
 ]
 
 
