@@ -36,22 +36,24 @@ sys.path.insert(0, str(ROOT))
 
 from _runs import best_validation, trained_seconds  # noqa: E402
 from _tables import interval_text, mean_sd  # noqa: E402
-from monai_dwp.pipeline import StageRunner, default_bundles_dir, stop_stages_on_sigterm  # noqa: E402
+from monai_dwp.pipeline import PipelineSettings, StageRunner, default_bundles_dir, stop_stages_on_sigterm  # noqa: E402
+from monai_dwp.report import collect_metrics  # noqa: E402
 from monai_dwp.utils.io import atomic_write  # noqa: E402
 from monai_dwp.utils.machine import cpu_label  # noqa: E402
 from monai_dwp.utils.validation import check_int  # noqa: E402
 
 DTYPES = ("float32", "bfloat16")
+PIPELINE = PipelineSettings.default()
+"""The pipeline's settings, whose source training this study repeats."""
 FIELDS = ["compute_dtype", "seed", "best_val_dice", "best_epoch", "test_dice", "train_seconds", "seconds_per_epoch"]
 
 
 def _test_dice(eval_dir: Path) -> float:
     """The mean test Dice that the evaluate config's ``AtomicMetricsSaver`` wrote to ``metrics.csv``."""
-    for line in (eval_dir / "metrics.csv").read_text().splitlines():
-        key, _, value = line.partition(",")
-        if key == "val_mean_dice":
-            return float(value)
-    raise ValueError(f"no val_mean_dice in {eval_dir / 'metrics.csv'}")
+    metrics = collect_metrics(eval_dir)
+    if "val_mean_dice" not in metrics:
+        raise ValueError(f"no val_mean_dice in {eval_dir / 'metrics.csv'}")
+    return metrics["val_mean_dice"]
 
 
 def _reuse(runner: StageRunner, spec: str, logs: Path, epochs: int) -> None:
@@ -71,9 +73,10 @@ def _reuse(runner: StageRunner, spec: str, logs: Path, epochs: int) -> None:
 
 
 def main(data_dir: str, work_dir: str = "runs/source_precision", results: str | None = None,
-         seeds: str | int | tuple = "0,1,2",
-         epochs: int = 80, val_interval: int = 4, num_val_cases: int = 4, workers: int = 2, spacing: float = 3.0,
-         patch_size: int = 32, reuse: str | tuple = (), reuse_logs: str | None = None, note: str = "") -> Path:
+         seeds: str | int | tuple = "0,1,2", epochs: int = PIPELINE.pretrain_epochs,
+         val_interval: int = PIPELINE.pretrain_val_interval, num_val_cases: int = PIPELINE.num_source_test,
+         workers: int = PIPELINE.workers, spacing: float = PIPELINE.spacing, patch_size: int = PIPELINE.patch_size,
+         reuse: str | tuple = (), reuse_logs: str | None = None, note: str = "") -> Path:
     """Run (or resume) the study and write ``source_precision.{csv,md}``.
 
     Args:
@@ -81,9 +84,10 @@ def main(data_dir: str, work_dir: str = "runs/source_precision", results: str | 
         work_dir: where the runs and their logs go.
         results: the folder of the result files (default ``benchmarks/results``).
         seeds: comma-separated seeds.
-        epochs, val_interval, num_val_cases: the pipeline's source training (80, 4, 4).
-        workers: runs side by side, each with ``cpu_count // workers`` threads (the pipeline: 2).
-        spacing, patch_size: the phantoms' spacing in mm and the training patch edge.
+        epochs, val_interval, num_val_cases: the source training (default the pipeline's: 80, 4, 4); the last
+            ``PIPELINE.swag_epochs`` epochs record SWAG moments, as in the pipeline (they do not change the training).
+        workers: runs side by side, each with ``cpu_count // workers`` threads (default the pipeline's: 2).
+        spacing, patch_size: the phantoms' spacing in mm and the training patch edge (default the pipeline's).
         reuse: ``seed<S>=<folder>`` (or several, comma-separated): float32 runs the pipeline made.
         reuse_logs: the pipeline's ``logs/`` folder, with their ``pretrain_seed<S>.log``.
         note: a sentence for the report on how the runs were made (e.g. which ran side by side).
@@ -103,13 +107,15 @@ def main(data_dir: str, work_dir: str = "runs/source_precision", results: str | 
     load_before = os.getloadavg()
     common = dict(dataset_dir=Path(data_dir).resolve(), num_val_cases=num_val_cases, spacing=[spacing] * 3,
                   patch_size=[patch_size] * 3)
+    swag_start_epoch = max(1, epochs - PIPELINE.swag_epochs + 1)
     chains = []
     for s in seed_list:
         for dtype in DTYPES:
             name = f"{dtype}_seed{s}"
             ckpt = work / "runs" / name
             train = runner.bundle("dwp_pretrain", ["train"], seed=s, epochs=epochs, val_interval=val_interval,
-                                  ckpt_dir=ckpt, batch_size=2, num_samples=2, compute_dtype=dtype, **common)
+                                  swag_start_epoch=swag_start_epoch, ckpt_dir=ckpt, batch_size=PIPELINE.batch_size,
+                                  num_samples=PIPELINE.num_samples, compute_dtype=dtype, **common)
             evaluate = runner.bundle("dwp_pretrain", ["train", "evaluate"], seed=s, ckpt_dir=ckpt,
                                      eval_dir=ckpt / "eval_float32", compute_dtype="float32", **common)
             chains.append([(f"train_{name}", train, [ckpt / f"checkpoint_epoch={epochs}.pt", ckpt / "model.pt"]),
@@ -135,7 +141,7 @@ def main(data_dir: str, work_dir: str = "runs/source_precision", results: str | 
     machine = (f"{os.cpu_count()}-core CPU ({cpu_label()}), PyTorch {torch.__version__}, {workers} run(s) side by side "
                f"with {max(1, (os.cpu_count() or 1) // workers)} thread(s) each; load average "
                f"{load_before[0]:.2f} when this call started, {os.getloadavg()[0]:.2f} when it ended")
-    text = _markdown(rows, machine, epochs, seed_list, note)
+    text = _markdown(rows, machine, epochs, seed_list, note, val_interval, num_val_cases, spacing, patch_size)
     atomic_write(out / "source_precision.md", "w", lambda f: f.write(text))
     return out / "source_precision.md"
 
@@ -146,16 +152,19 @@ def _write_csv(f, rows: list[dict[str, object]]) -> None:
     writer.writerows(rows)
 
 
-def _markdown(rows: list[dict], machine: str, epochs: int, seeds: list[int], note: str = "") -> str:
+def _markdown(rows: list[dict], machine: str, epochs: int, seeds: list[int], note: str = "",
+              val_interval: int = PIPELINE.pretrain_val_interval, num_val_cases: int = PIPELINE.num_source_test,
+              spacing: float = PIPELINE.spacing, patch_size: int = PIPELINE.patch_size) -> str:
     by = {(r["compute_dtype"], r["seed"]): r for r in rows}
     lines = [
         "# Source U-Nets in bfloat16 against float32",
         "",
         f"Written by `python benchmarks/source_precision.py`. The `dwp_pretrain` bundle as `make demo` runs it ({epochs} "
-        f"epochs, validation every 4, the built-in MS phantoms at 3 mm, 32³ patches, batch 2 × 2), seeds "
+        f"epochs, validation every {val_interval}, the built-in MS phantoms at {spacing:g} mm, {patch_size}³ patches, "
+        f"batch {PIPELINE.batch_size} × {PIPELINE.num_samples}), seeds "
         f"{', '.join(map(str, seeds))}, with `compute_dtype` `float32` and `bfloat16` (`DWPUNet`'s forward passes under "
-        "`torch.autocast`); the test Dice of each best-validation checkpoint is evaluated in float32 on the 4 "
-        f"held-out test cases. Machine: {machine}." + (f" {note}" if note else ""),
+        f"`torch.autocast`); the test Dice of each best-validation checkpoint is evaluated in float32 on the "
+        f"{num_val_cases} held-out test cases. Machine: {machine}." + (f" {note}" if note else ""),
         "",
         "| seed | best validation Dice (epoch): float32 / bfloat16 | test Dice: float32 / bfloat16 | training s: "
         "float32 / bfloat16 |",
