@@ -11,7 +11,7 @@ from pathlib import Path
 
 from monai_dwp.utils.machine import cpu_label
 
-__all__ = ["claim_run_dir", "best_validation", "describe_machine"]
+__all__ = ["claim_run_dir", "best_validation", "describe_machine", "logged_seconds", "trained_seconds"]
 
 MARKER = "benchmark_run.json"
 """The file in a run folder that holds the settings (bundle overrides) of the run that made it."""
@@ -36,16 +36,23 @@ def claim_run_dir(ckpt_dir: Path, settings: dict[str, object]) -> None:
     marker.write_text(want)
 
 
-def trained_seconds(log: Path) -> float | None:
-    """The wall time of the last training run a training log records (Ignite's ``SupervisedTrainer ... Engine run
-    finished. Time taken: HH:MM:SS.fff``), in seconds; ``None`` when it records none. What a resumed benchmark
-    reports for a run whose training an earlier invocation finished (its own stage was skipped)."""
-    found = re.findall(r"SupervisedTrainer - INFO - Engine run finished\. Time taken: (\d+):(\d+):([0-9.]+)",
-                       log.read_text(errors="replace")) if log.is_file() else []
+def logged_seconds(log: Path, event: str) -> float | None:
+    """The time of the last Ignite ``<event>. Time taken: HH:MM:SS.fff`` line of a bundle log, in seconds (``event`` a
+    regular expression, e.g. ``SupervisedEvaluator - INFO - Epoch\\[\\d+\\] Complete``); ``None`` when it records none
+    or the log is missing."""
+    found = re.findall(event + r"\. Time taken: (\d+):(\d+):([0-9.]+)", log.read_text(errors="replace")) \
+        if log.is_file() else []
     if not found:
         return None
     hours, minutes, seconds = found[-1]
     return 3600 * int(hours) + 60 * int(minutes) + float(seconds)
+
+
+def trained_seconds(log: Path) -> float | None:
+    """The wall time of the last training run a training log records (Ignite's ``SupervisedTrainer ... Engine run
+    finished. Time taken: HH:MM:SS.fff``), in seconds; ``None`` when it records none. What a resumed benchmark
+    reports for a run whose training an earlier invocation finished (its own stage was skipped)."""
+    return logged_seconds(log, r"SupervisedTrainer - INFO - Engine run finished")
 
 
 def best_validation(log: Path) -> tuple[float, int]:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import re
 import statistics
 import sys
 from pathlib import Path
@@ -38,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _runs import logged_seconds  # noqa: E402
 from _stats import paired_interval  # noqa: E402
 from _tables import interval_text  # noqa: E402
 from monai_dwp.bundle_utils import run_name  # noqa: E402
@@ -64,12 +64,10 @@ def _case_dice(eval_dir: Path) -> dict[str, float]:
 def _evaluator_seconds(log: Path) -> float:
     """The evaluator's wall time of the last run an evaluation log records (Ignite's ``SupervisedEvaluator ...
     Epoch[1] Complete. Time taken: HH:MM:SS.fff``)."""
-    found = re.findall(r"SupervisedEvaluator - INFO - Epoch\[\d+\] Complete\. Time taken: (\d+):(\d+):([0-9.]+)",
-                       log.read_text(errors="replace")) if log.is_file() else []
-    if not found:
+    seconds = logged_seconds(log, r"SupervisedEvaluator - INFO - Epoch\[\d+\] Complete")
+    if seconds is None:
         raise ValueError(f"no evaluator time in {log}; rerun the study with --force to evaluate again.")
-    hours, minutes, seconds = found[-1]
-    return 3600 * int(hours) + 60 * int(minutes) + float(seconds)
+    return seconds
 
 
 def parse_setting(part: str) -> Setting:
