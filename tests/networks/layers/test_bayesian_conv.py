@@ -117,12 +117,14 @@ class TestBayesianConvShapes(unittest.TestCase):
             conv(torch.randn(in_shape))
         self.assertEqual(grouped.called, fused)
 
-    @parameterized.expand(SHAPE_CASES)
-    def test_lean_local_backward_equals_autograd_of_the_expression(self, spatial_dims, kwargs, in_shape, out_shape):
-        """The unfused ``local`` path (a custom autograd function that keeps x and ξ / 2σ only) gives the values and
-        the gradients of autograd through ``conv(x, W) + b + sqrt(conv(x², W_var) + eps) ξ`` for the same ξ."""
+    @parameterized.expand([(*case, redraw) for case in SHAPE_CASES for redraw in (False, True)])
+    def test_lean_local_backward_equals_autograd_of_the_expression(self, spatial_dims, kwargs, in_shape, out_shape,
+                                                                   redraw):
+        """The unfused ``local`` path (a custom autograd function that keeps x and ξ / 2σ only, or with ``redraw``
+        the generator's state only) gives the values and the gradients of autograd through
+        ``conv(x, W) + b + sqrt(conv(x², W_var) + eps) ξ`` for the same ξ."""
         conv = BayesianConv(spatial_dims, in_shape[1], out_shape[1], init_log_scale=-1.0, fuse_local=False,
-                            **kwargs).double()
+                            redraw_local_noise=redraw, **kwargs).double()
         x = torch.randn(in_shape, dtype=torch.float64, requires_grad=True)
         params = [x, conv.loc, conv.log_scale, conv.bias]
         torch.manual_seed(3)
@@ -148,6 +150,61 @@ class TestBayesianConvShapes(unittest.TestCase):
         plain = mean + (conv._apply_conv(x * x, (2 * conv.log_scale).exp(), None) + conv.eps).sqrt() * torch.randn_like(mean)
         for a, b in zip(lean, torch.autograd.grad(plain.square().sum(), [conv.loc, conv.log_scale])):
             torch.testing.assert_close(a, b)
+
+    @staticmethod
+    def _saved_bytes(conv: BayesianConv, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """The output of ``conv(x)`` and the bytes of the tensors its graph saved that are not ``x`` or a weight."""
+        saved: list[torch.Tensor] = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            y = conv(x)
+        own = {x.data_ptr(), conv.loc.data_ptr(), conv.log_scale.data_ptr()}
+        return y, sum(t.numel() * t.element_size() for t in saved
+                      if t.data_ptr() not in own and t.numel() > conv.loc.numel())
+
+    def test_redraw_keeps_no_output_sized_tensor_and_the_same_gradients(self):
+        """With ``redraw_local_noise`` the forward keeps no ``ξ / 2σ``; the backward draws the same ξ again (also in
+        a channels-last layout) and gives the gradients of the kept-noise path to rounding; the caller's random
+        stream after the step is the same as without the redraw."""
+        for memory_format in (torch.contiguous_format, torch.channels_last_3d):
+            x = torch.randn(2, 3, 6, 7, 5).contiguous(memory_format=memory_format).requires_grad_()
+            grads, saved, after = {}, {}, {}
+            conv = BayesianConv(3, 3, 5, 3, padding=1, init_log_scale=-1.0, fuse_local=False)
+            for redraw in (False, True):
+                conv.redraw_local_noise = redraw
+                torch.manual_seed(11)
+                y, saved[redraw] = self._saved_bytes(conv, x)
+                torch.randn(3)  # the caller draws between the forward and the backward
+                grads[redraw] = (y, *torch.autograd.grad(y.square().sum(), [x, conv.loc, conv.log_scale]))
+                after[redraw] = torch.randn(4)
+            self.assertEqual(saved[True], 0)
+            self.assertEqual(saved[False], 2 * 5 * 6 * 7 * 5 * 4)  # ξ / 2σ, one float per output element
+            for name, a, b in zip(("y", "x", "loc", "log_scale"), grads[True], grads[False]):
+                torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=name)
+            torch.testing.assert_close(after[True], after[False], rtol=0, atol=0)
+
+    def test_redraw_by_default_where_the_input_has_few_channels(self):
+        from monai_dwp.networks.layers import REDRAW_MAX_IN_CHANNELS
+
+        x_few, x_many = torch.randn(2, 1, 6, 6, 6), torch.randn(2, REDRAW_MAX_IN_CHANNELS + 1, 6, 6, 6)
+        self.assertEqual(self._saved_bytes(BayesianConv(3, 1, 4, 3, padding=1), x_few)[1], 0)
+        self.assertGreater(self._saved_bytes(BayesianConv(3, REDRAW_MAX_IN_CHANNELS + 1, 4, 3, padding=1),
+                                             x_many)[1], 0)
+        self.assertGreater(self._saved_bytes(BayesianConv(3, 1, 4, 3, padding=1, redraw_local_noise=False),
+                                             x_few)[1], 0)
+        with self.assertRaisesRegex(TypeError, "redraw_local_noise must be True, False or None, got 'yes'"):
+            BayesianConv(3, 1, 4, 3, redraw_local_noise="yes")
+
+    @unittest.skipUnless(torch.cuda.is_available(), "CUDA: the redraw replays the CUDA generator's state")
+    def test_redraw_on_cuda(self):
+        x = torch.randn(2, 2, 8, 8, 8, device="cuda", requires_grad=True)
+        grads = {}
+        for redraw in (False, True):
+            torch.manual_seed(5)
+            conv = BayesianConv(3, 2, 4, 3, padding=1, init_log_scale=-1.0, redraw_local_noise=redraw).cuda()
+            torch.cuda.manual_seed(6)
+            grads[redraw] = torch.autograd.grad(conv(x).square().sum(), [x, conv.loc, conv.log_scale])
+        for a, b in zip(grads[True], grads[False]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
     @unittest.skipUnless(sys.platform.startswith("linux"), "reads the peak resident set of /proc/self")
     def test_lean_local_backward_holds_two_temporaries_at_a_time(self):
