@@ -397,7 +397,12 @@ _CPU_REASONS = [
     "bundles train in `sampled` mode by default (`benchmarks/train_modes.py`: the same validation Dice per "
     "second of training).",
     "- `local`'s peak memory: one activation-sized tensor per layer (`ξ / 2σ`) stays from the forward for the "
-    "backward, and the backward of the variance convolution needs two activation-sized temporaries at a time "
+    "backward, except in a layer of at most 4 input channels per group (`BayesianConv(redraw_local_noise=None)`; "
+    "here the first layer, 1 → 16 channels at full resolution, 32 MiB at 64³, batch 2), which keeps the random "
+    "generator's state instead and draws the same ξ again in the backward, with σ recomputed by its 1-channel "
+    "variance convolution (the same gradients; about 2 % of a `local` step: 1.018× [1.010–1.026] at 64³, batch 2, "
+    "8 interleaved rounds, and 1.020× [1.006–1.034] at 32³, batch 2, 20 rounds); "
+    "the backward of the variance convolution needs two activation-sized temporaries at a time "
     "(`g ⊙ ξ / 2σ` with `x²` for the weight gradient, then with the input gradient) where the deterministic "
     "layer needs none; the peak is at the start of the backward, where every saved activation is still alive. "
     "(Where a unit runs channels-last, `local`'s units on an AVX-512 CPU, the layout changes before the activation, "
