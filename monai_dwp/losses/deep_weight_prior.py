@@ -21,8 +21,7 @@ from monai_dwp.networks.layers.bayesian_conv import BayesianConv
 from monai_dwp.networks.nets.kernel_vae import KernelVAE
 from monai_dwp.networks.utils import bayesian_modules
 from monai_dwp.utils.io import atomic_write, load_checkpoint
-from monai_dwp.utils.machine import native_bfloat16
-from monai_dwp.utils.precision import check_compute_dtype
+from monai_dwp.utils.precision import check_compute_dtype, resolve_compute_dtype
 from monai_dwp.utils.validation import check_int
 
 __all__ = ["DeepWeightPrior", "dwp_initialize", "DWP_CHECKPOINT_FORMAT"]
@@ -395,12 +394,7 @@ class DeepWeightPrior(nn.Module):
     def autocast_dtype(self, device: torch.device | str) -> torch.dtype | None:
         """The dtype the VAE passes run in on ``device`` under ``compute_dtype`` (``"auto"`` resolved by
         :func:`~monai_dwp.utils.native_bfloat16`), or ``None`` for the VAE's own dtype."""
-        if self.compute_dtype == "auto":
-            device_type = torch.device(device).type
-            if device_type not in self._auto_dtypes:
-                self._auto_dtypes[device_type] = torch.bfloat16 if native_bfloat16(device) else None
-            return self._auto_dtypes[device_type]
-        return self.compute_dtype  # type: ignore[return-value]
+        return resolve_compute_dtype(self.compute_dtype, device, self._auto_dtypes)
 
     @contextmanager
     def _precision(self, device: torch.device) -> Iterator[None]:

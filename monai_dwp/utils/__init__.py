@@ -5,7 +5,7 @@ from __future__ import annotations
 from .allocator import tune_allocator
 from .io import atomic_directory, atomic_path, atomic_write
 from .machine import cpu_capability, cpu_label, cpu_name, native_bfloat16
-from .precision import check_compute_dtype
+from .precision import check_compute_dtype, resolve_compute_dtype
 from .validation import (
     BundleInputError,
     InputFileError,
@@ -32,5 +32,6 @@ __all__ = [
     "cpu_label",
     "cpu_name",
     "native_bfloat16",
+    "resolve_compute_dtype",
     "tune_allocator",
 ]

@@ -6,7 +6,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["COMPUTE_DTYPES", "check_compute_dtype"]
+from monai_dwp.utils.machine import native_bfloat16
+
+__all__ = ["COMPUTE_DTYPES", "check_compute_dtype", "resolve_compute_dtype"]
 
 COMPUTE_DTYPES: dict[Any, torch.dtype | str | None] = {
     None: None,
@@ -48,3 +50,27 @@ def check_compute_dtype(
             f"{name} must be None, 'float32', 'bfloat16' or 'auto', got {value!r};{hint} {advice}"
         )
     return COMPUTE_DTYPES[value]
+
+
+def resolve_compute_dtype(
+    compute_dtype: torch.dtype | str | None, device: torch.device | str, cache: dict[str, torch.dtype | None]
+) -> torch.dtype | None:
+    """The dtype a module of ``compute_dtype`` (a value of :data:`COMPUTE_DTYPES`) computes in on ``device``.
+
+    ``"auto"`` is decided by :func:`~monai_dwp.utils.native_bfloat16` once per device type and remembered in
+    ``cache`` (the module's own dict; clear it when ``compute_dtype`` is set again).
+
+    Args:
+        compute_dtype: ``None``, ``torch.bfloat16`` or ``"auto"``, as :func:`check_compute_dtype` returns.
+        device: the device the computation runs on.
+        cache: ``{device type: resolved dtype}`` of earlier calls; updated in place.
+
+    Returns:
+        ``torch.bfloat16``, or ``None`` for the module's own dtype.
+    """
+    if compute_dtype != "auto":
+        return compute_dtype  # type: ignore[return-value]
+    device_type = torch.device(device).type
+    if device_type not in cache:
+        cache[device_type] = torch.bfloat16 if native_bfloat16(device) else None
+    return cache[device_type]

@@ -268,10 +268,10 @@ class TestDeepWeightPriorBound(unittest.TestCase):
         self.assertLess((a.mean() - b.mean()).abs().item(), 4 * stderr.item())
 
     def test_auto_precision_follows_the_hardware(self):
-        with mock.patch("monai_dwp.losses.deep_weight_prior.native_bfloat16", return_value=False):
+        with mock.patch("monai_dwp.utils.precision.native_bfloat16", return_value=False):
             self.assertIsNone(_prior(compute_dtype="auto").autocast_dtype("cpu"))
         prior = _prior(compute_dtype="auto")
-        with mock.patch("monai_dwp.losses.deep_weight_prior.native_bfloat16", return_value=True) as native:
+        with mock.patch("monai_dwp.utils.precision.native_bfloat16", return_value=True) as native:
             self.assertIs(prior.autocast_dtype("cpu"), torch.bfloat16)
             self.assertIs(prior.autocast_dtype(torch.device("cpu")), torch.bfloat16)
             self.assertEqual(native.call_count, 1)  # decided once per device type

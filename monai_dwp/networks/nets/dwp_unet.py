@@ -12,8 +12,7 @@ from torch import Tensor, nn
 
 from monai_dwp.networks.layers.memory_format import channels_last_format, to_memory_format, use_channels_last
 from monai_dwp.networks.utils import DEFAULT_SCALE_RATIO, convert_to_bayesian
-from monai_dwp.utils.machine import native_bfloat16
-from monai_dwp.utils.precision import check_compute_dtype
+from monai_dwp.utils.precision import check_compute_dtype, resolve_compute_dtype
 from monai_dwp.utils.validation import check_float, check_int
 
 __all__ = ["DWPUNet"]
@@ -362,12 +361,7 @@ class DWPUNet(nn.Module):
     def autocast_dtype(self, device: torch.device | str) -> torch.dtype | None:
         """The dtype the forward pass runs in on ``device`` (``"auto"`` resolved by
         :func:`~monai_dwp.utils.native_bfloat16`), or ``None`` for the parameters' own dtype."""
-        if self._compute_dtype != "auto":
-            return self._compute_dtype  # type: ignore[return-value]
-        device_type = torch.device(device).type
-        if device_type not in self._auto_dtypes:
-            self._auto_dtypes[device_type] = torch.bfloat16 if native_bfloat16(device) else None
-        return self._auto_dtypes[device_type]
+        return resolve_compute_dtype(self._compute_dtype, device, self._auto_dtypes)
 
     def _check_input(self, x: Tensor) -> None:
         if not isinstance(x, torch.Tensor):

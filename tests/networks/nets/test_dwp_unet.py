@@ -329,13 +329,13 @@ class TestComputeDtype(unittest.TestCase):
 
     def test_auto_follows_the_hardware(self):
         net = DWPUNet(channels=(4, 8, 8, 8), compute_dtype="auto")
-        with mock.patch("monai_dwp.networks.nets.dwp_unet.native_bfloat16", return_value=True) as native:
+        with mock.patch("monai_dwp.utils.precision.native_bfloat16", return_value=True) as native:
             self.assertIs(net.autocast_dtype("cpu"), torch.bfloat16)
             self.assertIs(net.autocast_dtype(torch.device("cpu")), torch.bfloat16)
             self.assertEqual(native.call_count, 1)  # decided once per device type
             self.assertEqual(self._pass(net, torch.randn(1, 1, 16, 16, 16))[2], torch.bfloat16)
         net.compute_dtype = "auto"  # setting it again forgets the decision
-        with mock.patch("monai_dwp.networks.nets.dwp_unet.native_bfloat16", return_value=False):
+        with mock.patch("monai_dwp.utils.precision.native_bfloat16", return_value=False):
             self.assertIsNone(net.autocast_dtype("cpu"))
             self.assertEqual(self._pass(net, torch.randn(1, 1, 16, 16, 16))[2], torch.float32)
 
