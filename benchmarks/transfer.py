@@ -32,6 +32,7 @@ Usage::
     python benchmarks/transfer.py --scale cpu --workers 2                  # the main table
     python benchmarks/transfer.py --scale cpu --workers 2 --methods source_gaussian,swag_prior   # beyond the paper
     python benchmarks/transfer.py --scale cpu --workers 2 --ablations      # and every ablation at N = 5
+    python benchmarks/transfer.py --scale cpu --workers 2 --sw_overlap 0.25 --results <folder>  # the earlier overlap
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ LABELS = {"val_mean_dice": "Dice, per-case mean ↑", "val_iou": "IoU, per-case 
           "val_hd95": "HD95 (voxels) ↓", "ece": "ECE ↓", "fg_ece": "foreground ECE ↓",
           "auc_mutual_information": "AUC mutual information→error ↑"}
 HIGHER_IS_BETTER = {"val_mean_dice", "val_iou", "val_pooled_dice", "val_pooled_iou", "auc_mutual_information"}
-BUDGET_KEYS = ("scale", "steps", "lr_schedule", "patch_size", "spacing", "mc_samples")
+BUDGET_KEYS = ("scale", "steps", "lr_schedule", "patch_size", "spacing", "mc_samples", "sw_overlap")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,7 +301,7 @@ def budget(scale: TransferScale, num_train_cases: int) -> tuple[int, int]:
 
 
 COLUMN_DEFAULTS = {"lr_schedule": "constant", "split_seed": "0", "handoffs": "", "train_mode": "local",
-                   "dwp_estimator": "max_kernels=2048"}
+                   "dwp_estimator": "max_kernels=2048", "sw_overlap": "0.25"}
 """The values of columns added later, for rows written before them (every earlier run had these settings)."""
 
 
@@ -356,12 +357,21 @@ def handoff_fingerprint(files: dict[str, object]) -> str:
     return digest.hexdigest()[:12]
 
 
-def budget_of(scale: str, s: TransferScale) -> dict[str, object]:
-    """The columns of ``transfer.csv`` that make two runs of ``--scale scale`` (settings ``s``) the same budget."""
+def bundle_sw_overlap(bundles_dir: Path | None = None) -> float:
+    """The sliding-window overlap the finetune bundle of ``bundles_dir`` (default: the repository's) validates and
+    evaluates with when none is passed (``sw_overlap`` of its ``train.json``)."""
+    bundles = bundles_dir or default_bundles_dir()
+    return float(json.loads((bundles / "dwp_finetune" / "configs" / "train.json").read_text())["sw_overlap"])
+
+
+def budget_of(scale: str, s: TransferScale, sw_overlap: float | None = None) -> dict[str, object]:
+    """The columns of ``transfer.csv`` that make two runs of ``--scale scale`` (settings ``s``, evaluated by sliding
+    windows at ``sw_overlap``, default :func:`bundle_sw_overlap`) the same budget."""
     h = s.handoffs
     return {"scale": scale, "steps": s.steps, "lr_schedule": s.lr_schedule, "patch_size": s.target_patch,
             "spacing": h.spacing, "mc_samples": h.mc_samples, "train_mode": s.train_mode,
-            "dwp_estimator": dwp_estimator(h)}
+            "dwp_estimator": dwp_estimator(h),
+            "sw_overlap": float(bundle_sw_overlap() if sw_overlap is None else sw_overlap)}
 
 
 def read_budget_rows(csv_path: Path, budget: Mapping[str, object]) -> list[dict[str, str]]:
@@ -496,7 +506,12 @@ def budget_key(budget_row: dict[str, object]) -> dict[str, str]:
 def invocation_time(results_dir: Path, budget_row: dict[str, object] | None = None) -> str:
     """What each invocation that wrote rows cost, from :data:`TIMING_FILE` (only those of ``budget_row``, the
     budget columns of the rows, when given: an entry records its own); empty when there is none."""
-    timings = [t for t in load_timings(results_dir) if budget_row is None or t.get("budget") == budget_key(budget_row)]
+    def of_budget(entry: dict, budget: dict[str, object]) -> bool:
+        # an entry written before a budget column existed had that column's default, as the CSV's rows
+        defaults = {k: COLUMN_DEFAULTS[k] for k in budget if k in COLUMN_DEFAULTS}
+        return {**defaults, **entry.get("budget", {})} == budget_key(budget)
+
+    timings = [t for t in load_timings(results_dir) if budget_row is None or of_budget(t, budget_row)]
     if not timings:
         return ""
     lines = ["Wall-clock time of each invocation of the benchmark that wrote rows, its hand-offs (phantoms, source "
@@ -524,7 +539,10 @@ def write_markdown(rows: list[dict[str, str]], scale_name: str, scale: TransferS
              f"for every method and N, the checkpoint of the best validation Dice ({scale.handoffs.num_val_cases} "
              "validation cases per seed, "
              "never the test set), one fixed held-out test set of "
-             f"{scale.handoffs.num_target_test} cases. Reduced against the paper: {scale.reduced}. Each seed draws "
+             f"{scale.handoffs.num_target_test} cases"
+             + (f", validated and evaluated by sliding windows at overlap {budget_row['sw_overlap']}"
+                if budget_row and "sw_overlap" in budget_row else "")
+             + f". Reduced against the paper: {scale.reduced}. Each seed draws "
              "its own validation cases and nested training subsets (`split_seed` = seed; rows of `transfer.csv` with "
              "`split_seed` ≠ seed are earlier runs that repeated seed 0's cases, kept but not tabled). Written by "
              "`benchmarks/transfer.py` from `transfer.csv`" + (f"; {machine}" if machine else "") + ".", ""]
@@ -658,7 +676,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
          bundles_dir: str | None = None, methods: str | None = None, workers: int = 1, ablations: bool | str = False,
          sizes: str | int | None = None, ablation_sizes: str | int | None = None, steps: int | None = None,
          lr_schedule: str | None = None, data_dir: str | None = None, handoffs_dir: str | None = None,
-         seeds: str | int | None = None) -> Path:
+         seeds: str | int | None = None, sw_overlap: float | None = None) -> Path:
     """Run (or resume) the benchmark and write ``transfer.csv``, ``transfer.md`` and ``transfer.png``.
 
     Args:
@@ -689,6 +707,10 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         seeds: comma-separated seeds instead of the scale's (e.g. ``3,4,5`` for a confirmation on fresh seeds; use
             its own ``--results``). A seed sets the run's initialisation and its training and validation cases
             (``split_seed``); the test set is the same for every seed.
+        sw_overlap: the overlap of the sliding windows the target runs validate and are evaluated with (default:
+            the finetune bundle's, :func:`bundle_sw_overlap`); recorded in every row and part of the budget, so
+            rows evaluated at another overlap are neither reused nor tabled (rows from before the column were
+            evaluated at 0.25).
 
     Returns:
         the path of ``transfer.md``.
@@ -732,6 +754,10 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "transfer.csv"
     bundles = Path(bundles_dir).resolve() if bundles_dir else default_bundles_dir()
+    if sw_overlap is None:
+        sw_overlap = bundle_sw_overlap(bundles)
+    elif isinstance(sw_overlap, bool) or not isinstance(sw_overlap, (int, float)) or not 0 <= sw_overlap < 1:
+        raise SystemExit(f"--sw_overlap must be a number in [0, 1), e.g. --sw_overlap 0.5, got {sw_overlap!r}.")
     runner = StageRunner(work, device, False, bundles, preload=True)
     h = s.handoffs
     # ``--ablations 0/1`` arrive as numbers
@@ -760,9 +786,10 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
               "num_samples": h.num_samples, "dataset_dir": handoffs["target_data"],
               "num_val_cases": h.num_val_cases, "source_ckpt": handoffs["source_ckpt"],
               "prior_ckpt": handoffs["prior_ckpt"], "swag_ckpt": handoffs["swag_ckpt"], "max_kernels": h.max_kernels,
-              "prior_refresh_interval": h.prior_refresh_interval, "train_mode": s.train_mode}
+              "prior_refresh_interval": h.prior_refresh_interval, "train_mode": s.train_mode,
+              "sw_overlap": float(sw_overlap)}
     # rows of another recipe (earlier rows: local reparameterization, a 2048-kernel subsample) stay in the CSV untabled
-    budget_row = budget_of(scale, s)
+    budget_row = budget_of(scale, s, sw_overlap)
     same = read_budget_rows(csv_path, budget_row)
     done = {(r["method"], int(r["num_train_cases"]), int(r["seed"])) for r in same}
     # N by N, seed by seed: an interrupted benchmark leaves complete (method) sets for the sizes it reached

@@ -387,6 +387,30 @@ class TestReadBudgetRows(unittest.TestCase):
             append_row(path, {**base, "seed": 3, "split_seed": 3, "steps": 2000})  # another budget
             self.assertEqual([r["seed"] for r in read_budget_rows(path, budget)], ["1"])
 
+    def test_rows_of_another_overlap_are_neither_reused_nor_tabled(self):
+        """The evaluation's sliding-window overlap is part of the budget: a row written before the column existed
+        counts as overlap 0.25 (every such run evaluated so), and by default the budget holds the bundle's own."""
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from transfer import SCALES, append_row, budget_of, bundle_sw_overlap, read_budget_rows
+
+        self.assertEqual(budget_of("cpu", SCALES["cpu"])["sw_overlap"], bundle_sw_overlap())
+        now, before = budget_of("cpu", SCALES["cpu"], 0.5), budget_of("cpu", SCALES["cpu"], 0.25)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "transfer.csv"
+            base = {"method": "dwp", "num_train_cases": 5}
+            append_row(path, {**base, **{k: v for k, v in now.items() if k != "sw_overlap"}, "seed": 1, "split_seed": 1})
+            append_row(path, {**base, **now, "seed": 2, "split_seed": 2})
+            self.assertEqual([r["seed"] for r in read_budget_rows(path, now)], ["2"])
+            self.assertEqual([r["seed"] for r in read_budget_rows(path, before)], ["1"])
+
+    def test_sw_overlap_must_be_a_fraction(self):
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from transfer import main
+
+        with tempfile.TemporaryDirectory() as tmp:
+            with self.assertRaisesRegex(SystemExit, r"--sw_overlap must be a number in \[0, 1\).*got 1.5"):
+                main(scale="cpu", work_dir=tmp, results=tmp, sw_overlap=1.5)
+
     def test_seeds_must_be_integers(self):
         sys.path.insert(0, str(REPO / "benchmarks"))
         from transfer import main
