@@ -78,7 +78,6 @@ LABELS = {"val_mean_dice": "Dice, per-case mean ↑", "val_iou": "IoU, per-case 
           "val_hd95": "HD95 (voxels) ↓", "ece": "ECE ↓", "fg_ece": "foreground ECE ↓",
           "auc_mutual_information": "AUC mutual information→error ↑"}
 HIGHER_IS_BETTER = {"val_mean_dice", "val_iou", "val_pooled_dice", "val_pooled_iou", "auc_mutual_information"}
-BUDGET_KEYS = ("scale", "steps", "lr_schedule", "patch_size", "spacing", "mc_samples", "sw_overlap")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -506,12 +505,10 @@ def budget_key(budget_row: dict[str, object]) -> dict[str, str]:
 def invocation_time(results_dir: Path, budget_row: dict[str, object] | None = None) -> str:
     """What each invocation that wrote rows cost, from :data:`TIMING_FILE` (only those of ``budget_row``, the
     budget columns of the rows, when given: an entry records its own); empty when there is none."""
-    def of_budget(entry: dict, budget: dict[str, object]) -> bool:
-        # an entry written before a budget column existed had that column's default, as the CSV's rows
-        defaults = {k: COLUMN_DEFAULTS[k] for k in budget if k in COLUMN_DEFAULTS}
-        return {**defaults, **entry.get("budget", {})} == budget_key(budget)
-
-    timings = [t for t in load_timings(results_dir) if budget_row is None or of_budget(t, budget_row)]
+    wanted = budget_key(budget_row) if budget_row is not None else {}
+    # an entry written before a budget column existed had that column's default, as the CSV's rows
+    timings = [t for t in load_timings(results_dir)
+               if all({**COLUMN_DEFAULTS, **t.get("budget", {})}.get(k) == v for k, v in wanted.items())]
     if not timings:
         return ""
     lines = ["Wall-clock time of each invocation of the benchmark that wrote rows, its hand-offs (phantoms, source "
