@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from monai_dwp.utils.machine import cpu_label
 
-__all__ = ["claim_run_dir", "best_validation", "describe_machine", "logged_seconds", "trained_seconds"]
+__all__ = ["claim_run_dir", "best_validation", "case_calibration", "case_dice", "demo_evaluation", "describe_machine",
+           "evaluator_seconds", "logged_seconds", "trained_seconds"]
 
 MARKER = "benchmark_run.json"
 """The file in a run folder that holds the settings (bundle overrides) of the run that made it."""
@@ -53,6 +56,68 @@ def trained_seconds(log: Path) -> float | None:
     finished. Time taken: HH:MM:SS.fff``), in seconds; ``None`` when it records none. What a resumed benchmark
     reports for a run whose training an earlier invocation finished (its own stage was skipped)."""
     return logged_seconds(log, r"SupervisedTrainer - INFO - Engine run finished")
+
+
+def evaluator_seconds(log: Path) -> float:
+    """The evaluator's wall time of the last run an evaluation log records (Ignite's ``SupervisedEvaluator ...
+    Epoch[1] Complete. Time taken: HH:MM:SS.fff``).
+
+    Raises:
+        ValueError: the log records no evaluator time.
+    """
+    seconds = logged_seconds(log, r"SupervisedEvaluator - INFO - Epoch\[\d+\] Complete")
+    if seconds is None:
+        raise ValueError(f"no evaluator time in {log}; rerun the study with --force to evaluate again.")
+    return seconds
+
+
+def case_dice(eval_dir: Path) -> dict[str, float]:
+    """``{case file name: Dice}`` from the ``val_mean_dice_raw.csv`` that the finetune bundle's ``evaluate.json``
+    wrote."""
+    with open(eval_dir / "val_mean_dice_raw.csv", newline="") as f:
+        return {Path(row["filename"]).name: float(row["mean"]) for row in csv.DictReader(f)}
+
+
+def case_calibration(eval_dir: Path) -> dict[str, dict[str, float]]:
+    """``{case file name: {"ece": ..., "fg_ece": ..., "auc_entropy": ..., "auc_mutual_information": ...}}`` from the
+    ``calibration.csv`` that the finetune bundle's ``evaluate.json`` wrote (per case, inside the brain mask)."""
+    keys = ("ece", "fg_ece", "auc_entropy", "auc_mutual_information")
+    with open(eval_dir / "calibration.csv", newline="") as f:
+        return {Path(row["filename"]).name: {k: float(row[k]) for k in keys} for row in csv.DictReader(f)}
+
+
+def demo_evaluation(demo: Path, methods: list[str], settings: Any) -> tuple[dict[str, Path], dict[str, object]]:
+    """Where one finished ``make demo`` left its target networks, and how the pipeline evaluates them.
+
+    Args:
+        demo: the checkout where ``make demo`` ran (``data/tumour``, the hand-offs in ``bundles/*/models``, ``dwp`` in
+            ``bundles/dwp_finetune/models``, the other methods in ``outputs/pipeline/runs``).
+        methods: the target methods.
+        settings: the pipeline's ``PipelineSettings`` that made them.
+
+    Returns:
+        ``({method: its ckpt_dir}, the finetune bundle's overrides shared by every evaluation)``.
+
+    Raises:
+        SystemExit: a network or hand-off is missing (``make demo`` has not run there).
+    """
+    from monai_dwp.bundle_utils import run_name
+
+    models = demo / "bundles"
+    source = models / "dwp_pretrain" / "models" / f"seed{settings.seeds[0]}"
+    prior = models / "dwp_prior" / "models" / "dwp_prior.pt"
+    ckpts = {m: models / "dwp_finetune" / "models" if m == "dwp" else
+             demo / "outputs" / "pipeline" / "runs" / run_name(m, settings.num_train_cases, 0) for m in methods}
+    missing = [str(p) for p in [*(c / "model.pt" for c in ckpts.values()), source / "model.pt", prior]
+               if not p.is_file()]
+    if missing:
+        raise SystemExit(f"--demo_dir {str(demo)!r} lacks {missing}; run `make demo` there first.")
+    common = dict(dataset_dir=demo / "data" / "tumour", num_train_cases=settings.num_train_cases,
+                  num_val_cases=settings.num_val_cases, source_ckpt=source / "model.pt", prior_ckpt=prior,
+                  swag_ckpt=source / "swag.pt", prior_refresh_interval=settings.prior_refresh_interval,
+                  spacing=[settings.spacing] * 3, patch_size=[settings.patch_size] * 3, batch_size=settings.batch_size,
+                  num_samples=settings.num_samples)
+    return ckpts, common
 
 
 def best_validation(log: Path) -> tuple[float, int]:

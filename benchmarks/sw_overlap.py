@@ -37,10 +37,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _runs import logged_seconds  # noqa: E402
+from _runs import case_dice, demo_evaluation, evaluator_seconds  # noqa: E402
 from _stats import paired_interval  # noqa: E402
 from _tables import interval_text  # noqa: E402
-from monai_dwp.bundle_utils import run_name  # noqa: E402
 from monai_dwp.pipeline import PipelineSettings, StageRunner, default_bundles_dir, stop_stages_on_sigterm  # noqa: E402
 from monai_dwp.transfer import BAYESIAN_METHODS, METHODS  # noqa: E402
 from monai_dwp.utils.io import atomic_write  # noqa: E402
@@ -53,21 +52,6 @@ MODES = ("constant", "gaussian")
 FIELDS = ["split", "method", "bayesian", "overlap", "mode", "case", "dice", "seconds_per_volume"]
 Setting = tuple[float, str]
 """A sliding-window setting: ``(overlap, blending mode)``."""
-
-
-def _case_dice(eval_dir: Path) -> dict[str, float]:
-    """``{case file name: Dice}`` from the ``val_mean_dice_raw.csv`` that ``evaluate.json`` wrote."""
-    with open(eval_dir / "val_mean_dice_raw.csv", newline="") as f:
-        return {Path(row["filename"]).name: float(row["mean"]) for row in csv.DictReader(f)}
-
-
-def _evaluator_seconds(log: Path) -> float:
-    """The evaluator's wall time of the last run an evaluation log records (Ignite's ``SupervisedEvaluator ...
-    Epoch[1] Complete. Time taken: HH:MM:SS.fff``)."""
-    seconds = logged_seconds(log, r"SupervisedEvaluator - INFO - Epoch\[\d+\] Complete")
-    if seconds is None:
-        raise ValueError(f"no evaluator time in {log}; rerun the study with --force to evaluate again.")
-    return seconds
 
 
 def parse_setting(part: str) -> Setting:
@@ -127,24 +111,12 @@ def main(demo_dir: str = ".", work_dir: str = "runs/sw_overlap", results: str | 
     unknown = [m for m in method_list if m not in METHODS]
     if unknown:
         raise SystemExit(f"--methods {unknown} are not fine-tuning methods; choose from {list(METHODS)}.")
-    models = demo / "bundles"
-    source = models / "dwp_pretrain" / "models" / f"seed{PIPELINE.seeds[0]}"
-    ckpts = {m: models / "dwp_finetune" / "models" if m == "dwp" else
-             demo / "outputs" / "pipeline" / "runs" / run_name(m, PIPELINE.num_train_cases, 0) for m in method_list}
-    missing = [str(p) for p in [*(c / "model.pt" for c in ckpts.values()), source / "model.pt",
-                                models / "dwp_prior" / "models" / "dwp_prior.pt"] if not p.is_file()]
-    if missing:
-        raise SystemExit(f"--demo_dir {demo_dir!r} lacks {missing}; run `make demo` there first.")
+    ckpts, common = demo_evaluation(demo, method_list, PIPELINE)
     work = Path(work_dir).resolve()
     out = Path(results).resolve() if results else ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     runner = StageRunner(work, "cpu", force, default_bundles_dir(), preload=True)
-    common = dict(dataset_dir=demo / "data" / "tumour", num_train_cases=PIPELINE.num_train_cases,
-                  num_val_cases=PIPELINE.num_val_cases, source_ckpt=source / "model.pt",
-                  prior_ckpt=models / "dwp_prior" / "models" / "dwp_prior.pt", swag_ckpt=source / "swag.pt",
-                  prior_refresh_interval=PIPELINE.prior_refresh_interval, spacing=[PIPELINE.spacing] * 3,
-                  patch_size=[PIPELINE.patch_size] * 3, batch_size=PIPELINE.batch_size,
-                  num_samples=PIPELINE.num_samples, mc_samples=PIPELINE.mc_samples)
+    common["mc_samples"] = PIPELINE.mc_samples
     load_before = os.getloadavg()
     chains = []
     for split in SPLITS:
@@ -166,8 +138,8 @@ def main(demo_dir: str = ".", work_dir: str = "runs/sw_overlap", results: str | 
     for split in SPLITS:
         for method in method_list:
             for setting in setting_list:
-                dice = _case_dice(work / split / method / label(setting))
-                seconds = _evaluator_seconds(runner.log_dir / f"{_stage(split, method, setting)}.log") / len(dice)
+                dice = case_dice(work / split / method / label(setting))
+                seconds = evaluator_seconds(runner.log_dir / f"{_stage(split, method, setting)}.log") / len(dice)
                 for case, value in sorted(dice.items()):
                     rows.append({"split": split, "method": method, "bayesian": method in BAYESIAN_METHODS,
                                  "overlap": setting[0], "mode": setting[1], "case": case, "dice": round(value, 5),

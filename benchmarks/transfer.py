@@ -244,7 +244,7 @@ SCALES: dict[str, TransferScale] = {
     "cpu": TransferScale(
         # 4 mm phantoms and 16³ target patches (the field of view of 24³ at 3 mm): six times the 3 mm scale's steps
         # fit 2 hours of 2 cores, near where random_init's validation Dice levels off; the source nets on 24³
-        # patches (the field of view of 32³ at 3 mm). The prior: 15 epochs instead of the demo's 50 (its validation
+        # patches (the field of view of 32³ at 3 mm). The prior: 15 epochs instead of the demo's 25 (its validation
         # ELBO changed by < 0.05 nats per kernel over epochs 10-15 of the 3 mm fit). The DWP term by the finetune
         # bundle's default estimator (a row records it; rows of another setting stay in the CSV untabled).
         handoffs=dataclasses.replace(PipelineSettings.default(), spacing=4.0, patch_size=24, num_target_pool=23,

@@ -11,7 +11,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from _runs import MARKER, best_validation, claim_run_dir, describe_machine, trained_seconds  # noqa: E402
+from _runs import (  # noqa: E402
+    MARKER,
+    best_validation,
+    case_calibration,
+    case_dice,
+    claim_run_dir,
+    demo_evaluation,
+    describe_machine,
+    evaluator_seconds,
+    trained_seconds,
+)
 
 
 class TestClaimRunDir(unittest.TestCase):
@@ -75,6 +85,48 @@ class TestDescribeMachine(unittest.TestCase):
         text = describe_machine("cpu", 2)
         self.assertIn("device cpu, 2 run(s) side by side", text)
         self.assertRegex(text, r"load average [0-9.]+ at the start")
+
+
+
+class TestEvaluationOutputs(unittest.TestCase):
+    """What the finetune bundle's evaluate.json writes, read back per case; a finished demo's networks located."""
+
+    def test_per_case_dice_calibration_and_evaluator_seconds(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "val_mean_dice_raw.csv").write_text(
+                "filename,class0,mean\n/data/imagesTr/a.nii.gz,0.5,0.5\n/data/imagesTr/b.nii.gz,0.25,0.25\n")
+            self.assertEqual(case_dice(Path(tmp)), {"a.nii.gz": 0.5, "b.nii.gz": 0.25})
+            (Path(tmp) / "calibration.csv").write_text(
+                "filename,ece,fg_ece,auc_entropy,auc_mutual_information,n_voxels\n"
+                "/data/imagesTr/a.nii.gz,0.01,0.02,0.9,0.8,100\n")
+            self.assertEqual(case_calibration(Path(tmp)), {"a.nii.gz": {"ece": 0.01, "fg_ece": 0.02, "auc_entropy": 0.9,
+                                                                        "auc_mutual_information": 0.8}})
+            log = Path(tmp) / "evaluate.log"
+            log.write_text("x - ignite.engine.engine.SupervisedEvaluator - INFO - Epoch[1] Complete. "
+                           "Time taken: 00:01:25.500\n")
+            self.assertEqual(evaluator_seconds(log), 85.5)
+            log.write_text("nothing\n")
+            with self.assertRaisesRegex(ValueError, r"no evaluator time in .*evaluate.log"):
+                evaluator_seconds(log)
+
+    def test_demo_evaluation(self):
+        from monai_dwp.pipeline import PipelineSettings
+
+        s = PipelineSettings.default()
+        with tempfile.TemporaryDirectory() as tmp:
+            demo = Path(tmp)
+            with self.assertRaisesRegex(SystemExit, r"lacks .*dwp_finetune/models/model.pt.*run `make demo` there"):
+                demo_evaluation(demo, ["dwp", "finetune"], s)
+            for rel in ("bundles/dwp_finetune/models/model.pt", "outputs/pipeline/runs/finetune_n5_seed0/model.pt",
+                        "bundles/dwp_pretrain/models/seed0/model.pt", "bundles/dwp_prior/models/dwp_prior.pt"):
+                (demo / rel).parent.mkdir(parents=True, exist_ok=True)
+                (demo / rel).write_text("")
+            ckpts, common = demo_evaluation(demo, ["dwp", "finetune"], s)
+            self.assertEqual(ckpts, {"dwp": demo / "bundles/dwp_finetune/models",
+                                     "finetune": demo / "outputs/pipeline/runs/finetune_n5_seed0"})
+            self.assertEqual(common["swag_ckpt"], demo / "bundles/dwp_pretrain/models/seed0/swag.pt")
+            self.assertEqual(common["patch_size"], [s.patch_size] * 3)
+            self.assertNotIn("mc_samples", common)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from .._quick_chain import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from sw_overlap import _case_dice, _evaluator_seconds, _markdown, choose, label, parse_settings  # noqa: E402
+from sw_overlap import _markdown, choose, label, parse_settings  # noqa: E402
 
 
 def _rows(split: str, setting: tuple[float, str], dice: dict[tuple[str, str], float], seconds: float) -> list[dict]:
@@ -68,19 +68,6 @@ class TestReport(unittest.TestCase):
                       "+0.060 [+0.060, +0.060] | (reference) | 12.0 / 12.0 |", md)
         self.assertIn("| `dwp` | 0.611 / 0.631 | 0.613 / 0.633 | 0.671 / 0.691 |", md)
         self.assertIn("overlap **0.5** with **constant** blending", md)
-
-    def test_per_case_dice_and_evaluator_seconds(self):
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "val_mean_dice_raw.csv").write_text(
-                "filename,class0,mean\n/data/imagesTr/a.nii.gz,0.5,0.5\n/data/imagesTr/b.nii.gz,0.25,0.25\n")
-            self.assertEqual(_case_dice(Path(tmp)), {"a.nii.gz": 0.5, "b.nii.gz": 0.25})
-            log = Path(tmp) / "evaluate.log"
-            log.write_text("x - ignite.engine.engine.SupervisedEvaluator - INFO - Epoch[1] Complete. "
-                           "Time taken: 00:01:25.500\n")
-            self.assertEqual(_evaluator_seconds(log), 85.5)
-            log.write_text("nothing\n")
-            with self.assertRaisesRegex(ValueError, r"no evaluator time in .*evaluate.log"):
-                _evaluator_seconds(log)
 
 
 if __name__ == "__main__":
