@@ -66,7 +66,8 @@ def parse_samples(value: str | int | tuple) -> list[int]:
     except ValueError:
         counts = []
     if len(counts) < 2 or counts[0] < 1:
-        raise SystemExit(f"--samples must name at least two Monte Carlo sample counts ≥ 1, e.g. 3,5,10; got {value!r}.")
+        raise SystemExit(f"--samples must name at least two Monte Carlo sample counts ≥ 1, e.g. 3,5,10; "
+                         f"got {value!r}.")
     return counts
 
 
@@ -232,9 +233,9 @@ def _markdown(rows: list[dict], margins: dict[str, float], machine: str, note: s
         "",
         f"Each row: T draws with inferer seed 1 − the reference, T = {reference} with seed 0 (independent draws), "
         f"paired over ({len(methods)} methods × cases), mean [95 % t-interval]; the row T = {reference} is the "
-        "reference's own Monte Carlo noise. Per case: the tumour Dice, the ECE and the AUC of the mutual information as "
-        "a detector of the errors, inside the brain mask. Seconds per volume: the evaluator's time over the cases, the "
-        "mean over the methods.",
+        "reference's own Monte Carlo noise. Per case: the tumour Dice, the ECE and the AUC of the mutual information "
+        "as a detector of the errors, inside the brain mask. Seconds per volume: the evaluator's time over the cases, "
+        "the mean over the methods.",
         "",
         "| T | split | " + " | ".join(f"{name} (margin ±{margins[m]:g})" for m, name in METRICS.items())
         + " | seconds per volume |",

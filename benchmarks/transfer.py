@@ -165,6 +165,23 @@ its prior train for. Each variant trains its own source nets (the same seeds, da
 ``<work_dir>/priors/<name>/``; its runs read that prior."""
 
 
+SOURCE_COUNT_ABLATIONS: dict[str, int] = {"dwp_prior_one_source": 1}
+"""The :data:`ABLATIONS` that fit the prior to fewer source nets: name -> how many of the scale's source nets (its
+first seeds) the prior is fitted to, for as many optimiser steps as the main prior (its epochs times the main prior's
+nets over this one's, :func:`source_count_settings`), into ``<work_dir>/priors/<name>/``. ``dwp_prior_one_source``
+asks whether the second source net (the pipeline's seeds 0 and 1 train side by side, and only the prior reads the
+second) earns its training time."""
+
+
+def source_count_settings(settings: PipelineSettings, count: int) -> PipelineSettings:
+    """The hand-off settings of a :data:`SOURCE_COUNT_ABLATIONS` variant: the first ``count`` seeds, and the prior's
+    epochs scaled so that it takes as many optimiser steps over their kernels as the main prior over all."""
+    if not 1 <= count <= len(settings.seeds):
+        raise ValueError(f"count must lie in [1, {len(settings.seeds)}] (the scale's source nets), got {count}.")
+    return dataclasses.replace(settings, seeds=settings.seeds[:count],
+                               prior_epochs=round(settings.prior_epochs * len(settings.seeds) / count))
+
+
 def source_settings(settings: PipelineSettings, fraction: float) -> PipelineSettings:
     """The hand-off settings of a :data:`SOURCE_ABLATIONS` variant: ``fraction`` of the source epochs (at least 2)
     and SWAG over at most all of them."""
@@ -185,7 +202,7 @@ ABLATIONS: dict[str, tuple[str, dict[str, object]]] = {
     "dwp_refresh_2": ("dwp", {"prior_refresh_interval": 2}),
     "dwp_control_variate": ("dwp", {"prior_control_variate": True}),
     "dwp_log_scale_lr_1e-4": ("dwp", {"log_scale_lr": 1e-4}),
-    **{name: ("dwp", {}) for name in (*PRIOR_ABLATIONS, *SOURCE_ABLATIONS)},  # dwp under another prior
+    **{name: ("dwp", {}) for name in (*PRIOR_ABLATIONS, *SOURCE_ABLATIONS, *SOURCE_COUNT_ABLATIONS)},  # another prior
     "gaussian_prior_source_init": ("gaussian_prior", {"source_init": True}),
     "gaussian_prior_log_scale_lr_1e-4": ("gaussian_prior", {"log_scale_lr": 1e-4}),
     "dwp_source_init_temperature_0.1": ("dwp", {"source_init": True, "kl_temperature": 0.1}),
@@ -221,7 +238,8 @@ starts at the source network and fine-tunes the prior's encoders with the poster
 the auxiliary :math:`r(z|w)` jointly (a tighter bound; the Gaussian prior has no counterpart).
 The ``dwp_prior_*`` variants run ``dwp`` under another prior (:data:`PRIOR_ABLATIONS`),
 the ``dwp_source_epochs_*`` variants under a prior fitted to source nets trained for fewer epochs
-(:data:`SOURCE_ABLATIONS`).
+(:data:`SOURCE_ABLATIONS`), ``dwp_prior_one_source`` under a prior fitted to one source net instead of two
+(:data:`SOURCE_COUNT_ABLATIONS`).
 ``source_gaussian_scale_*`` tighten the L2-SP prior around the
 source weights (``prior_scale`` 0.1 in the main table): its scale is chosen on validation among the three.
 ``swag_prior_scale_*`` narrow the SWAG prior (``swag_scale_factor`` λ = 10⁴ in the main table, the bundle's default:
@@ -239,7 +257,7 @@ SCALES: dict[str, TransferScale] = {
         handoffs=dataclasses.replace(PipelineSettings.quick(), num_target_pool=5, num_target_test=1, seeds=(0,)),
         sizes=(2, 3), seeds=(0,), methods=("random_init", "dwp"), steps=2, validations=1,
         reduced="a smoke test: 6 mm phantoms, 16³ patches, 2 optimiser steps; its numbers mean nothing",
-        ablations=("dwp_no_dwp_init", "dwp_source_epochs_quarter"), ablation_sizes=(2,),
+        ablations=("dwp_no_dwp_init", "dwp_source_epochs_quarter", "dwp_prior_one_source"), ablation_sizes=(2,),
     ),
     "cpu": TransferScale(
         # 4 mm phantoms and 16³ target patches (the field of view of 24³ at 3 mm): six times the 3 mm scale's steps
@@ -448,6 +466,10 @@ def _ablation_table(rows: list[dict[str, str]], scale: TransferScale, n: int) ->
             epochs = source_settings(scale.handoffs, SOURCE_ABLATIONS[name]).pretrain_epochs
             changes.append(f"prior fitted to source nets trained for {epochs} epochs (main prior: "
                            f"{scale.handoffs.pretrain_epochs})")
+        if name in SOURCE_COUNT_ABLATIONS:
+            fewer = source_count_settings(scale.handoffs, SOURCE_COUNT_ABLATIONS[name])
+            changes.append(f"prior fitted to {len(fewer.seeds)} source net(s) for {fewer.prior_epochs} epochs (main "
+                           f"prior: {len(scale.handoffs.seeds)} nets, {scale.handoffs.prior_epochs} epochs)")
         what = f"`{method}`, " + ", ".join(changes) if name in ABLATIONS else "reference (the table above)"
         cells = []
         for metric in ("best_val_dice", "val_pooled_dice"):
@@ -771,6 +793,10 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
     priors = {a: fit_prior(runner, h, output_dir=work / "priors" / a, name=f"prior_{a}", source_dir=sources,
                            **PRIOR_ABLATIONS[a])
               for a in variants if a in PRIOR_ABLATIONS}
+    # those fitted to fewer of the source nets
+    priors.update({a: fit_prior(runner, source_count_settings(h, SOURCE_COUNT_ABLATIONS[a]),
+                                output_dir=work / "priors" / a, name=f"prior_{a}", source_dir=sources)
+                   for a in variants if a in SOURCE_COUNT_ABLATIONS})
     # and those of the source training lengths, each fitted to source nets of its own
     priors.update({a: make_handoffs(runner, source_settings(h, SOURCE_ABLATIONS[a]), data, swag=False,
                                     source_dir=work / "sources" / a, prior_dir=work / "priors" / a,

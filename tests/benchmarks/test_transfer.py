@@ -38,7 +38,8 @@ class TestTransferBenchmark(unittest.TestCase):
             rows = list(csv.DictReader((root / "results" / "transfer.csv").open()))
             self.assertEqual(sorted((r["method"], r["num_train_cases"], r["seed"]) for r in rows),
                              [("dwp", "2", "0"), ("dwp", "3", "0"), ("dwp_no_dwp_init", "2", "0"),
-                              ("dwp_source_epochs_quarter", "2", "0"), ("random_init", "2", "0"),
+                              ("dwp_prior_one_source", "2", "0"), ("dwp_source_epochs_quarter", "2", "0"),
+                              ("random_init", "2", "0"),
                               ("random_init", "3", "0")])
             for r in rows:
                 self.assertEqual((r["scale"], r["steps"], r["lr_schedule"]), ("tiny", "2", "constant"))
@@ -56,7 +57,7 @@ class TestTransferBenchmark(unittest.TestCase):
             md = (root / "results" / "transfer.md").read_text()
             self.assertIn("Kuzina, Egorov & Burnaev (2019)", md)
             # the whole command's wall time, hand-offs included (they were found made: the quick chain's)
-            self.assertRegex(md, r"\n- started [0-9-]+ [0-9:]+ UTC: 6 runs in [0-9]+ min, [0-9.]+ min of it for the "
+            self.assertRegex(md, r"\n- started [0-9-]+ [0-9:]+ UTC: 7 runs in [0-9]+ min, [0-9.]+ min of it for the "
                                  r"hand-offs \(the source nets and prior found made\), 2 run\(s\) side by side\.\n")
             self.assertIn("| method | N = 2 | N = 3 |", md)
             # one seed: a paired difference without an interval
@@ -87,6 +88,17 @@ class TestTransferBenchmark(unittest.TestCase):
             self.assertNotIn(str(variant), (root / "work" / "logs" / "dwp_n2_seed0_train.log").read_text())
             self.assertRegex(md, r"\| `dwp_source_epochs_quarter` \| `dwp`, prior fitted to source nets trained for 2 "
                                  r"epochs \(main prior: 2\) \|")
+            # the prior of one source net: seed 0's kernels only, in its own folder, read by its run (the tiny scale
+            # has one source net, so its epochs stay the main prior's; their scaling: the unit test below)
+            one = root / "work" / "priors" / "dwp_prior_one_source" / "dwp_prior.pt"
+            prior = (root / "work" / "logs" / "prior_dwp_prior_one_source.log").read_text()
+            self.assertRegex(prior, r"> source_ckpts: \['[^',]*/bundles/dwp_pretrain/models/seed0/model.pt'\]")
+            self.assertIn("> epochs: 1\n", prior)
+            self.assertTrue(one.is_file())
+            self.assertIn(f"--prior_ckpt {one}",
+                          (root / "work" / "logs" / "dwp_prior_one_source_n2_seed0_train.log").read_text())
+            self.assertRegex(md, r"\| `dwp_prior_one_source` \| `dwp`, prior fitted to 1 source net\(s\) for 1 epochs "
+                                 r"\(main prior: 1 nets, 1 epochs\) \|")
             self.assertGreater((root / "results" / "transfer.png").stat().st_size, 5_000)
             # the hand-offs in the bundles' models/ were reused, the target phantoms made
             log = proc.stdout + proc.stderr
@@ -102,7 +114,7 @@ class TestTransferBenchmark(unittest.TestCase):
                                           "0"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
             self.assertEqual(again.returncode, 0, again.stderr[-3000:])
             self.assertNotIn("[run ]", again.stdout + again.stderr)
-            self.assertEqual(len(list(csv.DictReader((root / "results" / "transfer.csv").open()))), 6)
+            self.assertEqual(len(list(csv.DictReader((root / "results" / "transfer.csv").open()))), 7)
 
             def unloaded(text: str) -> str:
                 return re.sub(r"load average [0-9.]+", "load average", text)
@@ -234,6 +246,23 @@ class TestAblationTable(unittest.TestCase):
         text = "\n".join(_ablation_table(rows, SCALES["cpu"], 10))
         self.assertIn("### N = 10", text)
         self.assertIn("| `dwp_prior_latent_16` | `dwp`, prior fitted with `latent_size=16` |", text)
+
+    def test_a_prior_of_fewer_source_nets_takes_as_many_steps(self):
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from transfer import SCALES, _ablation_table, source_count_settings
+
+        h = SCALES["cpu"].handoffs
+        one = source_count_settings(h, 1)
+        self.assertEqual((one.seeds, one.prior_epochs), (h.seeds[:1], h.prior_epochs * len(h.seeds)))
+        self.assertEqual(source_count_settings(h, len(h.seeds)), h)
+        for bad in (0, len(h.seeds) + 1):
+            with self.assertRaisesRegex(ValueError, r"count must lie in \[1, 2\] \(the scale's source nets\)"):
+                source_count_settings(h, bad)
+        rows = [{"method": m, "num_train_cases": "5", "seed": "0", "best_val_dice": "0.3", "val_pooled_dice": "0.4",
+                 "ece": "0.01"} for m in ("dwp", "dwp_prior_one_source")]
+        text = "\n".join(_ablation_table(rows, SCALES["cpu"], 5))
+        self.assertIn("| `dwp_prior_one_source` | `dwp`, prior fitted to 1 source net(s) for 30 epochs (main prior: 2 "
+                      "nets, 15 epochs) |", text)
 
     def test_every_override_is_a_finetune_bundle_setting(self):
         """An ablation's overrides reach ``monai.bundle run`` as ``--key value``: a key the finetune bundle does not
