@@ -14,7 +14,7 @@ from typing import Any
 from monai_dwp.utils.machine import cpu_label
 
 __all__ = ["claim_run_dir", "best_validation", "case_calibration", "case_dice", "demo_evaluation", "describe_machine",
-           "evaluator_seconds", "logged_seconds", "trained_seconds"]
+           "evaluation_machine", "evaluator_seconds", "logged_seconds", "trained_seconds", "write_rows"]
 
 MARKER = "benchmark_run.json"
 """The file in a run folder that holds the settings (bundle overrides) of the run that made it."""
@@ -137,3 +137,25 @@ def describe_machine(device: str | None, workers: int) -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"run on {name} ({os.cpu_count()} CPU cores), PyTorch {torch.__version__}, device {dev}, {workers} "
             f"run(s) side by side, load average {load:.1f} at the start")
+
+
+def evaluation_machine(workers: int, load_before: tuple[float, float, float]) -> str:
+    """The machine of a study of evaluations run ``workers`` side by side, in words: cores, processor, PyTorch, threads
+    per evaluation and the load average when the study started (``load_before``) and now."""
+    import torch
+
+    return (f"{os.cpu_count()}-core CPU ({cpu_label()}), PyTorch {torch.__version__}, {workers} evaluation(s) side by "
+            f"side with {max(1, (os.cpu_count() or 1) // workers)} thread(s) each; load average {load_before[0]:.2f} "
+            f"when this call started, {os.getloadavg()[0]:.2f} when it ended")
+
+
+def write_rows(path: Path, rows: list[dict[str, object]], fields: list[str]) -> None:
+    """Write ``rows`` as a CSV with the columns ``fields`` to ``path``, atomically (a reader never sees half a file)."""
+    from monai_dwp.utils.io import atomic_write
+
+    def write(f) -> None:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+    atomic_write(path, "w", write)

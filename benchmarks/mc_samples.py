@@ -30,7 +30,6 @@ Usage::
 
 from __future__ import annotations
 
-import csv
 import os
 import statistics
 import sys
@@ -39,13 +38,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _runs import case_calibration, case_dice, demo_evaluation, evaluator_seconds  # noqa: E402
+from _runs import (  # noqa: E402
+    case_calibration,
+    case_dice,
+    demo_evaluation,
+    evaluation_machine,
+    evaluator_seconds,
+    write_rows,
+)
 from _stats import paired_interval  # noqa: E402
 from _tables import interval_text  # noqa: E402
 from monai_dwp.pipeline import PipelineSettings, StageRunner, default_bundles_dir, stop_stages_on_sigterm  # noqa: E402
 from monai_dwp.transfer import BAYESIAN_METHODS  # noqa: E402
 from monai_dwp.utils.io import atomic_write  # noqa: E402
-from monai_dwp.utils.machine import cpu_label  # noqa: E402
 
 PIPELINE = PipelineSettings.default()
 """The pipeline's settings, whose evaluation this study repeats."""
@@ -157,12 +162,8 @@ def main(demo_dir: str = ".", work_dir: str = "runs/mc_samples", results: str | 
                                  "dice": round(value, 5), **{k: round(calibration[case][k], 6) for k in METRICS
                                                              if k != "dice"},
                                  "seconds_per_volume": round(seconds, 2)})
-    atomic_write(out / "mc_samples.csv", "w", lambda f: _write_csv(f, rows))
-    import torch
-
-    machine = (f"{os.cpu_count()}-core CPU ({cpu_label()}), PyTorch {torch.__version__}, {workers} evaluation(s) side "
-               f"by side with {max(1, (os.cpu_count() or 1) // workers)} thread(s) each; load average "
-               f"{load_before[0]:.2f} when this call started, {os.getloadavg()[0]:.2f} when it ended")
+    write_rows(out / "mc_samples.csv", rows, FIELDS)
+    machine = evaluation_machine(workers, load_before)
     text = _markdown(rows, margin, machine, note)
     atomic_write(out / "mc_samples.md", "w", lambda f: f.write(text))
     return out / "mc_samples.md"
@@ -170,12 +171,6 @@ def main(demo_dir: str = ".", work_dir: str = "runs/mc_samples", results: str | 
 
 def _stage(split: str, method: str, samples: int, seed: int) -> str:
     return f"evaluate_{split}_{method}_{label(samples, seed)}"
-
-
-def _write_csv(f, rows: list[dict[str, object]]) -> None:
-    writer = csv.DictWriter(f, fieldnames=FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
 
 
 def _diffs(a: dict[Key, float], b: dict[Key, float]) -> list[float]:

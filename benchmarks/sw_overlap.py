@@ -27,7 +27,6 @@ Usage::
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import statistics
@@ -37,13 +36,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _runs import case_dice, demo_evaluation, evaluator_seconds  # noqa: E402
+from _runs import case_dice, demo_evaluation, evaluation_machine, evaluator_seconds, write_rows  # noqa: E402
 from _stats import paired_interval  # noqa: E402
 from _tables import interval_text  # noqa: E402
 from monai_dwp.pipeline import PipelineSettings, StageRunner, default_bundles_dir, stop_stages_on_sigterm  # noqa: E402
 from monai_dwp.transfer import BAYESIAN_METHODS, METHODS  # noqa: E402
 from monai_dwp.utils.io import atomic_write  # noqa: E402
-from monai_dwp.utils.machine import cpu_label  # noqa: E402
 
 PIPELINE = PipelineSettings.default()
 """The pipeline's settings, whose evaluation this study repeats."""
@@ -144,12 +142,8 @@ def main(demo_dir: str = ".", work_dir: str = "runs/sw_overlap", results: str | 
                     rows.append({"split": split, "method": method, "bayesian": method in BAYESIAN_METHODS,
                                  "overlap": setting[0], "mode": setting[1], "case": case, "dice": round(value, 5),
                                  "seconds_per_volume": round(seconds, 2)})
-    atomic_write(out / "sw_overlap.csv", "w", lambda f: _write_csv(f, rows))
-    import torch
-
-    machine = (f"{os.cpu_count()}-core CPU ({cpu_label()}), PyTorch {torch.__version__}, {workers} evaluation(s) side "
-               f"by side with {max(1, (os.cpu_count() or 1) // workers)} thread(s) each; load average "
-               f"{load_before[0]:.2f} when this call started, {os.getloadavg()[0]:.2f} when it ended")
+    write_rows(out / "sw_overlap.csv", rows, FIELDS)
+    machine = evaluation_machine(workers, load_before)
     text = _markdown(rows, before, machine, note)
     atomic_write(out / "sw_overlap.md", "w", lambda f: f.write(text))
     return out / "sw_overlap.md"
@@ -157,12 +151,6 @@ def main(demo_dir: str = ".", work_dir: str = "runs/sw_overlap", results: str | 
 
 def _stage(split: str, method: str, setting: Setting) -> str:
     return f"evaluate_{split}_{method}_{label(setting)}"
-
-
-def _write_csv(f, rows: list[dict[str, object]]) -> None:
-    writer = csv.DictWriter(f, fieldnames=FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
 
 
 def choose(dice: dict[Setting, dict[tuple[str, str], float]], incumbent: Setting) -> Setting:

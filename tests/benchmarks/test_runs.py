@@ -19,8 +19,10 @@ from _runs import (  # noqa: E402
     claim_run_dir,
     demo_evaluation,
     describe_machine,
+    evaluation_machine,
     evaluator_seconds,
     trained_seconds,
+    write_rows,
 )
 
 
@@ -108,6 +110,16 @@ class TestEvaluationOutputs(unittest.TestCase):
             log.write_text("nothing\n")
             with self.assertRaisesRegex(ValueError, r"no evaluator time in .*evaluate.log"):
                 evaluator_seconds(log)
+
+    def test_rows_and_machine_of_a_study(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "study.csv"
+            write_rows(path, [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}], ["a", "b"])
+            self.assertEqual(path.read_text().splitlines(), ["a,b", "1,x", "2,y"])
+            self.assertEqual([p.name for p in Path(tmp).iterdir()], ["study.csv"])  # no temporary file left
+        text = evaluation_machine(2, (1.5, 1.0, 0.5))
+        self.assertRegex(text, r"^[0-9]+-core CPU \(.+\), PyTorch [0-9.]+.*, 2 evaluation\(s\) side by side with "
+                               r"[0-9]+ thread\(s\) each; load average 1.50 when this call started, [0-9.]+ when it ended$")
 
     def test_demo_evaluation(self):
         from monai_dwp.pipeline import PipelineSettings
