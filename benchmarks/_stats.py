@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Hashable, Mapping
 
-__all__ = ["T_975", "paired_interval", "t_975"]
+__all__ = ["T_975", "paired_diffs", "paired_interval", "t_975"]
 
 T_975: dict[int, float] = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
                            9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120,
@@ -27,3 +28,8 @@ def paired_interval(diffs: list[float]) -> tuple[float, float, float]:
         return mean, math.nan, math.nan
     half = t_975(len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
     return mean, mean - half, mean + half
+
+
+def paired_diffs(a: Mapping[Hashable, float], b: Mapping[Hashable, float]) -> list[float]:
+    """``a[k] - b[k]`` over the keys the two share (e.g. ``(method, case)`` pairs), in sorted key order."""
+    return [a[k] - b[k] for k in sorted(set(a) & set(b))]

@@ -46,7 +46,7 @@ from _runs import (  # noqa: E402
     evaluator_seconds,
     write_rows,
 )
-from _stats import paired_interval  # noqa: E402
+from _stats import paired_diffs, paired_interval  # noqa: E402
 from _tables import interval_text  # noqa: E402
 from monai_dwp.pipeline import PipelineSettings, StageRunner, default_bundles_dir, stop_stages_on_sigterm  # noqa: E402
 from monai_dwp.transfer import BAYESIAN_METHODS  # noqa: E402
@@ -173,14 +173,10 @@ def _stage(split: str, method: str, samples: int, seed: int) -> str:
     return f"evaluate_{split}_{method}_{label(samples, seed)}"
 
 
-def _diffs(a: dict[Key, float], b: dict[Key, float]) -> list[float]:
-    return [a[k] - b[k] for k in sorted(set(a) & set(b))]
-
-
 def equivalent(a: dict[Key, float], b: dict[Key, float], margin: float) -> bool:
     """Whether the paired differences ``a - b`` (over their common keys) have their whole 95 % t-interval inside
     ``[-margin, margin]``; never with fewer than two pairs."""
-    diffs = _diffs(a, b)
+    diffs = paired_diffs(a, b)
     if len(diffs) < 2:
         return False
     _, low, high = paired_interval(diffs)
@@ -239,7 +235,8 @@ def _markdown(rows: list[dict], margins: dict[str, float], machine: str, note: s
     for split in SPLITS:
         for t in counts:
             run = (split, t, 1)
-            cells = [interval_text(_diffs(values[run][m], values[(split, reference, 0)][m]), digits=4) for m in METRICS]
+            cells = [interval_text(paired_diffs(values[run][m], values[(split, reference, 0)][m]), digits=4)
+                     for m in METRICS]
             lines.append(f"| {t} | {split} | " + " | ".join(cells) + f" | {statistics.mean(seconds[run]):.1f} |")
     lines += ["", "Mean per method at seed 1, validation / test (Dice | ECE | AUC MI→error):", "",
               "| method | " + " | ".join(f"T = {t}" for t in counts) + " |", "|---|" + "---|" * len(counts)]

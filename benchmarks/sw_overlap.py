@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from _runs import case_dice, demo_evaluation, evaluation_machine, evaluator_seconds, write_rows  # noqa: E402
-from _stats import paired_interval  # noqa: E402
+from _stats import paired_diffs, paired_interval  # noqa: E402
 from _tables import interval_text  # noqa: E402
 from monai_dwp.pipeline import PipelineSettings, StageRunner, default_bundles_dir, stop_stages_on_sigterm  # noqa: E402
 from monai_dwp.transfer import BAYESIAN_METHODS, METHODS  # noqa: E402
@@ -174,12 +174,8 @@ def choose(dice: dict[Setting, dict[tuple[str, str], float]], incumbent: Setting
     return current
 
 
-def _diffs(a: dict[tuple[str, str], float], b: dict[tuple[str, str], float]) -> list[float]:
-    return [a[k] - b[k] for k in sorted(set(a) & set(b))]
-
-
 def _low(a: dict[tuple[str, str], float], b: dict[tuple[str, str], float]) -> float:
-    _, low, _ = paired_interval(_diffs(a, b))
+    _, low, _ = paired_interval(paired_diffs(a, b))
     return low if low == low else -math.inf
 
 
@@ -204,7 +200,7 @@ def _markdown(rows: list[dict], incumbent: Setting, machine: str, note: str = ""
         if s == ref:
             return "(reference)"
         values = {k: v for k, v in dice[(split, s)].items() if k[0] in group}
-        return interval_text(_diffs(values, dice[(split, ref)])) if group else "–"
+        return interval_text(paired_diffs(values, dice[(split, ref)])) if group else "–"
 
     lines = [
         "# Sliding-window settings of the evaluation: Dice against seconds per volume",

@@ -11,7 +11,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from _stats import paired_interval, t_975  # noqa: E402
+from _stats import paired_diffs, paired_interval, t_975  # noqa: E402
 from mc_inference import interval_width  # noqa: E402
 
 
@@ -53,6 +53,15 @@ class TestIntervals(unittest.TestCase):
         self.assertEqual(max(many) - min(many), max(few) - min(few))
         self.assertAlmostEqual(interval_width(few), (paired_interval(few)[2] - paired_interval(few)[1]) / 1.01)
         self.assertEqual(interval_width([1.0]), math.inf)
+
+
+
+class TestPairedDiffs(unittest.TestCase):
+    def test_over_the_shared_keys_in_key_order(self):
+        a = {("dwp", "c2"): 0.5, ("dwp", "c1"): 0.75, ("dwp", "c3"): 0.1}
+        b = {("dwp", "c1"): 0.5, ("dwp", "c2"): 0.25, ("finetune", "c1"): 0.9}
+        self.assertEqual(paired_diffs(a, b), [0.25, 0.25])
+        self.assertEqual(paired_diffs(a, {}), [])
 
 
 if __name__ == "__main__":
