@@ -14,7 +14,8 @@ from typing import Any
 from monai_dwp.utils.machine import cpu_label
 
 __all__ = ["claim_run_dir", "best_validation", "case_calibration", "case_dice", "demo_evaluation", "describe_machine",
-           "evaluation_machine", "evaluator_seconds", "logged_seconds", "trained_seconds", "write_rows"]
+           "evaluation_machine", "evaluator_seconds", "logged_seconds", "mean_test_dice", "reuse_source_run",
+           "trained_seconds", "write_rows"]
 
 MARKER = "benchmark_run.json"
 """The file in a run folder that holds the settings (bundle overrides) of the run that made it."""
@@ -159,3 +160,38 @@ def write_rows(path: Path, rows: list[dict[str, object]], fields: list[str]) -> 
         writer.writerows(rows)
 
     atomic_write(path, "w", write)
+
+
+def mean_test_dice(eval_dir: Path) -> float:
+    """The mean test Dice that an evaluate config's ``AtomicMetricsSaver`` wrote to ``<eval_dir>/metrics.csv``.
+
+    Raises:
+        ValueError: the file holds no ``val_mean_dice``.
+    """
+    from monai_dwp.report import collect_metrics
+
+    metrics = collect_metrics(eval_dir)
+    if "val_mean_dice" not in metrics:
+        raise ValueError(f"no val_mean_dice in {eval_dir / 'metrics.csv'}")
+    return metrics["val_mean_dice"]
+
+
+def reuse_source_run(runner: Any, spec: str, logs: Path, epochs: int, prefix: str) -> None:
+    """Copy a source net that the pipeline trained (``spec`` = ``seed<S>=<folder>``, its training log
+    ``<logs>/pretrain_seed<S>.log``) into a study's layout as the run ``<prefix>_seed<S>`` (folder
+    ``<output_dir>/runs/``, log ``<output_dir>/logs/train_<prefix>_seed<S>.log``), where its stages are then skipped.
+
+    Raises:
+        SystemExit: ``spec`` is malformed, ``<folder>`` holds no finished ``epochs``-epoch run, or the log is missing.
+    """
+    seed_text, _, folder = spec.partition("=")
+    match = re.fullmatch(r"seed(\d+)", seed_text)
+    if not match or not (Path(folder) / f"checkpoint_epoch={epochs}.pt").is_file():
+        raise SystemExit(f"--reuse {spec!r}: give seed<S>=<folder> with a finished {epochs}-epoch run in <folder>.")
+    log = logs / f"pretrain_seed{match.group(1)}.log"
+    if not log.is_file():
+        raise SystemExit(f"--reuse {spec!r}: no training log {log}; pass --reuse_logs with the pipeline's logs/.")
+    dst = runner.output_dir / "runs" / f"{prefix}_seed{match.group(1)}"
+    if not dst.exists():
+        shutil.copytree(folder, dst, ignore=shutil.ignore_patterns("eval*", "predictions"))
+        shutil.copy(log, runner.log_dir / f"train_{prefix}_seed{match.group(1)}.log")

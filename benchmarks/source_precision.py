@@ -26,18 +26,15 @@ from __future__ import annotations
 
 import csv
 import os
-import re
-import shutil
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _runs import best_validation, trained_seconds  # noqa: E402
+from _runs import best_validation, mean_test_dice, reuse_source_run, trained_seconds  # noqa: E402
 from _tables import interval_text, mean_sd  # noqa: E402
 from monai_dwp.pipeline import PipelineSettings, StageRunner, default_bundles_dir, stop_stages_on_sigterm  # noqa: E402
-from monai_dwp.report import collect_metrics  # noqa: E402
 from monai_dwp.utils.io import atomic_write  # noqa: E402
 from monai_dwp.utils.machine import cpu_label  # noqa: E402
 from monai_dwp.utils.validation import check_int  # noqa: E402
@@ -46,30 +43,6 @@ DTYPES = ("float32", "bfloat16")
 PIPELINE = PipelineSettings.default()
 """The pipeline's settings, whose source training this study repeats."""
 FIELDS = ["compute_dtype", "seed", "best_val_dice", "best_epoch", "test_dice", "train_seconds", "seconds_per_epoch"]
-
-
-def _test_dice(eval_dir: Path) -> float:
-    """The mean test Dice that the evaluate config's ``AtomicMetricsSaver`` wrote to ``metrics.csv``."""
-    metrics = collect_metrics(eval_dir)
-    if "val_mean_dice" not in metrics:
-        raise ValueError(f"no val_mean_dice in {eval_dir / 'metrics.csv'}")
-    return metrics["val_mean_dice"]
-
-
-def _reuse(runner: StageRunner, spec: str, logs: Path, epochs: int) -> None:
-    """Copy a float32 source net the pipeline trained (``seed<S>=<folder>``, its log ``<logs>/pretrain_seed<S>.log``)
-    into the study's layout, where its stages are then skipped."""
-    seed_text, _, folder = spec.partition("=")
-    match = re.fullmatch(r"seed(\d+)", seed_text)
-    if not match or not (Path(folder) / f"checkpoint_epoch={epochs}.pt").is_file():
-        raise SystemExit(f"--reuse {spec!r}: give seed<S>=<folder> with a finished {epochs}-epoch run in <folder>.")
-    log = logs / f"pretrain_seed{match.group(1)}.log"
-    if not log.is_file():
-        raise SystemExit(f"--reuse {spec!r}: no training log {log}; pass --reuse_logs with the pipeline's logs/.")
-    dst = runner.output_dir / "runs" / f"float32_seed{match.group(1)}"
-    if not dst.exists():
-        shutil.copytree(folder, dst, ignore=shutil.ignore_patterns("eval*", "predictions"))
-        shutil.copy(log, runner.log_dir / f"train_float32_seed{match.group(1)}.log")
 
 
 def main(data_dir: str, work_dir: str = "runs/source_precision", results: str | None = None,
@@ -103,7 +76,7 @@ def main(data_dir: str, work_dir: str = "runs/source_precision", results: str | 
     runner = StageRunner(work, "cpu", False, default_bundles_dir(), preload=True)
     for spec in ([reuse] if isinstance(reuse, str) else list(reuse)):
         for part in filter(None, str(spec).split(",")):
-            _reuse(runner, part, Path(reuse_logs or "outputs/pipeline/logs"), epochs)
+            reuse_source_run(runner, part, Path(reuse_logs or "outputs/pipeline/logs"), epochs, "float32")
     load_before = os.getloadavg()
     common = dict(dataset_dir=Path(data_dir).resolve(), num_val_cases=num_val_cases, spacing=[spacing] * 3,
                   patch_size=[patch_size] * 3)
@@ -132,7 +105,7 @@ def main(data_dir: str, work_dir: str = "runs/source_precision", results: str | 
             dice, epoch = best_validation(log)
             seconds = trained_seconds(log)
             rows.append({"compute_dtype": dtype, "seed": s, "best_val_dice": round(dice, 4), "best_epoch": epoch,
-                         "test_dice": round(_test_dice(work / "runs" / name / "eval_float32"), 4),
+                         "test_dice": round(mean_test_dice(work / "runs" / name / "eval_float32"), 4),
                          "train_seconds": None if seconds is None else round(seconds, 1),
                          "seconds_per_epoch": None if seconds is None else round(seconds / epochs, 2)})
     atomic_write(out / "source_precision.csv", "w", lambda f: _write_csv(f, rows))

@@ -166,6 +166,8 @@ KEY_RULES: dict[str, Callable[[Any, str], Any]] = {
     "compute_dtype": _compute_dtype,
     "val_fraction": lambda v, n: check_float(v, n, minimum=0.0, maximum=1.0, include_minimum=False,
                                              include_maximum=False),
+    "lr_final_fraction": lambda v, n: check_float(v, n, minimum=0.0, maximum=1.0,
+                                                  hint="the cosine's last rate over the first"),
 }
 """How each top-level bundle key is checked (and, for booleans, converted) at start-up by :func:`check_keys`."""
 

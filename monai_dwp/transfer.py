@@ -342,10 +342,11 @@ def parameter_groups(
 
 
 def make_lr_scheduler(
-    optimizer: torch.optim.Optimizer, schedule: str, total_steps: int
+    optimizer: torch.optim.Optimizer, schedule: str, total_steps: int, final_fraction: float = 0.0,
+    anneal_steps: int | None = None,
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
-    r"""The learning-rate schedule of a target run, stepped once per optimiser step (MONAI's ``LrScheduleHandler``
-    with ``epoch_level=False``).
+    r"""The learning-rate schedule of a training run, stepped once per optimiser step (MONAI's ``LrScheduleHandler``
+    with ``epoch_level=False``); the finetune bundle's target runs and the pretrain bundle's source runs.
 
     - ``"constant"``: no scheduler (``None``); every step uses the optimizer's learning rate(s).
     - ``"cosine"``: :class:`torch.optim.lr_scheduler.CosineAnnealingLR` with ``T_max = total_steps``, i.e.
@@ -354,18 +355,34 @@ def make_lr_scheduler(
       With a few cases and a fixed step budget Adam at a constant rate keeps the weights moving to the end: the
       validation Dice of one run swings by tens of points between neighbouring epochs, so the chosen checkpoint
       is mostly luck. Annealing lets the last epochs settle.
+    - ``"cosine"`` with ``final_fraction`` :math:`f > 0` or ``anneal_steps`` :math:`A < T`:
+      :class:`torch.optim.swa_utils.SWALR` (``anneal_strategy="cos"``), i.e. the cosine from :math:`\eta_0` down
+      to :math:`f \eta_0` over the first :math:`A` steps, then :math:`f \eta_0` for the rest of the run. This is
+      the schedule of a source run that records SWAG moments (Maddox et al., NeurIPS 2019): SWAG reads the
+      iterates of a *constant* rate as samples around a mode, so the rate stops falling where the recording
+      starts.
 
     Args:
         optimizer: the run's optimizer (every group is annealed from its own learning rate).
         schedule: one of :data:`LR_SCHEDULES`.
         total_steps: optimiser steps of the whole run (``epochs × iterations per epoch``).
+        final_fraction: the rate where the cosine ends, as a fraction of each group's rate, in ``[0, 1]``.
+        anneal_steps: the steps the cosine takes, in ``[0, total_steps]`` (``None``: ``total_steps``).
 
     Raises:
-        ValueError: an unknown ``schedule`` or ``total_steps < 1``.
+        ValueError: an unknown ``schedule``, ``total_steps < 1``, ``final_fraction`` outside ``[0, 1]`` or
+            ``anneal_steps`` outside ``[0, total_steps]``.
     """
     if schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}.")
     total_steps = check_int(total_steps, "total_steps", minimum=1, hint="epochs × iterations per epoch")
+    final_fraction = check_float(final_fraction, "final_fraction", minimum=0.0, maximum=1.0)
+    if anneal_steps is not None:
+        anneal_steps = check_int(anneal_steps, "anneal_steps", minimum=0, maximum=total_steps)
     if schedule == "constant":
         return None
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    if final_fraction == 0.0 and anneal_steps in (None, total_steps):
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    final = [float(group["lr"]) * final_fraction for group in optimizer.param_groups]
+    steps = total_steps if anneal_steps is None else anneal_steps
+    return torch.optim.swa_utils.SWALR(optimizer, swa_lr=final, anneal_epochs=steps, anneal_strategy="cos")

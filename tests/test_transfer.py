@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import tempfile
 import unittest
 from pathlib import Path
@@ -201,12 +202,42 @@ class TestTransfer(unittest.TestCase):
             make_lr_scheduler(optimizer, "linear", 10)
         with self.assertRaisesRegex(ValueError, r"total_steps must be .*got 0"):
             make_lr_scheduler(optimizer, "cosine", 0)
+        with self.assertRaisesRegex(ValueError, r"final_fraction must lie in \[0.0, 1.0\], got 1.5"):
+            make_lr_scheduler(optimizer, "cosine", 10, final_fraction=1.5)
+        with self.assertRaisesRegex(ValueError, r"anneal_steps must be .*got 11"):
+            make_lr_scheduler(optimizer, "cosine", 10, anneal_steps=11)
         # the bundle key, checked at start-up
         from monai_dwp.bundle_utils import InvalidKeyError, check_keys
 
         with self.assertRaisesRegex(InvalidKeyError, r"^--lr_schedule must be one of constant, cosine, got 'linear'\. "
                                                      r"Fix the override or the config value of 'lr_schedule'\.$"):
             check_keys(lr_schedule="linear")
+
+    def test_cosine_to_a_floor_then_constant(self):
+        # the source runs' schedule: the cosine from eta_0 to f eta_0 over the first A steps, then f eta_0
+        net = DWPUNet(spatial_dims=3, bayesian=True, **SMALL)
+        optimizer = torch.optim.Adam(parameter_groups(net, log_scale_lr=0.01), lr=1e-3)
+        scheduler = make_lr_scheduler(optimizer, "cosine", 10, final_fraction=0.1, anneal_steps=4)
+        rates = [[group["lr"] for group in optimizer.param_groups]]
+        for _ in range(10):
+            optimizer.step()
+            scheduler.step()
+            rates.append([group["lr"] for group in optimizer.param_groups])
+        for t, (lr, lr_scale) in enumerate(rates):
+            factor = 0.1 + 0.9 * (1 + math.cos(math.pi * min(t, 4) / 4)) / 2
+            self.assertAlmostEqual(lr, 1e-3 * factor, places=12)
+            self.assertAlmostEqual(lr_scale, 1e-2 * factor, places=12)
+        self.assertEqual(rates[4:], [[1e-4, 1e-3]] * 7)  # constant from the end of the cosine on
+        # no annealing at all: the floor from the first step
+        optimizer = torch.optim.Adam(parameter_groups(net, log_scale_lr=0.01), lr=1e-3)
+        scheduler = make_lr_scheduler(optimizer, "cosine", 10, final_fraction=0.5, anneal_steps=0)
+        optimizer.step()
+        scheduler.step()
+        self.assertAlmostEqual(optimizer.param_groups[0]["lr"], 5e-4, places=12)
+        from monai_dwp.bundle_utils import InvalidKeyError, check_keys
+
+        with self.assertRaisesRegex(InvalidKeyError, r"^--lr_final_fraction must lie in \[0.0, 1.0\], got -0.1"):
+            check_keys(lr_final_fraction=-0.1)
 
     def test_errors_before_training(self):
         with self.assertRaisesRegex(ValueError, "method 'dwp' needs a Bayesian network; build DWPUNet with bayesian=True"):

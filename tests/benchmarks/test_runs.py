@@ -11,6 +11,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from monai_dwp.pipeline import StageRunner  # noqa: E402
+
 from _runs import (  # noqa: E402
     MARKER,
     best_validation,
@@ -21,6 +23,8 @@ from _runs import (  # noqa: E402
     describe_machine,
     evaluation_machine,
     evaluator_seconds,
+    mean_test_dice,
+    reuse_source_run,
     trained_seconds,
     write_rows,
 )
@@ -139,6 +143,31 @@ class TestEvaluationOutputs(unittest.TestCase):
             self.assertEqual(common["swag_ckpt"], demo / "bundles/dwp_pretrain/models/seed0/swag.pt")
             self.assertEqual(common["patch_size"], [s.patch_size] * 3)
             self.assertNotIn("mc_samples", common)
+
+
+class TestSourceRuns(unittest.TestCase):
+    """A test Dice read from an evaluation's metrics; a source net of the pipeline taken into a study."""
+
+    def test_mean_test_dice_and_reuse_messages(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "metrics.csv").write_text("val_mean_dice,0.75\n")
+            self.assertEqual(mean_test_dice(Path(tmp)), 0.75)
+            (Path(tmp) / "metrics.csv").write_text("other,1\n")
+            with self.assertRaisesRegex(ValueError, r"no val_mean_dice in .*metrics.csv"):
+                mean_test_dice(Path(tmp))
+            runner = StageRunner(Path(tmp) / "work", "cpu", False, REPO / "bundles", preload=False)
+            run = Path(tmp) / "models" / "seed0"
+            with self.assertRaisesRegex(SystemExit, r"give seed<S>=<folder> with a finished 80-epoch run"):
+                reuse_source_run(runner, f"seed0={run}", Path(tmp) / "logs", 80, "float32")
+            run.mkdir(parents=True)
+            (run / "checkpoint_epoch=80.pt").write_bytes(b"x")
+            with self.assertRaisesRegex(SystemExit, r"no training log .*pretrain_seed0.log; pass --reuse_logs"):
+                reuse_source_run(runner, f"seed0={run}", Path(tmp) / "logs", 80, "float32")
+            (Path(tmp) / "logs").mkdir()
+            (Path(tmp) / "logs" / "pretrain_seed0.log").write_text("log")
+            reuse_source_run(runner, f"seed0={run}", Path(tmp) / "logs", 80, "float32")
+            self.assertTrue((Path(tmp) / "work" / "runs" / "float32_seed0" / "checkpoint_epoch=80.pt").is_file())
+            self.assertEqual((runner.log_dir / "train_float32_seed0.log").read_text(), "log")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import tempfile
 import unittest
 from pathlib import Path
 
@@ -11,9 +10,7 @@ from .._quick_chain import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from source_precision import _markdown, _reuse, _test_dice  # noqa: E402
-
-from monai_dwp.pipeline import StageRunner  # noqa: E402
+from source_precision import _markdown  # noqa: E402
 
 
 def _row(dtype: str, seed: int, val: float, test: float, seconds: float) -> dict:
@@ -33,27 +30,6 @@ class TestSourcePrecision(unittest.TestCase):
         self.assertIn("| best validation Dice | 0.710 ± 0.008 (3) | 0.670 ± 0.008 (3) | -0.040 [-0.040, -0.040] |", md)
         self.assertIn("| test Dice | 0.750 ± 0.000 (3) | 0.730 ± 0.008 (3) | -0.020 [-0.045, +0.005] |", md)
         self.assertIn("| training seconds per epoch | 6.00 ± 0.00 (3) | 4.00 ± 0.00 (3) | -2.00 [-2.00, -2.00] |", md)
-
-    def test_test_dice_and_reuse_messages(self):
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "metrics.csv").write_text("val_mean_dice,0.75\n")
-            self.assertEqual(_test_dice(Path(tmp)), 0.75)
-            (Path(tmp) / "metrics.csv").write_text("other,1\n")
-            with self.assertRaisesRegex(ValueError, r"no val_mean_dice in .*metrics.csv"):
-                _test_dice(Path(tmp))
-            runner = StageRunner(Path(tmp) / "work", "cpu", False, REPO / "bundles", preload=False)
-            run = Path(tmp) / "models" / "seed0"
-            with self.assertRaisesRegex(SystemExit, r"give seed<S>=<folder> with a finished 80-epoch run"):
-                _reuse(runner, f"seed0={run}", Path(tmp) / "logs", 80)
-            run.mkdir(parents=True)
-            (run / "checkpoint_epoch=80.pt").write_bytes(b"x")
-            with self.assertRaisesRegex(SystemExit, r"no training log .*pretrain_seed0.log; pass --reuse_logs"):
-                _reuse(runner, f"seed0={run}", Path(tmp) / "logs", 80)
-            (Path(tmp) / "logs").mkdir()
-            (Path(tmp) / "logs" / "pretrain_seed0.log").write_text("log")
-            _reuse(runner, f"seed0={run}", Path(tmp) / "logs", 80)
-            self.assertTrue((Path(tmp) / "work" / "runs" / "float32_seed0" / "checkpoint_epoch=80.pt").is_file())
-            self.assertEqual((runner.log_dir / "train_float32_seed0.log").read_text(), "log")
 
 
 if __name__ == "__main__":

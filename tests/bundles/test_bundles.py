@@ -39,9 +39,10 @@ def setUpModule() -> None:  # noqa: N802
     make_phantom_dataset(ROOT / "tumour", disease="tumour", num_cases=5, num_test=1, spacing=6.0, progress=False)
     for seed in (0, 1):
         check(run_bundle("dwp_pretrain", "train", dataset_dir=ROOT / "ms", output_dir=ROOT / "pretrain", seed=seed, **TINY))
-    # a source run with SWAG moments over its two epochs (method swag_prior)
+    # a source run with SWAG moments over its last two epochs (method swag_prior), its rate annealed by a cosine over
+    # the first epoch to a tenth, where it stays while SWAG records
     check(run_bundle("dwp_pretrain", "train", dataset_dir=ROOT / "ms", output_dir=ROOT / "swag",
-                     **dict(TINY, epochs=2, swag_start_epoch=1)))
+                     **dict(TINY, epochs=3, swag_start_epoch=2, lr_schedule="cosine", lr_final_fraction=0.1)))
     check(run_bundle("dwp_prior", "train", source_ckpts=f"{ROOT}/pretrain/seed*/model.pt", output_dir=ROOT / "prior",
                      epochs=1, device="cpu", hidden_channels="[4,8,16]", batch_size=4096))
 
@@ -72,8 +73,15 @@ class TestPretrainAndPrior(unittest.TestCase):
     def test_pretrain_collects_swag_moments(self):
         out_dir = ROOT / "swag"  # trained in setUpModule
         mean, variance = load_swag(out_dir / "seed0" / "swag.pt")
-        last = torch.load(out_dir / "seed0" / "checkpoint_epoch=2.pt", weights_only=True)
-        self.assertEqual(last["swag"]["count"], 2)  # epochs 1 and 2, saved with the training state (resume)
+        last = torch.load(out_dir / "seed0" / "checkpoint_epoch=3.pt", weights_only=True)
+        self.assertEqual(last["swag"]["count"], 2)  # epochs 2 and 3, saved with the training state (resume)
+        # the cosine ended where SWAG began (epoch 1's steps) and the rate stayed at a tenth of 1e-3 since
+        steps = last["trainer"]["epoch_length"]
+        self.assertEqual(last["lr_scheduler"]["anneal_epochs"], steps)
+        self.assertEqual(last["lr_scheduler"]["last_epoch"], 3 * steps)
+        for epoch in (2, 3):
+            state = torch.load(out_dir / "seed0" / f"checkpoint_epoch={epoch}.pt", weights_only=True)
+            self.assertAlmostEqual(state["optimizer"]["param_groups"][0]["lr"], 1e-4, places=12)
         self.assertEqual(set(mean), {k for k, v in last["model"].items() if v.is_floating_point()})
         self.assertTrue(all(bool((v >= 0).all()) for v in variance.values()))
         self.assertGreater(max(float(v.max()) for v in variance.values()), 0.0)  # the weights moved
