@@ -173,6 +173,26 @@ asks whether the second source net (the pipeline's seeds 0 and 1 train side by s
 second) earns its training time."""
 
 
+SOURCE_SEED_ABLATIONS: dict[str, int] = {"finetune_source_seed1": 1}
+"""The :data:`ABLATIONS` that start from another of the scale's source nets: name -> its seed (the main table's
+methods all start from, or centre their prior on, seed 0's net; the second net only feeds the prior). A check of how
+much the main table's source-based rows owe to one draw of the source net, not a candidate: it is never chosen
+among its method's variants (:func:`choose_variant`)."""
+
+
+def source_seed_handoffs(handoffs: Mapping[str, Path], seeds: Sequence[int], seed: int) -> dict[str, Path]:
+    """``source_ckpt`` and ``swag_ckpt`` of source net ``seed`` beside those of ``handoffs`` (the first seed's,
+    ``<sources>/seed<S>/model.pt`` and ``swag.pt``) for a :data:`SOURCE_SEED_ABLATIONS` variant.
+
+    Raises:
+        ValueError: ``seed`` is not one of the scale's source seeds ``seeds``.
+    """
+    if seed not in seeds:
+        raise ValueError(f"source seed {seed} is not one of the scale's source nets (seeds {tuple(seeds)}).")
+    root = Path(handoffs["source_ckpt"]).parent.parent
+    return {"source_ckpt": root / f"seed{seed}" / "model.pt", "swag_ckpt": root / f"seed{seed}" / "swag.pt"}
+
+
 def source_count_settings(settings: PipelineSettings, count: int) -> PipelineSettings:
     """The hand-off settings of a :data:`SOURCE_COUNT_ABLATIONS` variant: the first ``count`` seeds, and the prior's
     epochs scaled so that it takes as many optimiser steps over their kernels as the main prior over all."""
@@ -212,6 +232,7 @@ ABLATIONS: dict[str, tuple[str, dict[str, object]]] = {
     "source_gaussian_scale_0.001": ("source_gaussian", {"prior_scale": 0.001}),
     "swag_prior_scale_1": ("swag_prior", {"swag_scale_factor": 1.0}),
     "swag_prior_scale_100": ("swag_prior", {"swag_scale_factor": 100.0}),
+    **{name: ("finetune", {}) for name in SOURCE_SEED_ABLATIONS},  # another source net
 }
 """Ablations of ``dwp`` (and their controls): name -> (method, overrides of the finetune bundle). Each is judged against
 the method it varies on the validation split; the test set only reports. ``dwp_source_init`` starts the posterior at
@@ -239,7 +260,8 @@ the auxiliary :math:`r(z|w)` jointly (a tighter bound; the Gaussian prior has no
 The ``dwp_prior_*`` variants run ``dwp`` under another prior (:data:`PRIOR_ABLATIONS`),
 the ``dwp_source_epochs_*`` variants under a prior fitted to source nets trained for fewer epochs
 (:data:`SOURCE_ABLATIONS`), ``dwp_prior_one_source`` under a prior fitted to one source net instead of two
-(:data:`SOURCE_COUNT_ABLATIONS`).
+(:data:`SOURCE_COUNT_ABLATIONS`). ``finetune_source_seed1`` fine-tunes the second source net instead of the first
+(:data:`SOURCE_SEED_ABLATIONS`): how much of plain fine-tuning's lead is one source net's.
 ``source_gaussian_scale_*`` tighten the L2-SP prior around the
 source weights (``prior_scale`` 0.1 in the main table): its scale is chosen on validation among the three.
 ``swag_prior_scale_*`` narrow the SWAG prior (``swag_scale_factor`` λ = 10⁴ in the main table, the bundle's default:
@@ -410,7 +432,7 @@ def choose_variant(rows: list[dict[str, str]], names: Sequence[str], family: str
     means = {}
     for name in names:
         mine = _values(rows, name, n, "best_val_dice")
-        if ABLATIONS.get(name, (name,))[0] == family and mine and set(mine) >= ref:
+        if ABLATIONS.get(name, (name,))[0] == family and name not in SOURCE_SEED_ABLATIONS and mine and set(mine) >= ref:
             means[name] = statistics.mean(mine.values())
     if len(means) < 2:
         return None
@@ -470,6 +492,9 @@ def _ablation_table(rows: list[dict[str, str]], scale: TransferScale, n: int) ->
             fewer = source_count_settings(scale.handoffs, SOURCE_COUNT_ABLATIONS[name])
             changes.append(f"prior fitted to {len(fewer.seeds)} source net(s) for {fewer.prior_epochs} epochs (main "
                            f"prior: {len(scale.handoffs.seeds)} nets, {scale.handoffs.prior_epochs} epochs)")
+        if name in SOURCE_SEED_ABLATIONS:
+            changes.append(f"started from source net seed {SOURCE_SEED_ABLATIONS[name]} (main table: seed "
+                           f"{scale.handoffs.seeds[0]})")
         what = f"`{method}`, " + ", ".join(changes) if name in ABLATIONS else "reference (the table above)"
         cells = []
         for metric in ("best_val_dice", "val_pooled_dice"):
@@ -782,6 +807,9 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
     # ``--ablations 0/1`` arrive as numbers
     variants = (tuple(s.ablations) if ablations else ()) if isinstance(ablations, (bool, int)) else _chosen(
         ablations, s.ablations, "ablations", scale)
+    lacking = [a for a in variants if a in SOURCE_SEED_ABLATIONS and SOURCE_SEED_ABLATIONS[a] not in h.seeds]
+    if lacking:
+        raise SystemExit(f"--ablations {','.join(lacking)}: scale {scale} trains source nets of seeds {h.seeds} only.")
     swag = "swag_prior" in s.methods or any(ABLATIONS[a][0] == "swag_prior" for a in variants)
     data = Path(data_dir).resolve() if data_dir else work / "data"
     check_phantom_spacing(data, h.spacing, scale)
@@ -835,6 +863,8 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
                     lr_schedule=s.lr_schedule, **overrides)
         if name in priors:
             args["prior_ckpt"] = priors[name]
+        if name in SOURCE_SEED_ABLATIONS:
+            args.update(source_seed_handoffs(handoffs, h.seeds, SOURCE_SEED_ABLATIONS[name]))
         claim_run_dir(ckpt_dir, {"epochs": epochs, "val_interval": val_interval, "mc_samples": h.mc_samples, **args})
         chains.append([
             (f"{run_name(name, n, seed)}_train",
@@ -850,6 +880,8 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         method, overrides = ABLATIONS.get(name, (name, {}))
         keys = set(HANDOFFS[method]) | ({"source_ckpt"} if overrides.get("source_init") else set())
         files = dict(common, prior_ckpt=priors.get(name, common["prior_ckpt"]))
+        if name in SOURCE_SEED_ABLATIONS:
+            files.update(source_seed_handoffs(handoffs, h.seeds, SOURCE_SEED_ABLATIONS[name]))
         return handoff_fingerprint({k: files[k] for k in keys}) if keys else "none"
 
     finished: list[str] = []

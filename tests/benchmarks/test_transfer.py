@@ -264,6 +264,25 @@ class TestAblationTable(unittest.TestCase):
         self.assertIn("| `dwp_prior_one_source` | `dwp`, prior fitted to 1 source net(s) for 30 epochs (main prior: 2 "
                       "nets, 15 epochs) |", text)
 
+    def test_another_source_net_is_a_check_never_a_choice(self):
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from transfer import SCALES, _ablation_table, choose_variant, source_seed_handoffs
+
+        handoffs = {"source_ckpt": Path("/h/sources/seed0/model.pt"), "swag_ckpt": Path("/h/sources/seed0/swag.pt")}
+        self.assertEqual(source_seed_handoffs(handoffs, (0, 1), 1),
+                         {"source_ckpt": Path("/h/sources/seed1/model.pt"), "swag_ckpt": Path("/h/sources/seed1/swag.pt")})
+        with self.assertRaisesRegex(ValueError, r"source seed 2 is not one of the scale's source nets \(seeds \(0, 1\)\)"):
+            source_seed_handoffs(handoffs, (0, 1), 2)
+        rows = [{"method": m, "num_train_cases": "5", "seed": str(seed), "best_val_dice": str(val),
+                 "val_pooled_dice": "0.7", "ece": "0.01"}
+                for m, val in (("finetune", 0.6), ("finetune_source_seed1", 0.7)) for seed in (0, 1)]
+        text = "\n".join(_ablation_table(rows, SCALES["cpu"], 5))
+        self.assertIn("| `finetune_source_seed1` | `finetune`, started from source net seed 1 (main table: seed 0) | "
+                      "0.700 ± 0.000 (2) | +0.100 [+0.100, +0.100] |", text)
+        # higher on validation, but another draw of the source net is not a setting to choose
+        self.assertIsNone(choose_variant(rows, ["finetune", "finetune_source_seed1"], "finetune", 5))
+        self.assertNotIn("Chosen on the validation split", text)
+
     def test_every_override_is_a_finetune_bundle_setting(self):
         """An ablation's overrides reach ``monai.bundle run`` as ``--key value``: a key the finetune bundle does not
         define would be a silent no-op there, so the variant would rerun its method under another name."""
