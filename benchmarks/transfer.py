@@ -62,6 +62,7 @@ from monai_dwp.pipeline import (  # noqa: E402
     default_bundles_dir,
     fit_prior,
     make_handoffs,
+    source_stages,
     stop_stages_on_sigterm,
 )
 from monai_dwp.report import collect_metrics  # noqa: E402
@@ -173,11 +174,13 @@ asks whether the second source net (the pipeline's seeds 0 and 1 train side by s
 second) earns its training time."""
 
 
-SOURCE_SEED_ABLATIONS: dict[str, int] = {"finetune_source_seed1": 1}
-"""The :data:`ABLATIONS` that start from another of the scale's source nets: name -> its seed (the main table's
-methods all start from, or centre their prior on, seed 0's net; the second net only feeds the prior). A check of how
-much the main table's source-based rows owe to one draw of the source net, not a candidate: it is never chosen
-among its method's variants (:func:`choose_variant`)."""
+SOURCE_SEED_ABLATIONS: dict[str, int] = {"finetune_source_seed1": 1, "finetune_source_seed2": 2}
+"""The :data:`ABLATIONS` that start from another source net: name -> its seed (the main table's methods all start
+from, or centre their prior on, seed 0's net; the scale's second net only feeds the prior). A seed the scale does not
+train (seed 2 at ``--scale cpu``) is trained with the scale's settings into its source folder before the runs
+(:func:`~monai_dwp.pipeline.source_stages`); the prior still reads the scale's seeds only. A check of how much the
+main table's source-based rows owe to one draw of the source net, not a candidate: it is never chosen among its
+method's variants (:func:`choose_variant`)."""
 
 
 def source_seed_handoffs(handoffs: Mapping[str, Path], seeds: Sequence[int], seed: int) -> dict[str, Path]:
@@ -260,8 +263,9 @@ the auxiliary :math:`r(z|w)` jointly (a tighter bound; the Gaussian prior has no
 The ``dwp_prior_*`` variants run ``dwp`` under another prior (:data:`PRIOR_ABLATIONS`),
 the ``dwp_source_epochs_*`` variants under a prior fitted to source nets trained for fewer epochs
 (:data:`SOURCE_ABLATIONS`), ``dwp_prior_one_source`` under a prior fitted to one source net instead of two
-(:data:`SOURCE_COUNT_ABLATIONS`). ``finetune_source_seed1`` fine-tunes the second source net instead of the first
-(:data:`SOURCE_SEED_ABLATIONS`): how much of plain fine-tuning's lead is one source net's.
+(:data:`SOURCE_COUNT_ABLATIONS`). ``finetune_source_seed1`` and ``finetune_source_seed2`` fine-tune the second and a
+third source net instead of the first (:data:`SOURCE_SEED_ABLATIONS`): how much of plain fine-tuning's lead is one
+source net's.
 ``source_gaussian_scale_*`` tighten the L2-SP prior around the
 source weights (``prior_scale`` 0.1 in the main table): its scale is chosen on validation among the three.
 ``swag_prior_scale_*`` narrow the SWAG prior (``swag_scale_factor`` λ = 10⁴ in the main table, the bundle's default:
@@ -807,9 +811,10 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
     # ``--ablations 0/1`` arrive as numbers
     variants = (tuple(s.ablations) if ablations else ()) if isinstance(ablations, (bool, int)) else _chosen(
         ablations, s.ablations, "ablations", scale)
-    lacking = [a for a in variants if a in SOURCE_SEED_ABLATIONS and SOURCE_SEED_ABLATIONS[a] not in h.seeds]
-    if lacking:
-        raise SystemExit(f"--ablations {','.join(lacking)}: scale {scale} trains source nets of seeds {h.seeds} only.")
+    extra = sorted({SOURCE_SEED_ABLATIONS[a] for a in variants if a in SOURCE_SEED_ABLATIONS} - set(h.seeds))
+    if extra and not s.own_handoffs:
+        raise SystemExit(f"--ablations of source seeds {extra}: scale {scale} uses the bundles' own source nets "
+                         f"(seeds {h.seeds}); run these checks at a scale with its own hand-offs (--scale cpu).")
     swag = "swag_prior" in s.methods or any(ABLATIONS[a][0] == "swag_prior" for a in variants)
     data = Path(data_dir).resolve() if data_dir else work / "data"
     check_phantom_spacing(data, h.spacing, scale)
@@ -817,6 +822,14 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
     sources = own / "sources" if s.own_handoffs else None
     handoffs = make_handoffs(runner, h, data, swag=swag, source_dir=sources,
                              prior_dir=own / "prior" if s.own_handoffs else None)
+    # the source nets of other seeds that the source-seed checks start from, beside the scale's
+    if extra:
+        if not (data / "ms" / "dataset.json").is_file():
+            raise SystemExit(f"source seeds {extra} train on {data / 'ms'}, which holds no dataset.json; make it with "
+                             f"`python -m monai_dwp make-data --disease ms --num-cases {h.num_source_cases} --num-test "
+                             f"{h.num_source_test} --spacing {h.spacing} --output-dir {data / 'ms'}`.")
+        runner.run_parallel(source_stages(runner, dataclasses.replace(h, seeds=tuple(extra)), data, source_dir=sources))
+    source_seeds = (*h.seeds, *extra)
     # the ablations' own priors, fitted once each before any run
     priors = {a: fit_prior(runner, h, output_dir=work / "priors" / a, name=f"prior_{a}", source_dir=sources,
                            **PRIOR_ABLATIONS[a])
@@ -864,7 +877,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         if name in priors:
             args["prior_ckpt"] = priors[name]
         if name in SOURCE_SEED_ABLATIONS:
-            args.update(source_seed_handoffs(handoffs, h.seeds, SOURCE_SEED_ABLATIONS[name]))
+            args.update(source_seed_handoffs(handoffs, source_seeds, SOURCE_SEED_ABLATIONS[name]))
         claim_run_dir(ckpt_dir, {"epochs": epochs, "val_interval": val_interval, "mc_samples": h.mc_samples, **args})
         chains.append([
             (f"{run_name(name, n, seed)}_train",
@@ -881,7 +894,7 @@ def main(scale: str = "cpu", work_dir: str = "runs/transfer", results: str | Non
         keys = set(HANDOFFS[method]) | ({"source_ckpt"} if overrides.get("source_init") else set())
         files = dict(common, prior_ckpt=priors.get(name, common["prior_ckpt"]))
         if name in SOURCE_SEED_ABLATIONS:
-            files.update(source_seed_handoffs(handoffs, h.seeds, SOURCE_SEED_ABLATIONS[name]))
+            files.update(source_seed_handoffs(handoffs, source_seeds, SOURCE_SEED_ABLATIONS[name]))
         return handoff_fingerprint({k: files[k] for k in keys}) if keys else "none"
 
     finished: list[str] = []

@@ -46,6 +46,7 @@ __all__ = [
     "fit_prior",
     "make_handoffs",
     "run_pipeline",
+    "source_stages",
     "stop_stages_on_sigterm",
 ]
 
@@ -434,6 +435,46 @@ def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: obj
         ``{"source_data", "target_data", "source_ckpt" (the first seed's net), "swag_ckpt" (its SWAG moments),
         "prior_ckpt"}`` paths.
     """
+    stages = source_stages(runner, s, data, swag=swag, source_dir=source_dir, tag=tag)
+    sources = {seed: Path(stage[2][0]).parent for seed, stage in zip(s.seeds, stages)}
+    trained = not runner.force and all(p.is_file() for _, _, outputs in stages for p in outputs)
+    # 1. data (the source phantoms only for source networks still to train)
+    for disease, num, test in (("ms", s.num_source_cases, s.num_source_test),
+                               ("tumour", s.num_target_pool, s.num_target_test)):
+        if disease == "ms" and trained:
+            runner.say(bar, "[skip] data_ms: the source networks it would train exist")
+        else:
+            cmd = [_python(), "-m", "monai_dwp", "make-data", "--disease", disease, "--num-cases", str(num),
+                   "--num-test", str(test), "--spacing", str(s.spacing), "--output-dir", str(data / disease)]
+            runner.run(f"data_{disease}", cmd, [data / disease / "dataset.json"], bar)
+        _advance(bar)
+    # 2. source networks, trained side by side (with their SWAG moments, written whether needed or not)
+    runner.run_parallel(stages, bar)
+    # 3. prior
+    prior_ckpt = fit_prior(runner, s, bar, output_dir=prior_dir, name=f"prior_{tag}" if tag else "prior",
+                           source_dir=source_dir)
+    _advance(bar)
+    return {"source_data": data / "ms", "target_data": data / "tumour",
+            "source_ckpt": sources[s.seeds[0]] / "model.pt", "swag_ckpt": sources[s.seeds[0]] / "swag.pt",
+            "prior_ckpt": prior_ckpt}
+
+
+def source_stages(runner: StageRunner, s: PipelineSettings, data: Path, swag: bool = True,
+                  source_dir: Path | None = None, tag: str = "") -> list[Stage]:
+    """The stages that train the source networks of seeds ``s.seeds`` (``dwp_pretrain`` on ``<data>/ms``, SWAG
+    moments over the last ``s.swag_epochs`` epochs), as ``(name, command, outputs)`` for
+    :meth:`StageRunner.run_parallel`: stage 2 of :func:`make_handoffs`, and a source net of another seed beside
+    those (a benchmark's check of how much a result owes to one source net).
+
+    Args:
+        swag: whether ``swag.pt`` is a needed output (method ``swag_prior``).
+        source_dir: where the nets go, ``<source_dir>/seed<S>/`` (default: ``dwp_pretrain``'s ``models/``).
+        tag: appended to the stage names (and log files).
+
+    Raises:
+        ValueError: ``s.swag_epochs`` outside ``[2, s.pretrain_epochs]``, or ``swag`` is needed and a finished net
+            lacks its ``swag.pt`` (unless the runner forces every stage).
+    """
     source_root = source_dir if source_dir is not None else runner.bundles_dir / "dwp_pretrain" / "models"
     suffix = f"_{tag}" if tag else ""
     common = {"spacing": [s.spacing] * 3, "patch_size": [s.patch_size] * 3, "batch_size": s.batch_size,
@@ -452,35 +493,15 @@ def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: obj
             "bundles/dwp_pretrain/configs/train.json --resume true --epochs <more> --swag_start_epoch <its next epoch> "
             "--ckpt_dir <a copy of its folder>` and copy its swag.pt beside model.pt."
         )
-    source_outputs = {seed: [sources[seed] / name for name in (*done, *(("swag.pt",) if swag else ()))]
-                      for seed in s.seeds}
-    trained = not runner.force and all(p.is_file() for paths in source_outputs.values() for p in paths)
-    # 1. data (the source phantoms only for source networks still to train)
-    for disease, num, test in (("ms", s.num_source_cases, s.num_source_test),
-                               ("tumour", s.num_target_pool, s.num_target_test)):
-        if disease == "ms" and trained:
-            runner.say(bar, "[skip] data_ms: the source networks it would train exist")
-        else:
-            cmd = [_python(), "-m", "monai_dwp", "make-data", "--disease", disease, "--num-cases", str(num),
-                   "--num-test", str(test), "--spacing", str(s.spacing), "--output-dir", str(data / disease)]
-            runner.run(f"data_{disease}", cmd, [data / disease / "dataset.json"], bar)
-        _advance(bar)
-    # 2. source networks, trained side by side (with their SWAG moments, written whether needed or not)
-    runner.run_parallel([
+    return [
         (f"pretrain_seed{seed}{suffix}",
          runner.bundle("dwp_pretrain", ["train"], dataset_dir=data / "ms", seed=seed, epochs=s.pretrain_epochs,
                        val_interval=s.pretrain_val_interval, num_val_cases=s.num_source_test,
                        swag_start_epoch=s.pretrain_epochs - s.swag_epochs + 1,
                        **({"ckpt_dir": sources[seed]} if source_dir is not None else {}), **common),
-         source_outputs[seed])
+         [sources[seed] / name for name in (*done, *(("swag.pt",) if swag else ()))])
         for seed in s.seeds
-    ], bar)
-    # 3. prior
-    prior_ckpt = fit_prior(runner, s, bar, output_dir=prior_dir, name=f"prior{suffix}", source_dir=source_dir)
-    _advance(bar)
-    return {"source_data": data / "ms", "target_data": data / "tumour",
-            "source_ckpt": sources[s.seeds[0]] / "model.pt", "swag_ckpt": sources[s.seeds[0]] / "swag.pt",
-            "prior_ckpt": prior_ckpt}
+    ]
 
 
 def is_stale(output: Path, inputs: Sequence[Path]) -> bool:

@@ -124,6 +124,26 @@ class TestPipeline(unittest.TestCase):
             with self.assertRaisesRegex(ValueError, r"swag_epochs must lie in \[2, pretrain_epochs=2\]"):
                 make_handoffs(runner, dataclasses.replace(settings, swag_epochs=1), root / "data", swag=False)
 
+    def test_source_stages_of_another_seed(self):
+        # what make_handoffs trains, for any seeds: a benchmark trains a net of another seed beside the scale's
+        from monai_dwp.pipeline import source_stages
+
+        settings = dataclasses.replace(PipelineSettings.quick(), seeds=(2,))
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            runner = StageRunner(root / "out", "cpu", False, root / "bundles", preload=False)
+            [(name, cmd, outputs)] = source_stages(runner, settings, root / "data", source_dir=root / "sources",
+                                                   tag="extra")
+            self.assertEqual(name, "pretrain_seed2_extra")
+            self.assertEqual(outputs, [root / "sources" / "seed2" / n for n in ("checkpoint_epoch=2.pt", "model.pt",
+                                                                                 "swag.pt")])
+            text = " ".join(map(str, cmd))
+            for part in ("--seed 2", f"--dataset_dir {root / 'data' / 'ms'}", f"--ckpt_dir {root / 'sources' / 'seed2'}",
+                         "--epochs 2", "--swag_start_epoch 1"):
+                self.assertIn(part, text)
+            [(_, _, outputs)] = source_stages(runner, settings, root / "data", swag=False)
+            self.assertEqual(outputs[-1], root / "bundles" / "dwp_pretrain" / "models" / "seed2" / "model.pt")
+
     def test_chains_run_in_order_side_by_side_and_stop_on_a_failure(self):
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
