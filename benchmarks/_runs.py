@@ -140,12 +140,13 @@ def describe_machine(device: str | None, workers: int) -> str:
             f"run(s) side by side, load average {load:.1f} at the start")
 
 
-def evaluation_machine(workers: int, load_before: tuple[float, float, float]) -> str:
-    """The machine of a study of evaluations run ``workers`` side by side, in words: cores, processor, PyTorch, threads
-    per evaluation and the load average when the study started (``load_before``) and now."""
+def evaluation_machine(workers: int, load_before: tuple[float, float, float], what: str = "evaluation") -> str:
+    """The machine of a study of evaluations (or other ``what``) run ``workers`` side by side, in words: cores,
+    processor, PyTorch, threads per evaluation and the load average when the study started (``load_before``) and
+    now."""
     import torch
 
-    return (f"{os.cpu_count()}-core CPU ({cpu_label()}), PyTorch {torch.__version__}, {workers} evaluation(s) side by "
+    return (f"{os.cpu_count()}-core CPU ({cpu_label()}), PyTorch {torch.__version__}, {workers} {what}(s) side by "
             f"side with {max(1, (os.cpu_count() or 1) // workers)} thread(s) each; load average {load_before[0]:.2f} "
             f"when this call started, {os.getloadavg()[0]:.2f} when it ended")
 

@@ -24,7 +24,6 @@ Usage::
 
 from __future__ import annotations
 
-import csv
 import os
 import sys
 from pathlib import Path
@@ -32,16 +31,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _runs import best_validation, mean_test_dice, reuse_source_run, trained_seconds  # noqa: E402
-from _tables import interval_text, mean_sd  # noqa: E402
-from monai_dwp.pipeline import PipelineSettings, StageRunner, default_bundles_dir, stop_stages_on_sigterm  # noqa: E402
+from _runs import evaluation_machine, reuse_source_run, write_rows  # noqa: E402
+from _source_study import PIPELINE, paired_tables, source_chain, source_row, study_seeds  # noqa: E402
+from monai_dwp.pipeline import StageRunner, default_bundles_dir, stop_stages_on_sigterm  # noqa: E402
 from monai_dwp.utils.io import atomic_write  # noqa: E402
-from monai_dwp.utils.machine import cpu_label  # noqa: E402
-from monai_dwp.utils.validation import check_int  # noqa: E402
 
 DTYPES = ("float32", "bfloat16")
-PIPELINE = PipelineSettings.default()
-"""The pipeline's settings, whose source training this study repeats."""
 FIELDS = ["compute_dtype", "seed", "best_val_dice", "best_epoch", "test_dice", "train_seconds", "seconds_per_epoch"]
 
 
@@ -65,64 +60,30 @@ def main(data_dir: str, work_dir: str = "runs/source_precision", results: str | 
         reuse_logs: the pipeline's ``logs/`` folder, with their ``pretrain_seed<S>.log``.
         note: a sentence for the report on how the runs were made (e.g. which ran side by side).
     """
-    if not Path(data_dir).is_dir():
-        raise SystemExit(f"--data_dir {data_dir!r} is not a directory; make it with `python -m monai_dwp make-data "
-                         f"--disease ms --num-cases 30 --num-test 4 --spacing 3 --output-dir {data_dir}`.")
-    parts = seeds if isinstance(seeds, (tuple, list)) else str(seeds).split(",")  # fire reads 0,1,2 as a tuple
-    seed_list = [check_int(int(s), "seeds", minimum=0) for s in parts]
-    work = Path(work_dir).resolve()
+    seed_list = study_seeds(data_dir, seeds)
     out = Path(results).resolve() if results else ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    runner = StageRunner(work, "cpu", False, default_bundles_dir(), preload=True)
+    runner = StageRunner(Path(work_dir).resolve(), "cpu", False, default_bundles_dir(), preload=True)
     for spec in ([reuse] if isinstance(reuse, str) else list(reuse)):
         for part in filter(None, str(spec).split(",")):
             reuse_source_run(runner, part, Path(reuse_logs or "outputs/pipeline/logs"), epochs, "float32")
     load_before = os.getloadavg()
     common = dict(dataset_dir=Path(data_dir).resolve(), num_val_cases=num_val_cases, spacing=[spacing] * 3,
                   patch_size=[patch_size] * 3)
-    swag_start_epoch = max(1, epochs - PIPELINE.swag_epochs + 1)
-    chains = []
-    for s in seed_list:
-        for dtype in DTYPES:
-            name = f"{dtype}_seed{s}"
-            ckpt = work / "runs" / name
-            train = runner.bundle("dwp_pretrain", ["train"], seed=s, epochs=epochs, val_interval=val_interval,
-                                  swag_start_epoch=swag_start_epoch, ckpt_dir=ckpt, batch_size=PIPELINE.batch_size,
-                                  num_samples=PIPELINE.num_samples, compute_dtype=dtype, **common)
-            evaluate = runner.bundle("dwp_pretrain", ["train", "evaluate"], seed=s, ckpt_dir=ckpt,
-                                     eval_dir=ckpt / "eval_float32", compute_dtype="float32", **common)
-            chains.append([(f"train_{name}", train, [ckpt / f"checkpoint_epoch={epochs}.pt", ckpt / "model.pt"]),
-                           (f"evaluate_{name}", evaluate, [ckpt / "eval_float32" / "metrics.csv"])])
+    chains = [source_chain(runner, f"{dtype}_seed{s}", s, epochs, val_interval, common, "eval_float32",
+                           train={"compute_dtype": dtype}, evaluate={"compute_dtype": "float32"})
+              for s in seed_list for dtype in DTYPES]
     from tqdm import tqdm
 
     with tqdm(total=sum(len(c) for c in chains), desc="source_precision stages", unit="stage") as bar:
         runner.run_chains(chains, bar, workers=workers)
-    rows = []
-    for s in seed_list:
-        for dtype in DTYPES:
-            name = f"{dtype}_seed{s}"
-            log = runner.log_dir / f"train_{name}.log"
-            dice, epoch = best_validation(log)
-            seconds = trained_seconds(log)
-            rows.append({"compute_dtype": dtype, "seed": s, "best_val_dice": round(dice, 4), "best_epoch": epoch,
-                         "test_dice": round(mean_test_dice(work / "runs" / name / "eval_float32"), 4),
-                         "train_seconds": None if seconds is None else round(seconds, 1),
-                         "seconds_per_epoch": None if seconds is None else round(seconds / epochs, 2)})
-    atomic_write(out / "source_precision.csv", "w", lambda f: _write_csv(f, rows))
-    import torch
-
-    machine = (f"{os.cpu_count()}-core CPU ({cpu_label()}), PyTorch {torch.__version__}, {workers} run(s) side by side "
-               f"with {max(1, (os.cpu_count() or 1) // workers)} thread(s) each; load average "
-               f"{load_before[0]:.2f} when this call started, {os.getloadavg()[0]:.2f} when it ended")
+    rows = [{"compute_dtype": dtype, "seed": s, **source_row(runner, f"{dtype}_seed{s}", epochs, "eval_float32")}
+            for s in seed_list for dtype in DTYPES]
+    write_rows(out / "source_precision.csv", rows, FIELDS)
+    machine = evaluation_machine(workers, load_before, "run")
     text = _markdown(rows, machine, epochs, seed_list, note, val_interval, num_val_cases, spacing, patch_size)
     atomic_write(out / "source_precision.md", "w", lambda f: f.write(text))
     return out / "source_precision.md"
-
-
-def _write_csv(f, rows: list[dict[str, object]]) -> None:
-    writer = csv.DictWriter(f, fieldnames=FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
 
 
 def _markdown(rows: list[dict], machine: str, epochs: int, seeds: list[int], note: str = "",
@@ -139,24 +100,10 @@ def _markdown(rows: list[dict], machine: str, epochs: int, seeds: list[int], not
         f"`torch.autocast`); the test Dice of each best-validation checkpoint is evaluated in float32 on the "
         f"{num_val_cases} held-out test cases. Machine: {machine}." + (f" {note}" if note else ""),
         "",
-        "| seed | best validation Dice (epoch): float32 / bfloat16 | test Dice: float32 / bfloat16 | training s: "
-        "float32 / bfloat16 |",
-        "|---|---|---|---|",
     ]
-    for s in seeds:
-        a, b = by[("float32", s)], by[("bfloat16", s)]
-        lines.append(f"| {s} | {a['best_val_dice']:.3f} ({a['best_epoch']}) / {b['best_val_dice']:.3f} "
-                     f"({b['best_epoch']}) | {a['test_dice']:.3f} / {b['test_dice']:.3f} | {a['train_seconds']} / "
-                     f"{b['train_seconds']} |")
-    lines += ["", "Over the seeds: mean ± sd (seeds), and the paired difference bfloat16 − float32 with its 95 % "
-              "t-interval:", "", "| measure | float32 | bfloat16 | bfloat16 − float32 |", "|---|---|---|---|"]
-    for key, label in (("best_val_dice", "best validation Dice"), ("test_dice", "test Dice"),
-                       ("seconds_per_epoch", "training seconds per epoch")):
-        a = [by[("float32", s)][key] for s in seeds]
-        b = [by[("bfloat16", s)][key] for s in seeds]
-        digits = 2 if key == "seconds_per_epoch" else 3
-        lines.append(f"| {label} | {mean_sd(a, digits)} | {mean_sd(b, digits)} | "
-                     f"{interval_text([y - x for x, y in zip(a, b)], digits)} |")
+    lines += paired_tables({s: by[("float32", s)] for s in seeds}, {s: by[("bfloat16", s)] for s in seeds}, seeds,
+                           ("float32", "bfloat16"), (("best_val_dice", "best validation Dice"), ("test_dice", "test Dice"),
+                                                     ("seconds_per_epoch", "training seconds per epoch")))
     return "\n".join(lines) + "\n"
 
 

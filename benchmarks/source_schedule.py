@@ -39,18 +39,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _runs import best_validation, mean_test_dice, reuse_source_run, trained_seconds, write_rows  # noqa: E402
-from _tables import interval_text, mean_sd, save_figure  # noqa: E402
+from _runs import evaluation_machine, reuse_source_run, write_rows  # noqa: E402
+from _source_study import PIPELINE, paired_tables, source_chain, source_row, study_seeds  # noqa: E402
+from _tables import save_figure  # noqa: E402
 from train_modes import parse_log  # noqa: E402
-from monai_dwp.pipeline import PipelineSettings, StageRunner, default_bundles_dir, stop_stages_on_sigterm  # noqa: E402
+from monai_dwp.pipeline import StageRunner, default_bundles_dir, stop_stages_on_sigterm  # noqa: E402
 from monai_dwp.utils.io import atomic_write  # noqa: E402
-from monai_dwp.utils.machine import cpu_label  # noqa: E402
 from monai_dwp.utils.validation import check_float, check_int  # noqa: E402
 
 __all__ = ["FIELDS", "arm_tag", "describe_arm", "main", "markdown", "plot", "read_curves", "write_curves"]
 
-PIPELINE = PipelineSettings.default()
-"""The pipeline's settings, whose source training this study repeats."""
 FIELDS = ["arm", "seed", "epochs", "best_val_dice", "best_epoch", "test_dice", "train_seconds", "seconds_per_epoch"]
 
 
@@ -93,13 +91,9 @@ def main(data_dir: str, work_dir: str = "runs/source_schedule", results: str | N
         reuse_logs: the pipeline's ``logs/`` folder, with their ``pretrain_seed<S>.log``.
         note: a sentence for the report on how the runs were made (e.g. which ran side by side).
     """
-    if not Path(data_dir).is_dir():
-        raise SystemExit(f"--data_dir {data_dir!r} is not a directory; make it with `python -m monai_dwp make-data "
-                         f"--disease ms --num-cases 30 --num-test 4 --spacing 3 --output-dir {data_dir}`.")
     if schedule not in ("constant", "cosine"):
         raise SystemExit(f"--schedule must be constant or cosine, got {schedule!r}.")
-    parts = seeds if isinstance(seeds, (tuple, list)) else str(seeds).split(",")  # fire reads 0,1,2 as a tuple
-    seed_list = [check_int(int(s), "seeds", minimum=0) for s in parts]
+    seed_list = study_seeds(data_dir, seeds)
     final_fraction = check_float(final_fraction, "final_fraction", minimum=0.0, maximum=1.0, include_minimum=False,
                                  hint="SWAG records at the rate where the cosine ends")
     bundle_lr = 1e-3  # the dwp_pretrain bundle's learning_rate
@@ -112,10 +106,9 @@ def main(data_dir: str, work_dir: str = "runs/source_schedule", results: str | N
     if tags["candidate"] == tags["baseline"]:
         raise SystemExit(f"the candidate ({tags['candidate']}) is the baseline; change --schedule, --epochs or "
                          "--learning_rate.")
-    work = Path(work_dir).resolve()
     out = Path(results).resolve() if results else ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    runner = StageRunner(work, "cpu", False, default_bundles_dir(), preload=True)
+    runner = StageRunner(Path(work_dir).resolve(), "cpu", False, default_bundles_dir(), preload=True)
     for spec in ([reuse] if isinstance(reuse, str) else list(reuse)):
         for part in filter(None, str(spec).split(",")):
             reuse_source_run(runner, part, Path(reuse_logs or "outputs/pipeline/logs"), arms["baseline"][1],
@@ -126,20 +119,10 @@ def main(data_dir: str, work_dir: str = "runs/source_schedule", results: str | N
     chains = []
     for arm in ("baseline", "candidate"):  # the longer baseline runs first, so that the short ones fill in beside them
         kind, n, lr, fraction = arms[arm]
-        for s in seed_list:
-            name = f"{tags[arm]}_seed{s}"
-            ckpt = work / "runs" / name
-            extra = {"lr_final_fraction": fraction} if kind == "cosine" else {}
-            if lr != bundle_lr:
-                extra["learning_rate"] = lr
-            train = runner.bundle("dwp_pretrain", ["train"], seed=s, epochs=n, val_interval=val_interval,
-                                  swag_start_epoch=n - PIPELINE.swag_epochs + 1, ckpt_dir=ckpt,
-                                  batch_size=PIPELINE.batch_size, num_samples=PIPELINE.num_samples,
-                                  lr_schedule=kind, **extra, **common)
-            evaluate = runner.bundle("dwp_pretrain", ["train", "evaluate"], seed=s, ckpt_dir=ckpt,
-                                     eval_dir=ckpt / "eval", **common)
-            chains.append([(f"train_{name}", train, [ckpt / f"checkpoint_epoch={n}.pt", ckpt / "model.pt"]),
-                           (f"evaluate_{name}", evaluate, [ckpt / "eval" / "metrics.csv"])])
+        train = {"lr_schedule": kind, **({"lr_final_fraction": fraction} if kind == "cosine" else {}),
+                 **({"learning_rate": lr} if lr != bundle_lr else {})}
+        chains += [source_chain(runner, f"{tags[arm]}_seed{s}", s, n, val_interval, common, train=train)
+                   for s in seed_list]
     from tqdm import tqdm
 
     with tqdm(total=sum(len(c) for c in chains), desc="source_schedule stages", unit="stage") as bar:
@@ -149,22 +132,12 @@ def main(data_dir: str, work_dir: str = "runs/source_schedule", results: str | N
         n = arms[arm][1]
         for s in seed_list:
             name = f"{tags[arm]}_seed{s}"
-            log = runner.log_dir / f"train_{name}.log"
-            dice, epoch = best_validation(log)
-            seconds = trained_seconds(log)
-            rows.append({"arm": tags[arm], "seed": s, "epochs": n, "best_val_dice": round(dice, 4),
-                         "best_epoch": epoch, "test_dice": round(mean_test_dice(work / "runs" / name / "eval"), 4),
-                         "train_seconds": None if seconds is None else round(seconds, 1),
-                         "seconds_per_epoch": None if seconds is None else round(seconds / n, 2)})
-            curves[(tags[arm], s)] = parse_log(log, 1)
+            rows.append({"arm": tags[arm], "seed": s, "epochs": n, **source_row(runner, name, n)})
+            curves[(tags[arm], s)] = parse_log(runner.log_dir / f"train_{name}.log", 1)
     stem = f"source_schedule_{tags['candidate']}"
     write_rows(out / f"{stem}.csv", rows, FIELDS)
     write_curves(out / f"{stem}_curves.csv", curves)
-    import torch
-
-    machine = (f"{os.cpu_count()}-core CPU ({cpu_label()}), PyTorch {torch.__version__}, {workers} run(s) side by side "
-               f"with {max(1, (os.cpu_count() or 1) // workers)} thread(s) each; load average "
-               f"{load_before[0]:.2f} when this call started, {os.getloadavg()[0]:.2f} when it ended")
+    machine = evaluation_machine(workers, load_before, "run")
     text = markdown(rows, {tags[arm]: describe_arm(*arms[arm]) for arm in arms}, tags, machine, seed_list, note,
                     val_interval, num_val_cases, spacing, patch_size)
     atomic_write(out / f"{stem}.md", "w", lambda f: f.write(text))
@@ -212,24 +185,11 @@ def markdown(rows: list[dict], descriptions: dict[str, str], tags: dict[str, str
         f"test Dice of each kept (best-validation) checkpoint is evaluated on the {num_val_cases} held-out test cases "
         f"of the source cohort; it is reported, never used to choose. Machine: {machine}." + (f" {note}" if note else ""),
         "",
-        "| seed | best validation Dice (epoch): baseline / candidate | test Dice: baseline / candidate | training s: "
-        "baseline / candidate |",
-        "|---|---|---|---|",
     ]
-    for s in seeds:
-        a, b = by[(base, s)], by[(cand, s)]
-        lines.append(f"| {s} | {float(a['best_val_dice']):.3f} ({a['best_epoch']}) / {float(b['best_val_dice']):.3f} "
-                     f"({b['best_epoch']}) | {float(a['test_dice']):.3f} / {float(b['test_dice']):.3f} | "
-                     f"{a['train_seconds']} / {b['train_seconds']} |")
-    lines += ["", "Over the seeds: mean ± sd (seeds), and the paired difference candidate − baseline with its 95 % "
-              "t-interval:", "", "| measure | baseline | candidate | candidate − baseline |", "|---|---|---|---|"]
-    for key, label in (("best_val_dice", "best validation Dice"), ("test_dice", "test Dice"),
-                       ("train_seconds", "training seconds"), ("seconds_per_epoch", "training seconds per epoch")):
-        a = [float(by[(base, s)][key]) for s in seeds]
-        b = [float(by[(cand, s)][key]) for s in seeds]
-        digits = 3 if "dice" in key else (1 if key == "train_seconds" else 2)
-        lines.append(f"| {label} | {mean_sd(a, digits)} | {mean_sd(b, digits)} | "
-                     f"{interval_text([y - x for x, y in zip(a, b)], digits)} |")
+    lines += paired_tables({s: by[(base, s)] for s in seeds}, {s: by[(cand, s)] for s in seeds}, seeds,
+                           ("baseline", "candidate"),
+                           (("best_val_dice", "best validation Dice"), ("test_dice", "test Dice"),
+                            ("train_seconds", "training seconds"), ("seconds_per_epoch", "training seconds per epoch")))
     lines += ["", f"![validation Dice against epochs and seconds](source_schedule_{cand}.png)"]
     return "\n".join(lines) + "\n"
 

@@ -174,7 +174,10 @@ asks whether the second source net (the pipeline's seeds 0 and 1 train side by s
 second) earns its training time."""
 
 
-SOURCE_SEED_ABLATIONS: dict[str, int] = {"finetune_source_seed1": 1, "finetune_source_seed2": 2}
+SOURCE_SEED_ABLATIONS: dict[str, int] = {
+    "finetune_source_seed1": 1, "finetune_source_seed2": 2,
+    "dwp_source_init_temperature_0.1_source_seed1": 1, "dwp_source_init_temperature_0.1_source_seed2": 2,
+}
 """The :data:`ABLATIONS` that start from another source net: name -> its seed (the main table's methods all start
 from, or centre their prior on, seed 0's net; the scale's second net only feeds the prior). A seed the scale does not
 train (seed 2 at ``--scale cpu``) is trained with the scale's settings into its source folder before the runs
@@ -235,7 +238,10 @@ ABLATIONS: dict[str, tuple[str, dict[str, object]]] = {
     "source_gaussian_scale_0.001": ("source_gaussian", {"prior_scale": 0.001}),
     "swag_prior_scale_1": ("swag_prior", {"swag_scale_factor": 1.0}),
     "swag_prior_scale_100": ("swag_prior", {"swag_scale_factor": 100.0}),
-    **{name: ("finetune", {}) for name in SOURCE_SEED_ABLATIONS},  # another source net
+    # another source net
+    **{f"finetune_source_seed{seed}": ("finetune", {}) for seed in (1, 2)},
+    **{f"dwp_source_init_temperature_0.1_source_seed{seed}": ("dwp", {"source_init": True, "kl_temperature": 0.1})
+       for seed in (1, 2)},
 }
 """Ablations of ``dwp`` (and their controls): name -> (method, overrides of the finetune bundle). Each is judged against
 the method it varies on the validation split; the test set only reports. ``dwp_source_init`` starts the posterior at
@@ -265,7 +271,8 @@ the ``dwp_source_epochs_*`` variants under a prior fitted to source nets trained
 (:data:`SOURCE_ABLATIONS`), ``dwp_prior_one_source`` under a prior fitted to one source net instead of two
 (:data:`SOURCE_COUNT_ABLATIONS`). ``finetune_source_seed1`` and ``finetune_source_seed2`` fine-tune the second and a
 third source net instead of the first (:data:`SOURCE_SEED_ABLATIONS`): how much of plain fine-tuning's lead is one
-source net's.
+source net's; ``dwp_source_init_temperature_0.1_source_seed*`` start that variant from them, to set it against
+fine-tuning from the same net.
 ``source_gaussian_scale_*`` tighten the L2-SP prior around the
 source weights (``prior_scale`` 0.1 in the main table): its scale is chosen on validation among the three.
 ``swag_prior_scale_*`` narrow the SWAG prior (``swag_scale_factor`` λ = 10⁴ in the main table, the bundle's default:

@@ -266,7 +266,11 @@ class TestAblationTable(unittest.TestCase):
 
     def test_another_source_net_is_a_check_never_a_choice(self):
         sys.path.insert(0, str(REPO / "benchmarks"))
-        from transfer import SCALES, _ablation_table, choose_variant, source_seed_handoffs
+        from transfer import ABLATIONS, SCALES, SOURCE_SEED_ABLATIONS, _ablation_table, choose_variant, source_seed_handoffs
+
+        self.assertLessEqual(set(SOURCE_SEED_ABLATIONS), set(ABLATIONS))
+        self.assertEqual(ABLATIONS["dwp_source_init_temperature_0.1_source_seed2"],
+                         ABLATIONS["dwp_source_init_temperature_0.1"])  # the variant itself, from another net
 
         handoffs = {"source_ckpt": Path("/h/sources/seed0/model.pt"), "swag_ckpt": Path("/h/sources/seed0/swag.pt")}
         self.assertEqual(source_seed_handoffs(handoffs, (0, 1), 1),
