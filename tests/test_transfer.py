@@ -228,6 +228,22 @@ class TestTransfer(unittest.TestCase):
             self.assertAlmostEqual(lr, 1e-3 * factor, places=12)
             self.assertAlmostEqual(lr_scale, 1e-2 * factor, places=12)
         self.assertEqual(rates[4:], [[1e-4, 1e-3]] * 7)  # constant from the end of the cosine on
+        # resumed from the optimizer's and the schedule's state half-way through the cosine: the same rates
+        def fresh():
+            opt = torch.optim.Adam(parameter_groups(net, log_scale_lr=0.01), lr=1e-3)
+            return opt, make_lr_scheduler(opt, "cosine", 10, final_fraction=0.1, anneal_steps=4)
+
+        first, first_schedule = fresh()
+        for _ in range(2):
+            first.step()
+            first_schedule.step()
+        resumed, resumed_schedule = fresh()
+        resumed.load_state_dict(first.state_dict())
+        resumed_schedule.load_state_dict(first_schedule.state_dict())
+        for t in range(2, 10):
+            resumed.step()
+            resumed_schedule.step()
+            self.assertAlmostEqual(resumed.param_groups[0]["lr"], rates[t + 1][0], places=12)
         # no annealing at all: the floor from the first step
         optimizer = torch.optim.Adam(parameter_groups(net, log_scale_lr=0.01), lr=1e-3)
         scheduler = make_lr_scheduler(optimizer, "cosine", 10, final_fraction=0.5, anneal_steps=0)
