@@ -31,6 +31,7 @@ Usage::
 from __future__ import annotations
 
 import csv
+import json
 import os
 import sys
 from pathlib import Path
@@ -96,7 +97,7 @@ def main(data_dir: str, work_dir: str = "runs/source_schedule", results: str | N
     seed_list = study_seeds(data_dir, seeds)
     final_fraction = check_float(final_fraction, "final_fraction", minimum=0.0, maximum=1.0, include_minimum=False,
                                  hint="SWAG records at the rate where the cosine ends")
-    bundle_lr = 1e-3  # the dwp_pretrain bundle's learning_rate
+    bundle_lr = float(json.loads((default_bundles_dir() / "dwp_pretrain" / "configs" / "train.json").read_text())["learning_rate"])
     arms = {"baseline": ("constant", check_int(baseline_epochs, "baseline_epochs", minimum=PIPELINE.swag_epochs),
                          bundle_lr, 0.0),
             "candidate": (schedule, check_int(epochs, "epochs", minimum=PIPELINE.swag_epochs),

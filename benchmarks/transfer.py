@@ -174,11 +174,14 @@ asks whether the second source net (the pipeline's seeds 0 and 1 train side by s
 second) earns its training time."""
 
 
-SOURCE_SEED_ABLATIONS: dict[str, int] = {
-    "finetune_source_seed1": 1, "finetune_source_seed2": 2,
-    "dwp_source_init_temperature_0.1_source_seed1": 1, "dwp_source_init_temperature_0.1_source_seed2": 2,
-}
-"""The :data:`ABLATIONS` that start from another source net: name -> its seed (the main table's methods all start
+SOURCE_SEED_BASES: tuple[str, ...] = ("finetune", "dwp_source_init_temperature_0.1")
+"""The methods (or :data:`ABLATIONS`) that the source-seed checks start from other source nets."""
+OTHER_SOURCE_SEEDS: tuple[int, ...] = (1, 2)
+"""The source nets the checks start from instead of seed 0's: the scale's second, and a third trained for them."""
+SOURCE_SEED_ABLATIONS: dict[str, int] = {f"{base}_source_seed{seed}": seed for base in SOURCE_SEED_BASES
+                                         for seed in OTHER_SOURCE_SEEDS}
+"""The :data:`ABLATIONS` ``<base>_source_seed<S>`` (each the run of its base, :data:`SOURCE_SEED_BASES`) that start
+from another source net: name -> its seed (the main table's methods all start
 from, or centre their prior on, seed 0's net; the scale's second net only feeds the prior). A seed the scale does not
 train (seed 2 at ``--scale cpu``) is trained with the scale's settings into its source folder before the runs
 (:func:`~monai_dwp.pipeline.source_stages`); the prior still reads the scale's seeds only. A check of how much the
@@ -238,10 +241,6 @@ ABLATIONS: dict[str, tuple[str, dict[str, object]]] = {
     "source_gaussian_scale_0.001": ("source_gaussian", {"prior_scale": 0.001}),
     "swag_prior_scale_1": ("swag_prior", {"swag_scale_factor": 1.0}),
     "swag_prior_scale_100": ("swag_prior", {"swag_scale_factor": 100.0}),
-    # another source net
-    **{f"finetune_source_seed{seed}": ("finetune", {}) for seed in (1, 2)},
-    **{f"dwp_source_init_temperature_0.1_source_seed{seed}": ("dwp", {"source_init": True, "kl_temperature": 0.1})
-       for seed in (1, 2)},
 }
 """Ablations of ``dwp`` (and their controls): name -> (method, overrides of the finetune bundle). Each is judged against
 the method it varies on the validation split; the test set only reports. ``dwp_source_init`` starts the posterior at
@@ -280,6 +279,8 @@ source weights (``prior_scale`` 0.1 in the main table): its scale is chosen on v
 benchmark's earlier runs) back to λ = 10² and to the SWAG variance itself (λ = 1): λ is chosen on validation among
 the three."""
 
+ABLATIONS.update({f"{base}_source_seed{seed}": ABLATIONS.get(base, (base, {})) for base in SOURCE_SEED_BASES
+                  for seed in OTHER_SOURCE_SEEDS})  # another source net: the run of its base
 
 ABLATION_FAMILIES: tuple[str, ...] = ("dwp", "dwp_init", "gaussian_prior", "source_gaussian", "swag_prior")
 """The methods whose variants (:data:`ABLATIONS` of that method) the ablation table compares, with the variant of
