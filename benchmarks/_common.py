@@ -42,13 +42,13 @@ def find_row(rows: list[dict], **match: object) -> dict:
 
 def estimator_kwargs(setting: str) -> dict[str, int | bool | str]:
     """``DeepWeightPrior`` arguments of an estimator named ``all``, ``max_kernels=<m>`` or ``refresh=<R>``, with
-    ``+cv`` for the Gaussian control variate (not with ``all``) and ``+bf16`` for bfloat16 VAE passes
-    (``compute_dtype``), e.g. ``refresh=16+cv`` or ``refresh=4+cv+bf16``."""
+    ``+cv`` for the Gaussian control variate and ``+bf16`` for bfloat16 VAE passes (``compute_dtype``), e.g.
+    ``all+cv``, ``refresh=16+cv`` or ``refresh=4+cv+bf16``."""
     base, *suffixes = setting.split("+")
     key, _, value = base.partition("=")
     usage = (f"--estimators: {setting!r} is not 'all', 'max_kernels=<m>' or 'refresh=<R>', each optionally with "
-             "'+cv' (not 'all') and '+bf16', e.g. refresh=4 or refresh=16+cv+bf16.")
-    if len(set(suffixes)) != len(suffixes) or not set(suffixes) <= {"cv", "bf16"} or (base == "all" and "cv" in suffixes):
+             "'+cv' and '+bf16', e.g. refresh=4, all+cv or refresh=16+cv+bf16.")
+    if len(set(suffixes)) != len(suffixes) or not set(suffixes) <= {"cv", "bf16"}:
         raise SystemExit(usage)
     extra: dict[str, int | bool | str] = {}
     if "cv" in suffixes:

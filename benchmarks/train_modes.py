@@ -40,25 +40,27 @@ from monai_dwp.utils.io import atomic_write  # noqa: E402
 from monai_dwp.utils.validation import check_int  # noqa: E402
 
 VARIANTS: dict[str, dict[str, object]] = {
+    # every dwp variant without the Gaussian control variate, as its recorded runs (the bundle's default since 0.5.0)
     # the Deep Weight Prior term refreshed on a rotating quarter of the kernels per step, in both modes
     "dwp/local/refresh_4": {"method": "dwp", "train_mode": "local", "max_kernels": "None",
-                            "prior_refresh_interval": 4},
+                            "prior_refresh_interval": 4, "prior_control_variate": False},
     "dwp/sampled/refresh_4": {"method": "dwp", "train_mode": "sampled", "max_kernels": "None",
-                              "prior_refresh_interval": 4},
-    # the bundles' mode with a rotating sixteenth of the kernels per step
+                              "prior_refresh_interval": 4, "prior_control_variate": False},
+    # the bundles' mode with a rotating sixteenth of the kernels per step (their estimator before 0.5.0)
     "dwp/sampled/refresh_16": {"method": "dwp", "train_mode": "sampled", "max_kernels": "None",
-                               "prior_refresh_interval": 16},
+                               "prior_refresh_interval": 16, "prior_control_variate": False},
     # the same with the VAE passes of the term in float32 (the bundle's default `auto` uses bfloat16 where the
     # device multiplies it in hardware)
     "dwp/sampled/refresh_16/float32": {"method": "dwp", "train_mode": "sampled", "max_kernels": "None",
-                                       "prior_refresh_interval": 16, "prior_compute_dtype": "float32"},
+                                       "prior_refresh_interval": 16, "prior_compute_dtype": "float32",
+                                       "prior_control_variate": False},
     "gaussian_prior/local": {"method": "gaussian_prior", "train_mode": "local"},
     "gaussian_prior/sampled": {"method": "gaussian_prior", "train_mode": "sampled"},
     # the term's estimators (local mode): every kernel at every step, and the earlier per-group subsample
     "dwp/local/all_kernels": {"method": "dwp", "train_mode": "local", "max_kernels": "None",
-                              "prior_refresh_interval": 1},
+                              "prior_refresh_interval": 1, "prior_control_variate": False},
     "dwp/local/max_kernels_2048": {"method": "dwp", "train_mode": "local", "max_kernels": 2048,
-                                   "prior_refresh_interval": 1},
+                                   "prior_refresh_interval": 1, "prior_control_variate": False},
 }
 """``name -> bundle overrides``; names are ``<method>/<train_mode>[/<prior estimator>]``."""
 

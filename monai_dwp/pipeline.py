@@ -82,7 +82,8 @@ class PipelineSettings:
     num_samples: int = 2
     vae_hidden: tuple[int, int, int] = (32, 64, 128)
     max_kernels: int | None = None  # a per-group subsample of the DWP term's kernels (None: see the next line)
-    prior_refresh_interval: int = 16  # the DWP term re-estimates a rotating 1/R of the kernels per step
+    prior_refresh_interval: int = 8  # the DWP term re-estimates a rotating 1/R of the kernels per step
+    prior_control_variate: bool = True  # ... as its residual against a Gaussian, the Gaussian part exact every step
     workers: int = 2  # target methods fine-tuned side by side, each with cpu_count // workers threads
 
     @classmethod
@@ -390,7 +391,8 @@ def run_pipeline(
     finetune = {"dataset_dir": data / "tumour", "num_train_cases": s.num_train_cases,
                 "num_val_cases": s.num_val_cases, "source_ckpt": handoffs["source_ckpt"],
                 "prior_ckpt": prior_ckpt, "swag_ckpt": handoffs["swag_ckpt"], "max_kernels": s.max_kernels,
-                "prior_refresh_interval": s.prior_refresh_interval, **common}
+                "prior_refresh_interval": s.prior_refresh_interval,
+                "prior_control_variate": s.prior_control_variate, **common}
     ckpt_dirs: dict[str, Path] = {}
     chains = []
     for method in methods:

@@ -230,6 +230,7 @@ class TestPipeline(unittest.TestCase):
         finetune = json.loads((repo / "bundles" / "dwp_finetune" / "configs" / "train.json").read_text())
         s = PipelineSettings.default()
         self.assertEqual(s.prior_refresh_interval, finetune["prior_refresh_interval"])
+        self.assertEqual(s.prior_control_variate, finetune["prior_control_variate"])
         self.assertEqual(s.max_kernels, finetune["max_kernels"])
 
     def test_unknown_method(self):

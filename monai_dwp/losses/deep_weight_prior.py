@@ -146,23 +146,24 @@ class DeepWeightPrior(nn.Module):
     refreshed slice's gradient scaled by ``K / |slice|`` (about ``R``), unbiased over a whole rotation; encoder
     updates also age the cached terms.
 
-    **Gaussian control variate** (``control_variate=True``, with ``refresh_interval > 1`` or ``max_kernels``). The
-    cached expansion goes stale as the posterior moves (Adam moves every ``loc`` by about the learning rate per step,
-    a large fraction of a kernel's scale over ``R`` steps), and a subsample has the variance of the kernels it
-    leaves out. Both act then on the residual :math:`c_j - g_j` only, where :math:`g_j` is the closed-form
-    cross-entropy of kernel :math:`j` under a Gaussian :math:`\mathcal{N}(s_l m_g, s_l^2 \Sigma_g)` moment-matched
-    to the group's VAE (``control_samples`` draws of :math:`p(w)`, with a fixed seed),
+    **Gaussian control variate** (``control_variate=True``). Let
+    :math:`h_j(w) = -\log \mathcal{N}(w; s_l m_g, s_l^2 \Sigma_g)` be the cross-entropy integrand of a Gaussian
+    moment-matched to the group's VAE (``control_samples`` draws of :math:`p(w)`, with a fixed seed), whose
+    expectation under :math:`q` is closed form,
 
     .. math::
-        g_j = \tfrac{1}{2}\big[(\mu_j / s_l - m_g)^\top \Sigma_g^{-1} (\mu_j / s_l - m_g)
-        + \operatorname{tr}(\Sigma_g^{-1} \operatorname{diag}(\sigma_j^2) / s_l^2)
-        + \log\lvert 2\pi \Sigma_g \rvert\big] + d \log s_l,
+        g_j = \mathbb{E}_{q(w_j)}[h_j(w_j)] = \tfrac{1}{2}\big[(\mu_j / s_l - m_g)^\top \Sigma_g^{-1}
+        (\mu_j / s_l - m_g) + \operatorname{tr}(\Sigma_g^{-1} \operatorname{diag}(\sigma_j^2) / s_l^2)
+        + \log\lvert 2\pi \Sigma_g \rvert\big] + d \log s_l .
 
-    which is evaluated exactly, for every kernel, at every call (a ``d × d`` quadratic form per kernel, negligible
-    next to a VAE pass). The estimate is :math:`\sum_j g_j` plus the refreshed (or subsampled) estimate of
-    :math:`\sum_j (c_j - g_j)`: the same expectation at a fixed posterior, and the closer the VAE's density is to
-    its Gaussian, the less of the gradient goes stale or is left out. Without a refresh or a subsample (every
-    kernel estimated at every call) it changes nothing and is not used.
+    Kernel :math:`j`'s term is estimated as :math:`g_j + \big(\hat c_j(w_j) - h_j(w_j)\big)`, the residual at the
+    *same* draw :math:`w_j = \mu_j + \sigma_j \odot \varepsilon_j` as the VAE's estimate :math:`\hat c_j`. Its
+    expectation is unchanged (:math:`\mathbb{E}_q[h_j] = g_j`), and the part of the draw's noise that the Gaussian
+    explains, :math:`\Sigma_g^{-1}(w_j / s_l - m_g)` in the gradient, cancels in the residual; :math:`g_j` is exact
+    (a ``d × d`` quadratic form per kernel, negligible next to a VAE pass). So with every kernel estimated at every
+    call it is a cheaper-than-a-draw variance reduction; with a refresh only the residual goes stale (the Gaussian
+    part is evaluated for every kernel at every call), and with a subsample only the residual's variance is what the
+    left-out kernels add. The closer the VAE's density is to its Gaussian, the more of the noise cancels.
 
     **Precision** (``compute_dtype``). The VAE passes are matrix products over tens of thousands of kernels. With
     ``compute_dtype="bfloat16"`` they run under :func:`torch.autocast` in bfloat16, while the VAE's output heads,
@@ -199,8 +200,8 @@ class DeepWeightPrior(nn.Module):
             ``1 / refresh_interval`` of every group per call, and use the cached expansion in between (see
             *Refreshing a rotating slice*); ``1`` estimates every kernel at every call. Not combined with
             ``max_kernels``.
-        control_variate: estimate only the residual against a Gaussian fitted to each VAE by refresh or subsample,
-            the Gaussian part exactly at every call (see *Gaussian control variate*).
+        control_variate: estimate only the residual against a Gaussian fitted to each VAE, at the same draws, and
+            the Gaussian part exactly for every kernel at every call (see *Gaussian control variate*).
         control_samples: the number of draws of each VAE's :math:`p(w)` the Gaussian is fitted to.
         compute_dtype: the precision of the VAE passes (see *Precision*): ``None`` or ``"float32"`` (the VAE's own
             dtype, under whatever autocast state the caller set), ``"bfloat16"``, or ``"auto"`` (bfloat16 where the
@@ -374,6 +375,15 @@ class DeepWeightPrior(nn.Module):
         """
         if reduction not in ("sum", "none"):
             raise ValueError(f"reduction must be 'sum' or 'none', got {reduction!r}.")
+        per_kernel, _ = self._sampled_terms(group, loc, log_scale, scale, gaussian=False)
+        return per_kernel if reduction == "none" else per_kernel.sum()
+
+    def _sampled_terms(self, group: int, loc: Tensor, log_scale: Tensor, scale: Tensor | None,
+                       gaussian: bool) -> tuple[Tensor, Tensor | None]:
+        r"""Per kernel ``(K,)``: the Monte Carlo cross-entropy term of :meth:`cross_entropy_term` and, with
+        ``gaussian``, :math:`-\log \mathcal{N}(w; s\, m_g, s^2 \Sigma_g)` at the very same draws of :math:`w` (the
+        sampled control variate, whose expectation is :meth:`gaussian_cross_entropy`), both averaged over the
+        ``num_samples`` draws; ``None`` in place of the second without ``gaussian``."""
         vae = self.vaes[group]
         n, k = self.num_samples, loc.shape[0]
         d = loc[0].numel()
@@ -388,8 +398,16 @@ class DeepWeightPrior(nn.Module):
             recon_loc, recon_log_scale = vae.decode(z)
         kl_z = standard_normal_kl(z_loc, z_log_scale).flatten(1).sum(1)
         nll = -gaussian_log_prob(u, recon_loc, recon_log_scale).flatten(1).sum(1)
-        per_kernel = (kl_z + nll).view(n, k).mean(0) + d * scale.log().flatten()
-        return per_kernel if reduction == "none" else per_kernel.sum()
+        jacobian = d * scale.log().flatten()
+        per_kernel = (kl_z + nll).view(n, k).mean(0) + jacobian
+        if not gaussian:
+            return per_kernel, None
+        mean, precision, log_det = self.gaussian_moments(group)
+        with torch.autocast(loc.device.type, enabled=False):  # a quadratic form: the residual needs full precision
+            diff = u.reshape(n * k, d).to(precision.dtype) - mean
+            quadratic = ((diff @ precision) * diff).sum(1).view(n, k).mean(0)
+            control = 0.5 * (quadratic + d * math.log(2 * math.pi) + log_det) + jacobian.to(quadratic.dtype)
+        return per_kernel, control.to(per_kernel.dtype)
 
     def autocast_dtype(self, device: torch.device | str) -> torch.dtype | None:
         """The dtype the VAE passes run in on ``device`` under ``compute_dtype`` (``"auto"`` resolved by
@@ -458,10 +476,10 @@ class DeepWeightPrior(nn.Module):
                         reduction: str = "sum") -> Tensor:
         """What a refresh or a subsample estimates: the cross-entropy term, or with ``control_variate`` its
         residual against :meth:`gaussian_cross_entropy` (the caller adds the Gaussian part for every kernel)."""
-        term = self.cross_entropy_term(group, loc, log_scale, scale, reduction=reduction)
-        if self.control_variate:
-            term = term - self.gaussian_cross_entropy(group, loc, log_scale, scale, reduction=reduction)
-        return term
+        term, control = self._sampled_terms(group, loc, log_scale, scale, gaussian=self.control_variate)
+        if control is not None:
+            term = term - control
+        return term if reduction == "none" else term.sum()
 
     def _cached_cross_entropy_term(
         self, group: int, layers: Mapping[str, BayesianConv], loc: Tensor, log_scale: Tensor, scale: Tensor
@@ -583,8 +601,8 @@ class DeepWeightPrior(nn.Module):
                     num_kernels / self.max_kernels
                 )
             else:
-                cross = self.cross_entropy_term(group, loc, log_scale, scale)
-            if self.control_variate and (self.refresh_interval > 1 or subsampled):
+                cross = self._estimated_term(group, loc, log_scale, scale)
+            if self.control_variate:
                 with torch.autocast(loc.device.type, enabled=False):  # a quadratic form: kept in full precision
                     cross = cross + self.gaussian_cross_entropy(group, loc.float(), log_scale.float(), scale.float())
             term = neg_entropy + cross

@@ -22,6 +22,7 @@ class TestEstimatorKwargs(unittest.TestCase):
     @parameterized.expand([
         ("all", {}),
         ("all+bf16", {"compute_dtype": "bfloat16"}),
+        ("all+cv+bf16", {"control_variate": True, "compute_dtype": "bfloat16"}),
         ("max_kernels=2048", {"max_kernels": 2048}),
         ("max_kernels=64+cv", {"max_kernels": 64, "control_variate": True}),
         ("refresh=16", {"refresh_interval": 16}),
@@ -32,7 +33,7 @@ class TestEstimatorKwargs(unittest.TestCase):
         self.assertEqual(estimator_kwargs(name), expected)
         DeepWeightPrior([KernelVAE(hidden_channels=(2, 2, 2))], [0.1], {"0": 0}, **expected)  # arguments it takes
 
-    @parameterized.expand(["all+cv", "refresh=4+cv+cv", "refresh=4+fp16", "refresh=x", "every", "max_kernels=-1"])
+    @parameterized.expand(["all+fp16", "refresh=4+cv+cv", "refresh=4+fp16", "refresh=x", "every", "max_kernels=-1"])
     def test_bad_names_stop_with_the_usage(self, name):
         with self.assertRaisesRegex(SystemExit, rf"--estimators: '{re.escape(name)}' is not 'all'.*e\.g\. refresh=4"):
             estimator_kwargs(name)

@@ -10,10 +10,12 @@ import sys
 import tempfile
 import unittest
 from pathlib import Path
+from unittest import mock
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import speed  # noqa: E402
 from speed import _dwp_note, _ratio, _ratio_cell, _ratio_of, _typed, _verdict, _write  # noqa: E402
 
 
@@ -72,17 +74,53 @@ class TestRender(unittest.TestCase):
             return {"what": "dwp", "device": "cpu", "kind": kind, "seconds": seconds, "ratio": None}
 
         float32_rows = [ref, dwp("refresh=8+cv", 0.2), dwp("refresh=4+cv", 0.3), dwp("refresh=16", 0.1)]
-        text = _dwp_note(float32_rows, bf16_native=False)
-        self.assertIn("this one has not: `auto` computes in float32 here", text)
-        self.assertIn("`refresh=8+cv+bf16` (10.0% of a step in float32)", text)
-        self.assertIn("`refresh=4+cv+bf16` (15.0% of a step in float32)", text)
-        self.assertIn("(5.0% of a step with `auto`)", text)
-        text = _dwp_note([*float32_rows, dwp("refresh=8+cv+bf16", 0.12), dwp("refresh=16+bf16", 0.06)],
-                         bf16_native=True)
-        self.assertIn("(this one has it)", text)
-        self.assertIn("`refresh=8+cv+bf16` (6.0% of a step)", text)
-        self.assertIn("(3.0% of a step with `auto`)", text)
-        self.assertIn("`refresh=4+cv+bf16` (15.0% of a step in float32)", text)
+        with mock.patch.object(speed, "_bundle_estimator", return_value=(8, True)):  # the bundle's R = 8 + cv
+            text = _dwp_note(float32_rows, bf16_native=False)
+            self.assertIn("this one has not: `auto` computes in float32 here", text)
+            self.assertIn("uses R = 8 with the control variate (10.0% of a step with `auto`", text)
+            text = _dwp_note([*float32_rows, dwp("refresh=8+cv+bf16", 0.12), dwp("refresh=16+bf16", 0.06)],
+                             bf16_native=True)
+            self.assertIn("(this one has it)", text)
+            self.assertIn("(6.0% of a step with `auto`", text)
+            text = _dwp_note(float32_rows, bf16_native=True)  # its bfloat16 estimator not timed: the float32 form
+            self.assertIn("(10.0% of a step in float32 with `auto`", text)
+        with mock.patch.object(speed, "_bundle_estimator", return_value=(16, False)):
+            self.assertIn("uses R = 16 without the control variate (5.0% of a step with `auto`",
+                          _dwp_note(float32_rows, bf16_native=False))
+
+
+class TestDWPQuality(unittest.TestCase):
+    """The DWP target's second half: an estimator's gradient along training against a fresh all-kernel draw's,
+    read from ``dwp_estimator.py``'s training tables, one verdict over every prior of ``DWP_QUALITY``."""
+
+    @staticmethod
+    def _table(folder: Path, stem: str, trained: str, gaps: list[float]) -> None:
+        with open(folder / f"{stem}_training.csv", "w", newline="") as f:
+            fields = ["trained_with", "step", "cos_ref_loc[all]", f"cos_ref_loc[{trained}]"]
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            for step, gap in enumerate(gaps, 1):
+                writer.writerow({"trained_with": trained, "step": step, "cos_ref_loc[all]": 0.5,
+                                 f"cos_ref_loc[{trained}]": 0.5 + gap})
+
+    def test_as_good_only_when_measured_on_every_prior_and_never_below(self):
+        priors = {"prior A": ("a", "a2"), "prior B": ("b",)}
+        with tempfile.TemporaryDirectory() as tmp, mock.patch.object(speed, "RESULTS", Path(tmp)), \
+                mock.patch.object(speed, "DWP_QUALITY", priors):
+            self._table(Path(tmp), "a", "refresh=8+cv", [0.01, 0.02])
+            quality = speed._quality("refresh=8+cv")
+            self.assertEqual(list(quality), ["prior A"])
+            self.assertEqual([round(g, 6) for g in quality["prior A"]], [0.01, 0.02])
+            text = speed._quality_text("refresh=8+cv")
+            self.assertIn("+0.010 to +0.020 (prior A): not shown as good: not measured on every prior", text)
+            self._table(Path(tmp), "b", "refresh=8+cv", [0.0, 0.03])
+            self.assertTrue(speed._as_good(speed._quality("refresh=8+cv")))
+            self.assertIn("over 4 checks", speed._quality_text("refresh=8+cv"))
+            self.assertTrue(speed._quality_text("refresh=8+cv").endswith(": as good"))
+            self._table(Path(tmp), "a2", "refresh=8+cv", [-0.001])  # a second run on prior A, one check below
+            self.assertFalse(speed._as_good(speed._quality("refresh=8+cv")))
+            self.assertTrue(speed._quality_text("refresh=8+cv").endswith(": worse"))
+            self.assertEqual(speed._quality_text("refresh=16"), "its gradient along training not measured")
 
 
 class TestMemory(unittest.TestCase):

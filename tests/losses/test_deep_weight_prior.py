@@ -217,10 +217,10 @@ class TestDeepWeightPriorBound(unittest.TestCase):
         self.assertEqual(torch.rand(()), expected)
         torch.testing.assert_close(again[1], precision)
 
-    @parameterized.expand([("refresh", {"refresh_interval": 4}), ("subsample", {"max_kernels": 8})])
+    @parameterized.expand([("all", {}), ("refresh", {"refresh_interval": 4}), ("subsample", {"max_kernels": 8})])
     def test_control_variate_keeps_the_expectation(self, _, kwargs):
-        """At a fixed posterior the Gaussian part is exact and the residual is estimated as before: the same
-        expectation as the all-kernel estimator, in value and in gradient."""
+        """At a fixed posterior the Gaussian part is exact and the residual is estimated at the same draws: the
+        same expectation as the all-kernel estimator, in value and in gradient."""
         torch.manual_seed(0)
         net = convert_to_bayesian(nn.Sequential(nn.Conv3d(4, 8, 3)), init_log_scale=-3.0)  # 32 kernels
         full = DeepWeightPrior([_vae(0)], [0.1], {"0": 0})
@@ -236,12 +236,48 @@ class TestDeepWeightPriorBound(unittest.TestCase):
         z = (ga.mean(0) - gb.mean(0)) / (ga.var(0) / 400 + gb.var(0) / independent).sqrt()
         self.assertLess(z.abs().mean().item(), 1.2)  # |N(0, 1)| has mean 0.80
         self.assertLess(z.abs().max().item(), 5.0)
-        # without a refresh or a subsample the option changes nothing
-        unused = DeepWeightPrior([_vae(0)], [0.1], {"0": 0}, control_variate=True)  # _vae seeds the generator
-        torch.manual_seed(3)
-        plain = full(net)
-        torch.manual_seed(3)
-        torch.testing.assert_close(unused(net), plain)
+
+    def test_control_variate_is_the_gaussian_at_the_same_draws(self):
+        """The sampled control variate is -log N(w; s m_g, s^2 Sigma_g) at the very draws of w the VAE's estimate
+        used (torch.distributions as the reference), and the residual is the plain estimate minus it."""
+        torch.manual_seed(0)
+        prior = DeepWeightPrior([_vae(0)], [0.1], {"0": 0}, control_variate=True, num_samples=3)
+        loc, log_scale = 0.1 * torch.randn(5, 3, 3, 3), torch.full((5, 3, 3, 3), -3.0)
+        scale = torch.tensor([0.1, 0.2, 0.1, 0.3, 0.05])
+        torch.manual_seed(7)
+        term, control = prior._sampled_terms(0, loc, log_scale, scale, gaussian=True)
+        torch.manual_seed(7)
+        eps = torch.randn(3, *loc.shape)  # the first draw of _sampled_terms
+        torch.manual_seed(7)
+        plain = prior.cross_entropy_term(0, loc, log_scale, scale, reduction="none")
+        torch.testing.assert_close(term, plain)
+        mean, precision, _ = prior.gaussian_moments(0)
+        gauss = torch.distributions.MultivariateNormal(mean.double(), precision_matrix=precision.double())
+        s = scale.double()[:, None]
+        u = ((loc + log_scale.exp() * eps).flatten(2).double() / s)  # (3, K, 27)
+        expected = (-(gauss.log_prob(u)) + 27 * s.log().flatten()).mean(0)
+        torch.testing.assert_close(control.double(), expected, rtol=1e-5, atol=1e-4)
+        torch.manual_seed(7)
+        residual = prior._estimated_term(0, loc, log_scale, scale, reduction="none")
+        torch.testing.assert_close(residual, term - control)
+
+    def test_control_variate_cancels_the_noise_a_gaussian_prior_explains(self):
+        """With a VAE whose p(w) is exactly Gaussian (decoder and encoder heads independent of their input), every
+        kernel estimated at every call: the residual is nearly constant, so the gradient's variance over draws falls
+        to a small fraction of the plain estimator's (what a residual at other draws than the VAE's could not do)."""
+        vae = _vae(0)
+        with torch.no_grad():
+            for head in (vae.decoder.head, vae.encoder.loc, vae.encoder.log_scale):
+                head.weight.zero_()
+            vae.decoder.head.bias.copy_(torch.tensor([0.1, math.log(0.5)]))
+        torch.manual_seed(0)
+        net = convert_to_bayesian(nn.Sequential(nn.Conv3d(4, 8, 3)), init_log_scale=-2.0)  # 32 kernels
+        _, plain = _draws(DeepWeightPrior([vae], [0.1], {"0": 0}), net, 60)
+        controlled = DeepWeightPrior([vae], [0.1], {"0": 0}, control_variate=True)
+        _, reduced = _draws(controlled, net, 60)
+        self.assertLess(reduced.var(0).sum().item(), 0.05 * plain.var(0).sum().item())
+        stderr = (plain.var(0).max() / 60).sqrt().item()
+        torch.testing.assert_close(reduced.mean(0), plain.mean(0), rtol=0.0, atol=4 * stderr)
 
     def test_bfloat16_passes_keep_the_estimate(self):
         """compute_dtype='bfloat16': the same draws give the float32 estimate to bfloat16's rounding, value and
