@@ -161,9 +161,10 @@ class DeepWeightPrior(nn.Module):
     expectation is unchanged (:math:`\mathbb{E}_q[h_j] = g_j`), and the part of the draw's noise that the Gaussian
     explains, :math:`\Sigma_g^{-1}(w_j / s_l - m_g)` in the gradient, cancels in the residual; :math:`g_j` is exact
     (a ``d × d`` quadratic form per kernel, negligible next to a VAE pass). So with every kernel estimated at every
-    call it is a cheaper-than-a-draw variance reduction; with a refresh only the residual goes stale (the Gaussian
-    part is evaluated for every kernel at every call), and with a subsample only the residual's variance is what the
-    left-out kernels add. The closer the VAE's density is to its Gaussian, the more of the noise cancels.
+    call it reduces the variance at the cost of two quadratic forms per kernel; with a refresh only the residual goes
+    stale (the Gaussian part is evaluated for every kernel at every call), and with a subsample only the residual's
+    variance is what the left-out kernels add. The closer the VAE's density is to its Gaussian, the more of the
+    noise cancels.
 
     **Precision** (``compute_dtype``). The VAE passes are matrix products over tens of thousands of kernels. With
     ``compute_dtype="bfloat16"`` they run under :func:`torch.autocast` in bfloat16, while the VAE's output heads,
@@ -474,8 +475,9 @@ class DeepWeightPrior(nn.Module):
 
     def _estimated_term(self, group: int, loc: Tensor, log_scale: Tensor, scale: Tensor,
                         reduction: str = "sum") -> Tensor:
-        """What a refresh or a subsample estimates: the cross-entropy term, or with ``control_variate`` its
-        residual against :meth:`gaussian_cross_entropy` (the caller adds the Gaussian part for every kernel)."""
+        """What a Monte Carlo estimate (all kernels, a refresh or a subsample) takes of the cross-entropy term: the
+        term itself, or with ``control_variate`` its residual against the Gaussian at the same draws (the caller adds
+        the Gaussian's closed form, :meth:`gaussian_cross_entropy`, for every kernel)."""
         term, control = self._sampled_terms(group, loc, log_scale, scale, gaussian=self.control_variate)
         if control is not None:
             term = term - control
