@@ -306,8 +306,8 @@ SCALES: dict[str, TransferScale] = {
         # patches (the field of view of 32³ at 3 mm). The prior: 15 epochs instead of the demo's 25 (its validation
         # ELBO changed by < 0.05 nats per kernel over epochs 10-15 of the 3 mm fit). The DWP term by the estimator
         # its tables were run with, a rotating sixteenth without the control variate (a row records it; rows of
-        # another setting stay in the CSV untabled); the bundle's default since is the ablation
-        # dwp_refresh_8_control_variate.
+        # another setting stay in the CSV untabled); since 0.5.0 the finetune bundle's default is the ablation
+        # dwp_refresh_8_control_variate instead.
         handoffs=dataclasses.replace(PipelineSettings.default(), spacing=4.0, patch_size=24, num_target_pool=23,
                                      num_target_test=20, mc_samples=3, prior_epochs=15, prior_refresh_interval=16,
                                      prior_control_variate=False),
