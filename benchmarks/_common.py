@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
@@ -33,6 +34,15 @@ def run_child(script: str, **kwargs: object) -> dict:
     cmd = [sys.executable, script, "--child", json.dumps(kwargs)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def bundle_default(bundle: str, key: str, bundles_dir: Path | None = None) -> object:
+    """The default value of ``key`` in ``<bundles_dir>/<bundle>/configs/train.json`` (default: the repository's
+    bundles), e.g. ``bundle_default("dwp_finetune", "sw_overlap")``."""
+    from monai_dwp.pipeline import default_bundles_dir
+
+    config = (bundles_dir or default_bundles_dir()) / bundle / "configs" / "train.json"
+    return json.loads(config.read_text())[key]
 
 
 def find_row(rows: list[dict], **match: object) -> dict:

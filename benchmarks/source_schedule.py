@@ -31,7 +31,6 @@ Usage::
 from __future__ import annotations
 
 import csv
-import json
 import os
 import sys
 from pathlib import Path
@@ -40,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import bundle_default  # noqa: E402
 from _runs import evaluation_machine, reuse_source_run, write_rows  # noqa: E402
 from _source_study import PIPELINE, paired_tables, source_chain, source_row, study_seeds  # noqa: E402
 from _tables import save_figure  # noqa: E402
@@ -97,7 +97,7 @@ def main(data_dir: str, work_dir: str = "runs/source_schedule", results: str | N
     seed_list = study_seeds(data_dir, seeds)
     final_fraction = check_float(final_fraction, "final_fraction", minimum=0.0, maximum=1.0, include_minimum=False,
                                  hint="SWAG records at the rate where the cosine ends")
-    bundle_lr = float(json.loads((default_bundles_dir() / "dwp_pretrain" / "configs" / "train.json").read_text())["learning_rate"])
+    bundle_lr = float(bundle_default("dwp_pretrain", "learning_rate"))
     arms = {"baseline": ("constant", check_int(baseline_epochs, "baseline_epochs", minimum=PIPELINE.swag_epochs),
                          bundle_lr, 0.0),
             "candidate": (schedule, check_int(epochs, "epochs", minimum=PIPELINE.swag_epochs),

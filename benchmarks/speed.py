@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import device_name, estimator_kwargs, find_row, run_child, sync  # noqa: E402
+from _common import bundle_default, device_name, estimator_kwargs, find_row, run_child, sync  # noqa: E402
 from _stats import paired_interval  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -374,11 +374,12 @@ def _write(rows: list[dict], meta: dict, out: Path) -> None:
             lines.append(f"- 64³, batch {batch}: `sampled` / deterministic "
                          f"{_verdict(_ratio_of(sa, d), TARGETS['sampled'])}; `local` / deterministic "
                          f"{_verdict(_ratio_of(lo, d), TARGETS['local'])}.")
+        quality = {r["kind"]: _quality(r["kind"]) for r in prior_rows}  # the training tables, read once
         for r in prior_rows:
             lines.append(f"- DWP term, `{r['kind']}`: {_verdict(_ratio_of(r, ref), TARGETS['dwp'], '%')} "
-                         f"of a `local` step at 64³, batch 2; {_quality_text(r['kind'])}.")
+                         f"of a `local` step at 64³, batch 2; {_quality_text(r['kind'], quality[r['kind']])}.")
         both = [f"`{r['kind']}`" for r in prior_rows
-                if _ratio_of(r, ref)[2] <= TARGETS["dwp"] and _as_good(_quality(r["kind"]))]
+                if _ratio_of(r, ref)[2] <= TARGETS["dwp"] and _as_good(quality[r["kind"]])]
         lines.append(f"- DWP term, both halves of its target (≤ {TARGETS['dwp']:.0%} of the step, and a gradient "
                      "along training as good as a fresh all-kernel draw's at every check of every run): "
                      + (f"**met** by {', '.join(both)}." if both else "**not met** by any estimator timed here."))
@@ -504,11 +505,11 @@ def _as_good(gaps: dict[str, list[float]]) -> bool:
     return len(gaps) == len(DWP_QUALITY) and all(g >= 0 for run in gaps.values() for g in run)
 
 
-def _quality_text(kind: str) -> str:
-    """The second half of a DWP target line: the training gaps of ``kind`` per prior, or that none was measured."""
+def _quality_text(kind: str, gaps: dict[str, list[float]]) -> str:
+    """The second half of a DWP target line: the training gaps of ``kind`` per prior (:func:`_quality`), or that none
+    was measured."""
     if kind == "all":
         return "the all-kernel estimate itself"
-    gaps = _quality(kind)
     if not gaps:
         return "its gradient along training not measured"
     runs = "; ".join(f"{min(g):+.3f} to {max(g):+.3f} ({prior})" for prior, g in gaps.items())
@@ -542,9 +543,8 @@ def _bf16_here(bf16_native: bool | None) -> str:
 
 def _bundle_estimator() -> tuple[int, bool]:
     """The finetune bundle's default ``prior_refresh_interval`` and ``prior_control_variate``."""
-    config = Path(__file__).resolve().parents[1] / "bundles" / "dwp_finetune" / "configs" / "train.json"
-    values = json.loads(config.read_text())
-    return int(values["prior_refresh_interval"]), bool(values["prior_control_variate"])
+    return (int(bundle_default("dwp_finetune", "prior_refresh_interval")),
+            bool(bundle_default("dwp_finetune", "prior_control_variate")))
 
 
 def _plot(rows: list[dict], meta: dict, path: Path) -> None:

@@ -53,6 +53,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import bundle_default  # noqa: E402
 from _runs import best_validation, claim_run_dir, describe_machine, trained_seconds  # noqa: E402
 from _tables import mean_sd, mean_table, paired_cell, save_figure, size_axis  # noqa: E402
 from monai_dwp.bundle_utils import run_name  # noqa: E402
@@ -421,8 +422,7 @@ def handoff_fingerprint(files: dict[str, object]) -> str:
 def bundle_sw_overlap(bundles_dir: Path | None = None) -> float:
     """The sliding-window overlap the finetune bundle of ``bundles_dir`` (default: the repository's) validates and
     evaluates with when none is passed (``sw_overlap`` of its ``train.json``)."""
-    bundles = bundles_dir or default_bundles_dir()
-    return float(json.loads((bundles / "dwp_finetune" / "configs" / "train.json").read_text())["sw_overlap"])
+    return float(bundle_default("dwp_finetune", "sw_overlap", bundles_dir))
 
 
 def budget_of(scale: str, s: TransferScale, sw_overlap: float | None = None) -> dict[str, object]:

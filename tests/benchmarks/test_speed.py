@@ -111,16 +111,17 @@ class TestDWPQuality(unittest.TestCase):
             quality = speed._quality("refresh=8+cv")
             self.assertEqual(list(quality), ["prior A"])
             self.assertEqual([round(g, 6) for g in quality["prior A"]], [0.01, 0.02])
-            text = speed._quality_text("refresh=8+cv")
+            text = speed._quality_text("refresh=8+cv", speed._quality("refresh=8+cv"))
             self.assertIn("+0.010 to +0.020 (prior A): not shown as good: not measured on every prior", text)
             self._table(Path(tmp), "b", "refresh=8+cv", [0.0, 0.03])
             self.assertTrue(speed._as_good(speed._quality("refresh=8+cv")))
-            self.assertIn("over 4 checks", speed._quality_text("refresh=8+cv"))
-            self.assertTrue(speed._quality_text("refresh=8+cv").endswith(": as good"))
+            self.assertIn("over 4 checks", speed._quality_text("refresh=8+cv", speed._quality("refresh=8+cv")))
+            self.assertTrue(speed._quality_text("refresh=8+cv", speed._quality("refresh=8+cv")).endswith(": as good"))
             self._table(Path(tmp), "a2", "refresh=8+cv", [-0.001])  # a second run on prior A, one check below
             self.assertFalse(speed._as_good(speed._quality("refresh=8+cv")))
-            self.assertTrue(speed._quality_text("refresh=8+cv").endswith(": worse"))
-            self.assertEqual(speed._quality_text("refresh=16"), "its gradient along training not measured")
+            self.assertTrue(speed._quality_text("refresh=8+cv", speed._quality("refresh=8+cv")).endswith(": worse"))
+            self.assertEqual(speed._quality_text("refresh=16", speed._quality("refresh=16")),
+                             "its gradient along training not measured")
 
 
 class TestMemory(unittest.TestCase):
