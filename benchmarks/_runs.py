@@ -112,7 +112,8 @@ def demo_evaluation(demo: Path, methods: list[str], settings: Any) -> tuple[dict
     missing = [str(p) for p in [*(c / "model.pt" for c in ckpts.values()), source / "model.pt", prior]
                if not p.is_file()]
     if missing:
-        raise SystemExit(f"--demo_dir {str(demo)!r} lacks {missing}; run `make demo` there first.")
+        raise SystemExit(f"--demo_dir {str(demo)!r} lacks {missing}; run `make demo` there first (`python -m "
+                         "monai_dwp pipeline --methods all` for the methods beyond the paper).")
     common = dict(dataset_dir=demo / "data" / "tumour", num_train_cases=settings.num_train_cases,
                   num_val_cases=settings.num_val_cases, source_ckpt=source / "model.pt", prior_ckpt=prior,
                   swag_ckpt=source / "swag.pt", prior_refresh_interval=settings.prior_refresh_interval,

@@ -722,7 +722,7 @@ def _prepare_data(runner_work: Path, scale_name: str, scale: ALScale, method: st
     3 mm ones in ``bundles``' ``models/`` (the source nets and the 15-epoch prior of the transfer benchmark's earlier
     3 mm scale; ``tiny``: the quick chain's), reused when there."""
     base = TRANSFER_SCALES["tiny"].handoffs if scale_name == "tiny" else dataclasses.replace(
-        PipelineSettings.default(), mc_samples=3, prior_epochs=15)
+        PipelineSettings.default(), mc_samples=3, prior_epochs=15, seeds=(0, 1))
     settings = dataclasses.replace(base, spacing=scale.spacing, num_target_pool=scale.num_pool,
                                    num_target_test=scale.num_test_data)
     if HANDOFFS[method]:  # source nets / prior in the bundles' models/, reused when they exist

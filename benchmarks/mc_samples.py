@@ -106,7 +106,7 @@ def runs(counts: list[int]) -> list[tuple[int, int]]:
 
 def main(demo_dir: str = ".", work_dir: str = "runs/mc_samples", results: str | None = None,
          samples: str | tuple = "3,5,10", margins: str | tuple = DEFAULT_MARGINS,
-         methods: str | tuple = ",".join(BAYESIAN_METHODS), workers: int = PIPELINE.workers, force: bool = False,
+         methods: str | tuple = ",".join(m for m in PIPELINE.methods if m in BAYESIAN_METHODS), workers: int = PIPELINE.workers, force: bool = False,
          note: str = "") -> Path:
     """Run (or resume) the study and write ``mc_samples.{csv,md}``.
 
@@ -116,7 +116,7 @@ def main(demo_dir: str = ".", work_dir: str = "runs/mc_samples", results: str | 
         results: the folder of the result files (default ``benchmarks/results``).
         samples: comma-separated Monte Carlo sample counts T; the largest is the reference.
         margins: ``<metric>:<margin>`` pairs, the equivalence margins of :func:`choose`.
-        methods: comma-separated Bayesian methods (default all of them).
+        methods: comma-separated Bayesian methods (default those ``make demo`` trains).
         workers: evaluations side by side, each with ``cpu_count // workers`` threads (the pipeline's: 2).
         force: evaluate again even where an evaluation exists.
         note: a sentence for the report on how the runs were made.

@@ -83,7 +83,7 @@ def label(setting: Setting) -> str:
 
 def main(demo_dir: str = ".", work_dir: str = "runs/sw_overlap", results: str | None = None,
          settings: str | tuple = "0:constant,0.25:constant,0.5:constant,0.25:gaussian,0.5:gaussian",
-         incumbent: str = "0.25:constant", methods: str | tuple = ",".join(METHODS), workers: int = PIPELINE.workers,
+         incumbent: str = "0.25:constant", methods: str | tuple = ",".join(PIPELINE.methods), workers: int = PIPELINE.workers,
          force: bool = False, note: str = "") -> Path:
     """Run (or resume) the study and write ``sw_overlap.{csv,md}``.
 
@@ -95,7 +95,7 @@ def main(demo_dir: str = ".", work_dir: str = "runs/sw_overlap", results: str | 
         settings: comma-separated ``<overlap>:<constant|gaussian>`` sliding-window settings.
         incumbent: the setting the bundles used before (``<overlap>:<blending>``), which only a resolved gain on
             the validation cases replaces (:func:`choose`); it must be one of ``settings``.
-        methods: comma-separated methods (default all of the pipeline's).
+        methods: comma-separated methods (default those ``make demo`` trains).
         workers: evaluations side by side, each with ``cpu_count // workers`` threads (the pipeline's: 2).
         force: evaluate again even where an evaluation exists.
         note: a sentence for the report on how the runs were made.

@@ -67,7 +67,7 @@ from monai_dwp.pipeline import (  # noqa: E402
     stop_stages_on_sigterm,
 )
 from monai_dwp.report import collect_metrics  # noqa: E402
-from monai_dwp.transfer import HANDOFFS, LR_SCHEDULES, METHODS  # noqa: E402
+from monai_dwp.transfer import HANDOFFS, LR_SCHEDULES, METHODS, PAPER_METHODS  # noqa: E402
 from monai_dwp.utils.io import atomic_write  # noqa: E402
 from monai_dwp.utils.validation import check_int  # noqa: E402
 
@@ -133,10 +133,6 @@ class TransferScale:
     def target_patch(self) -> int:
         """The patch edge of the target runs."""
         return self.handoffs.patch_size if self.patch_size is None else self.patch_size
-
-
-PAPER_METHODS: tuple[str, ...] = ("dwp", "gaussian_prior", "random_init", "finetune", "finetune_frozen", "dwp_init")
-"""The six methods of the paper's protocol (the others of :data:`~monai_dwp.transfer.METHODS` go beyond it)."""
 
 
 def dwp_estimator(settings: PipelineSettings) -> str:
@@ -304,14 +300,15 @@ SCALES: dict[str, TransferScale] = {
     "cpu": TransferScale(
         # 4 mm phantoms and 16³ target patches (the field of view of 24³ at 3 mm): six times the 3 mm scale's steps
         # fit 2 hours of 2 cores, near where random_init's validation Dice levels off; the source nets on 24³
-        # patches (the field of view of 32³ at 3 mm). The prior: 15 epochs instead of the demo's 25 (its validation
+        # patches (the field of view of 32³ at 3 mm). Two source nets (the demo trains one since its prior over one
+        # net's kernels showed no loss, ablation dwp_prior_one_source). The prior: 15 epochs on both (its validation
         # ELBO changed by < 0.05 nats per kernel over epochs 10-15 of the 3 mm fit). The DWP term by the estimator
         # its tables were run with, a rotating sixteenth without the control variate (a row records it; rows of
         # another setting stay in the CSV untabled); since 0.5.0 the finetune bundle's default is the ablation
         # dwp_refresh_8_control_variate instead.
         handoffs=dataclasses.replace(PipelineSettings.default(), spacing=4.0, patch_size=24, num_target_pool=23,
-                                     num_target_test=20, mc_samples=3, prior_epochs=15, prior_refresh_interval=16,
-                                     prior_control_variate=False),
+                                     num_target_test=20, mc_samples=3, seeds=(0, 1), prior_epochs=15,
+                                     prior_refresh_interval=16, prior_control_variate=False),
         sizes=(5, 10, 15, 20), seeds=(0, 1, 2), methods=PAPER_METHODS, steps=1200, validations=10, patch_size=16,
         more_methods=tuple(m for m in METHODS if m not in PAPER_METHODS),
         own_handoffs=True,
@@ -329,7 +326,7 @@ SCALES: dict[str, TransferScale] = {
     ),
     "paper": TransferScale(
         handoffs=dataclasses.replace(PipelineSettings.default(), spacing=2.0, patch_size=64, num_target_pool=23,
-                                     num_target_test=20, pretrain_epochs=200, mc_samples=10),
+                                     num_target_test=20, pretrain_epochs=200, mc_samples=10, seeds=(0, 1)),
         own_handoffs=True,
         sizes=(5, 10, 15, 20), seeds=(0, 1, 2, 3, 4), methods=METHODS, steps=1000, validations=20,
         reduced="2 mm phantoms (the paper: 1 mm BraTS), 64³ patches",

@@ -53,7 +53,8 @@ PRODUCERS: dict[str, str] = {
 """The bundle command that writes each hand-off key's file (run from the repository root)."""
 
 PREREQUISITES: dict[str, str] = {
-    "prior_ckpt": f"which needs the source nets of `{_PRETRAIN} --seed 0` and `--seed 1` first",
+    "prior_ckpt": f"which needs the source net of `{_PRETRAIN} --seed 0` first (a prior over several nets: also "
+                  "`--seed 1`, ...)",
 }
 """What the producing command of a hand-off needs before it can run."""
 

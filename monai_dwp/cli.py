@@ -29,7 +29,8 @@ def pipeline(output_dir: str = "outputs/pipeline", quick: bool = False, force: b
         quick: tiny settings (seconds per stage), for tests.
         force: redo stages whose outputs already exist.
         device: ``"cpu"`` or ``"cuda"``; default CUDA when available.
-        methods: comma-separated fine-tuning methods (default all).
+        methods: comma-separated fine-tuning methods (default the paper's six; ``all`` adds ``source_gaussian`` and
+            ``swag_prior``).
         bundles_dir: the ``bundles/`` folder to train into (default: the repository's).
         data_dir: where the phantoms go (default: ``data/`` beside ``bundles_dir``).
     """

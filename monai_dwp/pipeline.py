@@ -1,9 +1,9 @@
 """The whole Deep Weight Prior chain on the built-in phantoms, stage by stage, as the bundles run it.
 
-``python -m monai_dwp pipeline`` runs: make source (MS) and target (tumour) phantoms → pretrain several source
-U-Nets (``dwp_pretrain``) → fit the kernel-VAE prior (``dwp_prior``) → fine-tune on a few target cases with every
-method (``dwp_finetune``) → Monte Carlo inference with uncertainty maps and evaluation on the held-out target
-cases → ``report.md``. Every stage is a ``python -m monai.bundle run`` command, printed before it runs and logged
+``python -m monai_dwp pipeline`` runs: make source (MS) and target (tumour) phantoms → pretrain the source U-Nets
+(``dwp_pretrain``; one by default) → fit the kernel-VAE prior (``dwp_prior``) → fine-tune on a few target cases with
+each method (``dwp_finetune``; the paper's six by default) → Monte Carlo inference with uncertainty maps and
+evaluation on the held-out target cases → ``report.md``. Every stage is a ``python -m monai.bundle run`` command, printed before it runs and logged
 to ``<output_dir>/logs/`` (run in a child of a fork server that imported torch and MONAI once,
 :mod:`monai_dwp.utils.preloaded`, where the platform has one); a stage is skipped when its outputs exist (``--force`` redoes everything), and a
 failing stage names the command that reproduces it.
@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
+from monai_dwp.transfer import METHODS, PAPER_METHODS
 from monai_dwp.utils.preloaded import (
     can_preload,
     main_allows_preload,
@@ -66,13 +67,16 @@ class PipelineSettings:
     num_target_test: int = 8
     num_train_cases: int = 5
     num_val_cases: int = 3
-    seeds: tuple[int, ...] = (0, 1)
+    # the source networks whose kernels the prior is fitted to; every source-started method starts from the first.
+    # One: a prior fitted to one net's kernels gave `dwp` no resolved loss against two nets' (transfer benchmark,
+    # ablation dwp_prior_one_source), and the second net was 4.5 of the demo's 20 minutes (make_demo.md)
+    seeds: tuple[int, ...] = (0,)
     pretrain_epochs: int = 80
     pretrain_val_interval: int = 4
     swag_epochs: int = 20  # the last epochs of source pretraining whose weights make the SWAG moments (swag_prior)
-    # the prior's fit: at the demo's sizes its best validation ELBO improved by < 0.05 nats per kernel over the 10
-    # epochs after epoch 25 (benchmarks/results/make_demo.md)
-    prior_epochs: int = 25
+    # the prior's fit: on one demo source net's kernels its best validation ELBO improved by < 0.05 nats per kernel
+    # over the 10 epochs after epoch 29 (benchmarks/results/make_demo.md)
+    prior_epochs: int = 30
     finetune_epochs: int = 40
     finetune_val_interval: int = 5
     # weight draws of the Bayesian methods' evaluation: the fewest whose per-case Dice, ECE and AUC of the mutual
@@ -85,6 +89,8 @@ class PipelineSettings:
     prior_refresh_interval: int = 8  # the DWP term re-estimates a rotating 1/R of the kernels per step
     prior_control_variate: bool = True  # ... as its residual against a Gaussian, the Gaussian part exact every step
     workers: int = 2  # target methods fine-tuned side by side, each with cpu_count // workers threads
+    # the target methods: the paper's six (`--methods all` adds source_gaussian and swag_prior, 2.3 more minutes)
+    methods: tuple[str, ...] = PAPER_METHODS
 
     @classmethod
     def default(cls) -> PipelineSettings:
@@ -94,12 +100,12 @@ class PipelineSettings:
     @classmethod
     def quick(cls) -> PipelineSettings:
         """The smallest chain that exercises every stage (tests): 6 mm phantoms, one epoch each (two of source
-        pretraining, the fewest that give a SWAG variance)."""
+        pretraining, the fewest that give a SWAG variance), two source networks and every method."""
         return cls(spacing=6.0, patch_size=16, num_source_cases=3, num_source_test=1, num_target_pool=5,
                    num_target_test=2, num_train_cases=3, num_val_cases=1, seeds=(0, 1), pretrain_epochs=2, swag_epochs=2,
                    prior_epochs=1, finetune_epochs=1, finetune_val_interval=1, pretrain_val_interval=1, mc_samples=2, batch_size=1,
                    vae_hidden=(4, 8, 16),
-                   max_kernels=256, prior_refresh_interval=1)
+                   max_kernels=256, prior_refresh_interval=1, methods=METHODS)
 
 
 class PipelineStageError(RuntimeError):
@@ -352,7 +358,8 @@ def run_pipeline(
         quick: tiny settings (:meth:`PipelineSettings.quick`), for tests.
         force: redo stages whose outputs exist.
         device: ``"cpu"`` or ``"cuda"``; default CUDA when available.
-        methods: the fine-tuning methods (default all of :data:`monai_dwp.transfer.METHODS`).
+        methods: the fine-tuning methods (default the settings' ``methods``: the paper's six,
+            :data:`monai_dwp.transfer.PAPER_METHODS`; ``["all"]`` for every one of :data:`~monai_dwp.transfer.METHODS`).
         settings: explicit sizes (overrides ``quick``).
         bundles_dir: the ``bundles/`` folder whose ``models/`` receive the hand-offs (default: the repository's,
             :func:`default_bundles_dir`).
@@ -366,13 +373,8 @@ def run_pipeline(
 
     from monai_dwp.bundle_utils import run_name
     from monai_dwp.report import write_report
-    from monai_dwp.transfer import METHODS
-
     s = settings or (PipelineSettings.quick() if quick else PipelineSettings.default())
-    methods = list(methods or METHODS)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"methods {unknown} are not fine-tuning methods; choose from {METHODS}.")
+    methods = _resolve_methods(methods, s.methods)
     out = Path(output_dir).resolve()
     bundles = Path(bundles_dir).resolve() if bundles_dir is not None else default_bundles_dir()
     data = Path(data_dir).resolve() if data_dir is not None else bundles.parent / "data"
@@ -415,6 +417,17 @@ def run_pipeline(
     return report
 
 
+def _resolve_methods(methods: Sequence[str] | None, default: Sequence[str]) -> list[str]:
+    """``methods`` (``default`` when empty; ``["all"]``: every one of :data:`~monai_dwp.transfer.METHODS`), checked."""
+    chosen = list(methods or default)
+    if chosen == ["all"]:
+        return list(METHODS)
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown:
+        raise ValueError(f"methods {unknown} are not fine-tuning methods; choose from {METHODS}, or pass 'all'.")
+    return chosen
+
+
 def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: object | None = None,
                   swag: bool = True, source_dir: Path | None = None, prior_dir: Path | None = None,
                   tag: str = "") -> dict[str, Path]:
@@ -440,16 +453,18 @@ def make_handoffs(runner: StageRunner, s: PipelineSettings, data: Path, bar: obj
     stages = source_stages(runner, s, data, swag=swag, source_dir=source_dir, tag=tag)
     sources = {seed: Path(stage[2][0]).parent for seed, stage in zip(s.seeds, stages)}
     trained = not runner.force and all(p.is_file() for _, _, outputs in stages for p in outputs)
-    # 1. data (the source phantoms only for source networks still to train)
+    # 1. data, side by side (the source phantoms only for source networks still to train)
+    data_stages = []
     for disease, num, test in (("ms", s.num_source_cases, s.num_source_test),
                                ("tumour", s.num_target_pool, s.num_target_test)):
         if disease == "ms" and trained:
             runner.say(bar, "[skip] data_ms: the source networks it would train exist")
+            _advance(bar)
         else:
             cmd = [_python(), "-m", "monai_dwp", "make-data", "--disease", disease, "--num-cases", str(num),
                    "--num-test", str(test), "--spacing", str(s.spacing), "--output-dir", str(data / disease)]
-            runner.run(f"data_{disease}", cmd, [data / disease / "dataset.json"], bar)
-        _advance(bar)
+            data_stages.append((f"data_{disease}", cmd, [data / disease / "dataset.json"]))
+    runner.run_parallel(data_stages, bar)
     # 2. source networks, trained side by side (with their SWAG moments, written whether needed or not)
     runner.run_parallel(stages, bar)
     # 3. prior

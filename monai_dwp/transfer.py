@@ -34,6 +34,7 @@ from monai_dwp.utils.validation import check_float, check_int
 
 __all__ = [
     "METHODS",
+    "PAPER_METHODS",
     "BAYESIAN_METHODS",
     "SOURCE_START_METHODS",
     "ENCODER_PREFIXES",
@@ -52,6 +53,8 @@ __all__ = [
 METHODS: tuple[str, ...] = (
     "dwp", "gaussian_prior", "random_init", "finetune", "finetune_frozen", "dwp_init", "source_gaussian", "swag_prior",
 )
+PAPER_METHODS: tuple[str, ...] = ("dwp", "gaussian_prior", "random_init", "finetune", "finetune_frozen", "dwp_init")
+"""The six methods of the protocol of Kuzina et al. (2019); ``source_gaussian`` and ``swag_prior`` go beyond it."""
 BAYESIAN_METHODS: tuple[str, ...] = ("dwp", "gaussian_prior", "source_gaussian", "swag_prior")
 SOURCE_START_METHODS: tuple[str, ...] = ("finetune", "finetune_frozen", "source_gaussian", "swag_prior")
 """The methods whose network always starts at the source network of ``source_ckpt``."""

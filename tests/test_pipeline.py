@@ -89,7 +89,7 @@ class TestPipeline(unittest.TestCase):
             last = proc.stderr.strip().splitlines()[-1]
             self.assertRegex(last, r"^monai_dwp: prior_ckpt file 'bundles/dwp_prior/models/dwp_prior.pt' does not "
                                    r"exist; make it first with `python -m monai.bundle run --config_file "
-                                   r"bundles/dwp_prior/configs/train.json`, which needs the source nets of .*--seed 0"
+                                   r"bundles/dwp_prior/configs/train.json`, which needs the source net of .*--seed 0"
                                    r".*--seed 1.*--prior_ckpt PATH.*make demo")
 
     def test_failing_stage_names_the_command(self):
@@ -233,9 +233,28 @@ class TestPipeline(unittest.TestCase):
         self.assertEqual(s.prior_control_variate, finetune["prior_control_variate"])
         self.assertEqual(s.max_kernels, finetune["max_kernels"])
 
+    def test_default_job_is_the_papers_protocol_in_small(self):
+        # make demo: one source net, its prior, the paper's six methods; the quick chain (tests) every method on two
+        from monai_dwp.transfer import PAPER_METHODS
+
+        default, quick = PipelineSettings.default(), PipelineSettings.quick()
+        self.assertEqual(default.seeds, (0,))
+        self.assertEqual(default.methods, PAPER_METHODS)
+        self.assertEqual(set(METHODS) - set(PAPER_METHODS), {"source_gaussian", "swag_prior"})
+        self.assertEqual((quick.seeds, quick.methods), ((0, 1), METHODS))
+
     def test_unknown_method(self):
         with self.assertRaisesRegex(ValueError, r"methods \['bayes'\] are not fine-tuning methods"):
             run_pipeline("unused", quick=True, methods=["bayes"])
+
+    def test_methods_all_and_default(self):
+        from monai_dwp.pipeline import _resolve_methods
+
+        self.assertEqual(_resolve_methods(["all"], ("dwp",)), list(METHODS))
+        self.assertEqual(_resolve_methods(None, ("dwp", "finetune")), ["dwp", "finetune"])
+        self.assertEqual(_resolve_methods(["swag_prior"], ("dwp",)), ["swag_prior"])
+        with self.assertRaisesRegex(ValueError, r"methods \['all'\] are not fine-tuning methods.*or pass 'all'"):
+            _resolve_methods(["all", "dwp"], ("dwp",))
 
 
 if __name__ == "__main__":
