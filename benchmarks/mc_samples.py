@@ -106,8 +106,8 @@ def runs(counts: list[int]) -> list[tuple[int, int]]:
 
 def main(demo_dir: str = ".", work_dir: str = "runs/mc_samples", results: str | None = None,
          samples: str | tuple = "3,5,10", margins: str | tuple = DEFAULT_MARGINS,
-         methods: str | tuple = ",".join(m for m in PIPELINE.methods if m in BAYESIAN_METHODS), workers: int = PIPELINE.workers, force: bool = False,
-         note: str = "") -> Path:
+         methods: str | tuple = ",".join(m for m in PIPELINE.methods if m in BAYESIAN_METHODS),
+         workers: int = PIPELINE.workers, force: bool = False, note: str = "") -> Path:
     """Run (or resume) the study and write ``mc_samples.{csv,md}``.
 
     Args:

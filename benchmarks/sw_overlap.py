@@ -83,8 +83,8 @@ def label(setting: Setting) -> str:
 
 def main(demo_dir: str = ".", work_dir: str = "runs/sw_overlap", results: str | None = None,
          settings: str | tuple = "0:constant,0.25:constant,0.5:constant,0.25:gaussian,0.5:gaussian",
-         incumbent: str = "0.25:constant", methods: str | tuple = ",".join(PIPELINE.methods), workers: int = PIPELINE.workers,
-         force: bool = False, note: str = "") -> Path:
+         incumbent: str = "0.25:constant", methods: str | tuple = ",".join(PIPELINE.methods),
+         workers: int = PIPELINE.workers, force: bool = False, note: str = "") -> Path:
     """Run (or resume) the study and write ``sw_overlap.{csv,md}``.
 
     Args:

@@ -3,10 +3,10 @@
 ``python -m monai_dwp pipeline`` runs: make source (MS) and target (tumour) phantoms → pretrain the source U-Nets
 (``dwp_pretrain``; one by default) → fit the kernel-VAE prior (``dwp_prior``) → fine-tune on a few target cases with
 each method (``dwp_finetune``; the paper's six by default) → Monte Carlo inference with uncertainty maps and
-evaluation on the held-out target cases → ``report.md``. Every stage is a ``python -m monai.bundle run`` command, printed before it runs and logged
-to ``<output_dir>/logs/`` (run in a child of a fork server that imported torch and MONAI once,
-:mod:`monai_dwp.utils.preloaded`, where the platform has one); a stage is skipped when its outputs exist (``--force`` redoes everything), and a
-failing stage names the command that reproduces it.
+evaluation on the held-out target cases → ``report.md``. Every stage is a ``python -m monai.bundle run`` command,
+printed before it runs and logged to ``<output_dir>/logs/`` (run in a child of a fork server that imported torch and
+MONAI once, :mod:`monai_dwp.utils.preloaded`, where the platform has one); a stage is skipped when its outputs exist
+(``--force`` redoes everything), and a failing stage names the command that reproduces it.
 
 The pipeline writes the bundles' own layout, so that every bundle command runs afterwards with no path override:
 the phantoms go to ``data/ms`` and ``data/tumour`` beside ``bundles/``, the source nets to
@@ -69,7 +69,8 @@ class PipelineSettings:
     num_val_cases: int = 3
     # the source networks whose kernels the prior is fitted to; every source-started method starts from the first.
     # One: a prior fitted to one net's kernels gave `dwp` no resolved loss against two nets' (transfer benchmark,
-    # ablation dwp_prior_one_source), and the second net was 4.5 of the demo's 20 minutes (make_demo.md)
+    # ablation dwp_prior_one_source), and one net alone with both threads trains in 327 s against 545 s for two side
+    # by side (benchmarks/results/make_demo.md)
     seeds: tuple[int, ...] = (0,)
     pretrain_epochs: int = 80
     pretrain_val_interval: int = 4
@@ -373,6 +374,7 @@ def run_pipeline(
 
     from monai_dwp.bundle_utils import run_name
     from monai_dwp.report import write_report
+
     s = settings or (PipelineSettings.quick() if quick else PipelineSettings.default())
     methods = _resolve_methods(methods, s.methods)
     out = Path(output_dir).resolve()
